@@ -1,0 +1,58 @@
+"""Audio encoding: FLAC bytes in, float32 mono 16 kHz out (soundfile, no torchcodec)."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """Audio that cannot be decoded, is empty, or is otherwise unusable."""
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Exact rational resampling (polyphase), e.g. 22 050 -> 16 000 is up 320 / down 441."""
+    if orig_sr == target_sr:
+        return np.asarray(wave, dtype=np.float32)
+    ratio = Fraction(target_sr, orig_sr)
+    out = resample_poly(np.asarray(wave, dtype=np.float64), ratio.numerator, ratio.denominator)
+    return out.astype(np.float32)
+
+
+def encode_flac(wave: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    """float waveform in [-1, 1] -> 16-bit FLAC bytes (deterministic)."""
+    wave = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_audio(cell, *, target_sr: int = SAMPLE_RATE, what: str = "audio") -> np.ndarray:
+    """Decode one audio cell to float32 mono at ``target_sr``.
+
+    ``cell`` is raw bytes, a path, or a ``{"bytes": ..., "path": ...}`` mapping as stored by
+    ``datasets.Audio(decode=False)``. ``what`` names the row or file in error messages.
+    """
+    if isinstance(cell, dict):
+        data, path = cell.get("bytes"), cell.get("path")
+        source = io.BytesIO(data) if data else path
+    elif isinstance(cell, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(cell))
+    else:
+        source = str(cell)
+    if source is None:
+        raise AudioError(f"{what}: no audio bytes and no path")
+    try:
+        wave, sr = sf.read(source, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types
+        raise AudioError(f"{what}: cannot decode audio ({exc})") from exc
+    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
+    if wave.size == 0:
+        raise AudioError(f"{what}: audio is empty")
+    return resample(wave, sr, target_sr)

@@ -1,0 +1,96 @@
+"""The one signature every merging method implements, and the registry that names them.
+
+A method merges *one tensor at a time*: it sees the base tensor theta_0 and the N task vectors
+tau_i = theta_i - theta_0 of that tensor (float32, same shape) and returns the merged delta
+Delta, so that the merged weight is theta_0 + Delta. Methods that are defined on the experts'
+weights (SOUP, Karcher, Multi-SLERP, Model Stock) reconstruct theta_i = theta_0 + tau_i
+themselves. The streaming engine (``speechmerge.merging.engine``) feeds tensors one by one, so
+no method ever holds more than one tensor per expert.
+
+Adding a method = one module in ``speechmerge/merging/methods/`` with a subclass decorated by
+``@register``; it is then available to the ``merge`` rule, the config and the CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+import torch
+
+# 2-D linear weights of attention (self and cross) and MLP blocks of a HF Whisper model.
+MATRIX_PATTERN = re.compile(
+    r"(^|\.)(self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)\.weight$|(^|\.)(fc1|fc2)\.weight$"
+)
+
+
+def is_matrix(key: str, tensor: torch.Tensor) -> bool:
+    """True for the attention / MLP linear weights that subspace and pruning methods act on."""
+    return tensor.ndim == 2 and bool(MATRIX_PATTERN.search(key))
+
+
+@dataclass(frozen=True)
+class TensorContext:
+    """What a method may know about the tensor besides its values."""
+
+    key: str
+    is_matrix: bool
+    seed: int = 0
+
+    def generator(self) -> torch.Generator:
+        """A generator seeded from (seed, tensor name): the same on every run and in any order."""
+        g = torch.Generator()
+        g.manual_seed((int(self.seed) * 1_000_003 + zlib.crc32(self.key.encode())) % (2**63))
+        return g
+
+
+class MergeMethod:
+    """Base class. Subclasses set ``name``, ``defaults`` (paper defaults), ``source`` (citation)."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    source: ClassVar[str] = ""
+
+    def __init__(self, **hparams: Any) -> None:
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"merge method {self.name!r}: unknown hyperparameter(s) {unknown}; "
+                f"known: {sorted(self.defaults)}"
+            )
+        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check hyperparameter values; raise ValueError naming the key."""
+
+    def merge_tensor(
+        self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext
+    ) -> torch.Tensor:
+        """Return the merged delta for one tensor (same shape as ``base``, float32)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.hparams})"
+
+
+REGISTRY: dict[str, type[MergeMethod]] = {}
+
+
+def register(cls: type[MergeMethod]) -> type[MergeMethod]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"merge method {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, hparams: Mapping[str, Any] | None = None) -> MergeMethod:
+    from speechmerge.merging import methods  # noqa: F401  (imports register every method)
+
+    if name not in REGISTRY:
+        raise KeyError(f"unknown merge method {name!r}; available: {sorted(REGISTRY)}")
+    return REGISTRY[name](**dict(hparams or {}))
