@@ -1,0 +1,28 @@
+# speechmerge: merging and adapting Whisper for multilingual ASR and speech translation.
+#
+#   snakemake --cores all                         # the embedded default (config.yaml)
+#   snakemake --cores all --configfile presets/smoke.yaml
+#
+# DAG: import_model + synthesize_corpus -> finetune -> task_vector -> merge -> evaluate -> report
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/data.smk"
+include: "rules/finetune.smk"
+include: "rules/taskvectors.smk"
+include: "rules/merge.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        PLAN.all_targets(),
+    default_target: True

@@ -1,0 +1,52 @@
+# Config validation and the plan of the DAG (speechmerge.plan); path and parameter helpers.
+import re
+
+from speechmerge.merging import REGISTRY
+from speechmerge.merging import methods as _register_methods  # noqa: F401
+from speechmerge.plan import build_plan
+from speechmerge.config import validate_config
+from speechmerge.utils import config_hash
+
+validate_config(config)
+PLAN = build_plan(config, merge_methods=set(REGISTRY))
+CONFIG_HASH = config_hash(config)
+THREADS = config.get("threads", {})
+
+
+def _alternatives(values):
+    values = sorted(set(values)) or ["__none__"]
+    return "|".join(re.escape(v) for v in values)
+
+
+wildcard_constraints:
+    model_name=re.escape(PLAN.base_name),
+    experiment=_alternatives(PLAN.experiments),
+    subset=_alternatives(s for (_, s, _) in PLAN.datasets),
+    split="train|dev|test",
+    job=_alternatives(j for (_, j) in PLAN.jobs),
+    variant=_alternatives(v for (_, v) in PLAN.variants),
+    testset=_alternatives(t for (_, t) in PLAN.testsets),
+    model=_alternatives(m for (_, m, _) in PLAN.evaluations),
+
+
+def base_files():
+    """The imported base model, as the two files its rule declares."""
+    return {
+        "model": f"{PLAN.base_dir}/config.json",
+        "weights": f"{PLAN.base_dir}/model.safetensors",
+    }
+
+
+def job_model_file(experiment, job):
+    """config.json of a job's model directory (None = the imported base)."""
+    if job is None:
+        return base_files()["model"]
+    return f"{PLAN.model_dir(experiment, job)}/config.json"
+
+
+def dataset_files(triples):
+    return [PLAN.dataset_path(*t) for t in triples]
+
+
+def with_provenance(spec):
+    return {**spec, "config_hash": CONFIG_HASH}

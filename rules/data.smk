@@ -1,0 +1,20 @@
+# synthesize_corpus: corpus sentences -> eSpeak NG speech in an acoustic domain -> parquet split.
+
+
+rule synthesize_corpus:
+    input:
+        corpus=config.get("corpus", "resources/text/corpus.tsv"),
+    output:
+        "results/data/{experiment}/{subset}/{split}.parquet",
+    params:
+        spec=lambda wc: with_provenance(PLAN.datasets[(wc.experiment, wc.subset, wc.split)]),
+    threads: THREADS.get("synthesize", 1)
+    log:
+        "logs/synthesize_corpus/{experiment}/{subset}/{split}.log",
+    benchmark:
+        "benchmarks/out/synthesize_corpus/{experiment}/{subset}/{split}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow_scripts/synthesize_corpus.py"

@@ -1,0 +1,24 @@
+# report: the papers' tables (CSV, Markdown, LaTeX) and figures per experiment.
+
+
+rule report:
+    input:
+        unpack(lambda wc: PLAN.report_inputs(wc.experiment)),
+    output:
+        dir=report(
+            directory("results/report/{experiment}"),
+            patterns=["{name}.png"],
+            caption="../docs/report_caption.rst",
+            category="{experiment}",
+        ),
+    params:
+        spec=lambda wc: with_provenance(PLAN.reports[wc.experiment]),
+    log:
+        "logs/report/{experiment}.log",
+    benchmark:
+        "benchmarks/out/report/{experiment}.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    script:
+        "../workflow_scripts/report.py"

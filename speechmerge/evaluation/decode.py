@@ -1,0 +1,233 @@
+"""Batched Whisper decoding of a test set, and the hypotheses JSONL format.
+
+``decode`` runs ``model.generate(input_features, language=[...], task=...)`` (greedy, or beam
+search with ``beam_size > 1``) under ``torch.inference_mode``:
+
+* utterances are sorted by duration (longest first) before batching. The encoder input is fixed
+  length anyway (``config.max_source_positions * 2`` mel frames, the possibly cropped context),
+  but the decoder runs until the *longest* hypothesis of a batch ends, and the output length
+  grows with the duration, so sorting keeps the utterances of one batch finishing together;
+* log-mel features are computed per batch with one batched call of the processor's feature
+  extractor (torch STFT), padded / truncated to the model's context (utterances longer than the
+  context are truncated and counted);
+* the language prompt is per utterance (``generate`` accepts one language per sample, the task
+  is one per call). A language the model has no prompt token for raises before any decoding.
+
+Hypotheses JSONL: one line per utterance ``{"id", "language", "task", "reference",
+"hypothesis", "model"}``; the reference is the transcript (transcribe) or the English
+translation (translate).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from speechmerge.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+TASKS = ("transcribe", "translate")
+HYP_FIELDS = ("id", "language", "task", "reference", "hypothesis", "model")
+
+
+@dataclass
+class DecodeResult:
+    hypotheses: list[str]  # in input order
+    seconds: float  # wall time of feature extraction + generation
+    n_truncated: int  # utterances longer than the encoder context
+    batch_size: int
+    beam_size: int
+    max_new_tokens: int
+    n_hit_max_tokens: int = 0  # hypotheses that stopped at max_new_tokens (likely runaway)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def utt_per_s(self) -> float:
+        return len(self.hypotheses) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def encoder_frames(model) -> int:
+    """Number of mel frames the encoder takes: 2 x max_source_positions (conv stride 2)."""
+    return int(model.config.max_source_positions) * 2
+
+
+def language_token(language: str) -> str:
+    return f"<|{language}|>"
+
+
+def check_prompts(model, languages: Sequence[str], task: str, *, testset: str = "test set") -> None:
+    """Raise ``ValueError`` if the generation config cannot prompt a language or the task."""
+    gc = model.generation_config
+    if task not in TASKS:
+        raise ValueError(f"{testset}: unknown task {task!r} (expected one of {TASKS})")
+    lang_to_id = getattr(gc, "lang_to_id", None) or {}
+    task_to_id = getattr(gc, "task_to_id", None) or {}
+    if not lang_to_id or not task_to_id:
+        raise ValueError(f"{testset}: the model's generation_config lacks lang_to_id / task_to_id, "
+                         "so Whisper cannot be prompted with a language and task")
+    if task not in task_to_id:
+        raise ValueError(f"{testset}: the model has no prompt token for task {task!r}")
+    missing = sorted({l for l in languages if language_token(l) not in lang_to_id})
+    if missing:
+        raise ValueError(
+            f"{testset}: no language prompt token for language(s) {missing} in the model's "
+            f"generation_config.lang_to_id (e.g. {sorted(lang_to_id)[:5]}...)"
+        )
+
+
+def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
+    """Batched log-mel features [B, n_mels, n_frames] (Whisper's extractor, torch STFT).
+
+    Waves are zero-padded / truncated to ``n_frames * hop_length`` samples first, which equals
+    cropping the 30 s features (the log-mel clamp uses the per-clip maximum, and zero padding
+    never raises it).
+    """
+    import torch
+
+    fe = processor.feature_extractor
+    n_samples = n_frames * fe.hop_length
+    out = fe(
+        [np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
+        padding="max_length", max_length=n_samples, truncation=True, return_tensors="pt",
+    )
+    feats = out["input_features"]
+    if feats.shape[-1] != n_frames:
+        raise RuntimeError(f"feature extractor returned {feats.shape[-1]} frames, expected {n_frames}")
+    return feats.to(torch.float32)
+
+
+def length_order(durations: Sequence[float], sort: bool = True) -> list[int]:
+    """Indices ordered longest first (stable); identity if ``sort`` is false."""
+    idx = list(range(len(durations)))
+    return sorted(idx, key=lambda i: -float(durations[i])) if sort else idx
+
+
+def decode(
+    model,
+    processor,
+    waves: Sequence[np.ndarray],
+    languages: Sequence[str],
+    *,
+    task: str,
+    batch_size: int = 16,
+    beam_size: int = 1,
+    max_new_tokens: int = 128,
+    durations: Sequence[float] | None = None,
+    sort_by_length: bool = True,
+    testset: str = "test set",
+    progress: bool = True,
+) -> DecodeResult:
+    """Decode 16 kHz waveforms with per-utterance language prompts; hypotheses in input order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n = len(waves)
+    if len(languages) != n:
+        raise ValueError(f"{testset}: {n} waveforms but {len(languages)} languages")
+    if batch_size < 1 or beam_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"{testset}: batch_size, beam_size and max_new_tokens must be >= 1")
+    check_prompts(model, languages, task, testset=testset)
+    n_frames = encoder_frames(model)
+    n_samples = n_frames * processor.feature_extractor.hop_length
+    # prompt = <|startoftranscript|> <|xx|> <|task|> <|notimestamps|>
+    limit = int(model.config.max_target_positions) - 4
+    if max_new_tokens > limit:
+        log.warning("%s: max_new_tokens %d > %d allowed by the decoder; using %d", testset, max_new_tokens, limit, limit)
+        max_new_tokens = limit
+    if durations is None:
+        durations = [len(w) / SAMPLE_RATE for w in waves]
+    order = length_order(durations, sort_by_length)
+    n_truncated = sum(len(w) > n_samples for w in waves)
+    if n_truncated:
+        log.warning("%s: %d of %d utterances are longer than the %.1f s encoder context and are truncated",
+                    testset, n_truncated, n, n_samples / SAMPLE_RATE)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    model.eval()
+    hyps: list[str | None] = [None] * n
+    n_hit = 0
+    gen_kwargs = dict(task=task, max_new_tokens=max_new_tokens, num_beams=beam_size, do_sample=False,
+                      return_timestamps=False)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
+            out = model.generate(feats, language=[languages[i] for i in idx], **gen_kwargs)
+            seqs = out.sequences if hasattr(out, "sequences") else out
+            texts = processor.batch_decode(seqs, skip_special_tokens=True)
+            eos = model.generation_config.eos_token_id
+            eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+            for row in seqs.tolist():
+                if not any(t in eos for t in row[1:]):
+                    n_hit += 1
+            for i, t in zip(idx, texts):
+                hyps[i] = t.strip()
+            bar.update(len(idx))
+    seconds = time.perf_counter() - t0
+    if n_hit:
+        log.warning("%s: %d hypotheses reached max_new_tokens=%d without end-of-text", testset, n_hit, max_new_tokens)
+    return DecodeResult([h or "" for h in hyps], seconds, n_truncated, batch_size, beam_size, max_new_tokens, n_hit)
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def hypothesis_records(examples: Sequence, hypotheses: Sequence[str], *, task: str, model: str) -> list[dict]:
+    """JSONL records for ``examples`` (``speechmerge.data.io.Example`` or dicts)."""
+    def get(ex, key):
+        return ex[key] if isinstance(ex, Mapping) else getattr(ex, key)
+
+    recs = []
+    for ex, hyp in zip(examples, hypotheses, strict=True):
+        ref = get(ex, "transcript") if task == "transcribe" else get(ex, "translation")
+        recs.append({"id": get(ex, "id"), "language": get(ex, "language"), "task": task,
+                     "reference": ref, "hypothesis": hyp, "model": model})
+    return recs
+
+
+def write_hypotheses(records: Sequence[Mapping], path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({k: r[k] for k in HYP_FIELDS}, ensure_ascii=False) + "\n")
+
+
+def read_hypotheses(path: str | os.PathLike, *, expect_model: str | None = None,
+                    expect_task: str | None = None) -> list[dict]:
+    """Read a hypotheses JSONL; raise ``ValueError`` naming the file and line on a malformed
+    record, a mixture of models / tasks, or a model / task other than expected."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"hypotheses file not found: {path}")
+    recs = []
+    with open(path, encoding="utf-8") as f:
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{k}: not JSON ({exc})") from exc
+            missing = [x for x in HYP_FIELDS if x not in r]
+            if missing:
+                raise ValueError(f"{path}:{k}: record lacks {missing}")
+            recs.append(r)
+    if not recs:
+        raise ValueError(f"{path}: no hypotheses")
+    for key, expected in (("model", expect_model), ("task", expect_task)):
+        values = sorted({r[key] for r in recs})
+        if len(values) > 1:
+            raise ValueError(f"{path}: hypotheses of several {key}s {values}")
+        if expected is not None and values[0] != expected:
+            raise ValueError(f"{path}: hypotheses are from {key} {values[0]!r}, expected {expected!r}")
+    return recs

@@ -1,0 +1,203 @@
+"""Bootstrap confidence intervals and paired significance tests over utterances.
+
+Every corpus metric here is a function of *summed per-utterance sufficient statistics*:
+
+* WER / CER: (edits_i, ref_len_i) -> 100 * sum(edits) / sum(ref_len);
+* BLEU: sacrebleu's per-segment (hyp_len, ref_len, matches_1..4, totals_1..4) -> BLEU of the sums;
+* chrF: sacrebleu's per-segment character / word n-gram statistics -> chrF of the sums.
+
+So one bootstrap replicate = draw n utterance indices with replacement, sum their statistics and
+recompute the corpus score (Efron & Tibshirani 1993; Koehn 2004 for MT). Replicates are drawn as
+count vectors (how often each utterance was drawn) and summed with one matrix product, chunk by
+chunk, so memory stays ~ chunk x n.
+
+* ``bootstrap_ci``: percentile interval (default 95 %, 1000 replicates, seeded).
+* ``paired_bootstrap``: both systems scored on the *same* resampled utterances (Koehn 2004,
+  "Statistical significance tests for machine translation evaluation"). Reported:
+  ``delta`` = improvement of A over B (B - A for error rates, A - B for BLEU/chrF),
+  ``p_value`` = two-sided p of H0 "no difference" with the bootstrap distribution shifted to
+  mean 0: (1 + #{|d*_b - mean(d*)| >= |delta|}) / (B + 1) (the form sacrebleu's paired bootstrap
+  uses, after Riezler & Maxwell 2005), and ``p_koehn`` = fraction of replicates in which A is not
+  better than B (Koehn's one-sided reading), plus a 95 % interval of the delta.
+* ``matched_pairs_test``: a MAPSSWE-style matched-pairs test on error counts (NIST sc_stats;
+  Gillick & Cox 1989) with the *utterance* as segment: Z = mean(d) / (sd(d) / sqrt(n)),
+  d_i = edits_B,i - edits_A,i, two-sided normal p-value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from speechmerge.evaluation import metrics as M
+
+ERROR_METRICS = ("wer", "cer")
+HIGHER_IS_BETTER = {"wer": False, "cer": False, "bleu": True, "chrf": True}
+
+
+class HypothesesMismatch(ValueError):
+    """Two hypothesis sets that cannot be compared (other model, other utterances, other task)."""
+
+
+@dataclass
+class CorpusStats:
+    """Per-utterance sufficient statistics of one metric on one system's hypotheses."""
+
+    metric: str
+    ids: list[str]
+    stats: np.ndarray  # [n, k]
+    score_fn: Callable[[np.ndarray], np.ndarray]  # summed stats [B, k] -> scores [B]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
+    def score(self) -> float:
+        return float(self.score_fn(self.stats.sum(axis=0, keepdims=True).astype(np.float64))[0])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _ratio_fn(sums: np.ndarray) -> np.ndarray:
+    return 100.0 * sums[:, 0] / np.maximum(sums[:, 1], 1e-12)
+
+
+def _sacrebleu_fn(metric) -> Callable[[np.ndarray], np.ndarray]:
+    def fn(sums: np.ndarray) -> np.ndarray:
+        return np.asarray([M.score_from_stats(metric, np.rint(row).astype(np.int64)) for row in sums])
+
+    return fn
+
+
+def corpus_stats(records: Sequence[Mapping], metric: str, *, spelling_source=None) -> CorpusStats:
+    """Sufficient statistics of ``metric`` (wer, cer, bleu, chrf) from hypothesis records
+    (dicts with id, language, reference, hypothesis; BLEU/chrF target English)."""
+    ids = [str(r["id"]) for r in records]
+    refs = [r["reference"] for r in records]
+    hyps = [r["hypothesis"] for r in records]
+    if metric in ERROR_METRICS:
+        langs = [r["language"] for r in records]
+        c = M.error_counts(refs, hyps, langs, unit="word" if metric == "wer" else "char", ids=ids,
+                           spelling_source=spelling_source)
+        return CorpusStats(metric, ids, np.stack([c.edits, c.ref_len], axis=1), _ratio_fn)
+    if metric == "bleu":
+        m = M.bleu_metric("en")
+    elif metric == "chrf":
+        m = M.chrf_metric()
+    else:
+        raise ValueError(f"unknown metric {metric!r}; known: {sorted(HIGHER_IS_BETTER)}")
+    return CorpusStats(metric, ids, M.sentence_stats(m, refs, hyps, ids=ids), _sacrebleu_fn(m))
+
+
+def _resampled_sums(stats: np.ndarray, n_boot: int, seed: int, chunk_cells: int = 2_000_000):
+    """Yield [chunk, k] sums of the stats over bootstrap replicates (count-vector trick)."""
+    n = stats.shape[0]
+    if n == 0:
+        raise ValueError("cannot bootstrap zero utterances")
+    rng = np.random.default_rng(seed)
+    s = stats.astype(np.float64)
+    chunk = max(1, min(n_boot, chunk_cells // n))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = idx + (np.arange(b)[:, None] * n)
+        counts = np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        yield counts @ s
+        done += b
+
+
+def bootstrap_scores(cs: CorpusStats, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Corpus scores of ``n_boot`` bootstrap replicates (resampling utterances)."""
+    return np.concatenate([cs.score_fn(s) for s in _resampled_sums(cs.stats, n_boot, seed)])
+
+
+def bootstrap_ci(cs: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the corpus score."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    scores = bootstrap_scores(cs, n_boot=n_boot, seed=seed)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(scores, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def check_paired(a: Sequence[Mapping], b: Sequence[Mapping], *, what_a: str = "A", what_b: str = "B"):
+    """Order ``b`` like ``a`` by id; raise ``HypothesesMismatch`` unless both cover exactly the
+    same utterances with the same references, task and language."""
+    def index(recs, what):
+        out = {}
+        for r in recs:
+            if r["id"] in out:
+                raise HypothesesMismatch(f"{what}: utterance id {r['id']!r} appears twice")
+            out[r["id"]] = r
+        return out
+
+    ia, ib = index(a, what_a), index(b, what_b)
+    only_a, only_b = sorted(set(ia) - set(ib)), sorted(set(ib) - set(ia))
+    if only_a or only_b:
+        raise HypothesesMismatch(
+            f"{what_a} and {what_b} cover different utterances: {len(only_a)} only in {what_a} "
+            f"(e.g. {only_a[:3]}), {len(only_b)} only in {what_b} (e.g. {only_b[:3]})"
+        )
+    for k, ra in ia.items():
+        rb = ib[k]
+        for field in ("reference", "task", "language"):
+            if field in ra and field in rb and ra[field] != rb[field]:
+                raise HypothesesMismatch(
+                    f"utterance {k!r}: {field} differs between {what_a} ({ra[field]!r}) and "
+                    f"{what_b} ({rb[field]!r}); not the same test set"
+                )
+    return list(a), [ib[r["id"]] for r in a]
+
+
+def paired_bootstrap(
+    a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Paired bootstrap resampling test of system A against system B (same utterances)."""
+    if a.metric != b.metric:
+        raise HypothesesMismatch(f"different metrics: {a.metric} vs {b.metric}")
+    if a.ids != b.ids:
+        raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
+    sign = 1.0 if a.higher_is_better else -1.0
+    k = a.stats.shape[1]
+    both = np.concatenate([a.stats, b.stats], axis=1)
+    deltas = []
+    for sums in _resampled_sums(both, n_boot, seed):
+        deltas.append(sign * (a.score_fn(sums[:, :k]) - b.score_fn(sums[:, k:])))
+    d = np.concatenate(deltas)
+    observed = sign * (a.score() - b.score())
+    centred = np.abs(d - d.mean())
+    p_two = (1.0 + float(np.sum(centred >= abs(observed) - 1e-12))) / (n_boot + 1.0)
+    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {
+        "metric": a.metric, "score_a": a.score(), "score_b": b.score(), "delta": observed,
+        "delta_ci": [float(lo), float(hi)], "p_value": min(1.0, p_two),
+        "p_koehn": float(np.mean(d <= 0.0)), "n": len(a), "n_boot": n_boot, "seed": seed,
+        "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null",
+    }
+
+
+def matched_pairs_test(a: CorpusStats, b: CorpusStats) -> dict:
+    """MAPSSWE-style matched-pairs Z test on per-utterance edit counts (error metrics only)."""
+    from scipy.stats import norm
+
+    if a.metric not in ERROR_METRICS or b.metric != a.metric:
+        raise ValueError(f"matched-pairs test needs one error metric for both systems, got {a.metric}/{b.metric}")
+    if a.ids != b.ids:
+        raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
+    d = (b.stats[:, 0] - a.stats[:, 0]).astype(np.float64)  # > 0: A makes fewer errors
+    n = d.size
+    mean = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    if sd == 0.0:
+        z = 0.0 if mean == 0.0 else float(np.sign(mean) * np.inf)
+        p = 1.0 if mean == 0.0 else 0.0
+    else:
+        z = mean / (sd / np.sqrt(n))
+        p = float(2.0 * norm.sf(abs(z)))
+    return {"metric": a.metric, "mean_diff": mean, "z": float(z), "p_value": p, "n": n,
+            "test": "matched pairs (MAPSSWE-style, utterance segments), two-sided normal"}

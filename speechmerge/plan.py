@@ -1,0 +1,434 @@
+"""From a validated config to the plan of the DAG: what to synthesise, train, merge and evaluate.
+
+The Snakefile asks this module, never the raw config, what exists. Keeping the logic here (and
+not in ``rules/*.smk``) makes it testable and keeps the rules declarative.
+
+Names (see docs/ARCHITECTURE.md): datasets are (experiment, subset, split); training jobs are
+``expert-{subset}``, ``joint``, ``seq-{k}`` or a PEFT method name; merge variants are
+``{method}`` or ``{method}@{param}={value}``; evaluated models are ``zeroshot``, a job, or
+``merge-{variant}``; test sets are ``{subset}-{task}``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("transcribe", "translate")
+SPLITS = ("train", "dev", "test")
+PEFT_METHODS = ("full", "bitfit", "lora", "adalora", "s2lora")
+
+METHOD_LABELS = {
+    "soup": "SOUP",
+    "model_stock": "Model Stock",
+    "karcher": "Karcher mean",
+    "multislerp": "Multi-SLERP",
+    "task_arithmetic": "Task Arithmetic",
+    "ties": "TIES",
+    "dare_linear": "DARE (linear)",
+    "dare_ties": "DARE-TIES",
+    "pcb": "PCB",
+    "sce": "SCE",
+    "iso_c": "Iso-C",
+    "iso_cts": "Iso-CTS",
+    "tsv_m": "TSV-M",
+    "tsv_m_ns": "TSV-M w/ NS",
+    "boosted_tsv_m": "BoostedTSV-M",
+    "lors": "LoRS-Merging",
+    "lors_lowrank": "LoRS low-rank only",
+    "lors_sparse": "LoRS sparse only",
+}
+PEFT_LABELS = {"full": "Full fine-tuning", "bitfit": "BitFit", "lora": "LoRA",
+               "adalora": "AdaLoRA", "s2lora": "S2-LoRA"}
+
+
+class PlanError(ValueError):
+    """A config that passes the schema but does not describe a runnable experiment."""
+
+
+def _merge_dicts(*dicts: dict | None) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = _merge_dicts(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """How a sweep value appears in a variant name: 0.30 -> '0.3', 1.0 -> '1', 'x' -> 'x'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass
+class Plan:
+    config: dict
+    datasets: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+    jobs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    experts: dict[str, list[str]] = field(default_factory=dict)
+    variants: dict[tuple[str, str], dict] = field(default_factory=dict)
+    testsets: dict[tuple[str, str], dict] = field(default_factory=dict)
+    evaluations: list[tuple[str, str, str]] = field(default_factory=list)
+    reports: dict[str, dict] = field(default_factory=dict)
+
+    # ----- names and paths -------------------------------------------------------------
+    @property
+    def base_name(self) -> str:
+        return self.config["base_model"]["name"]
+
+    @property
+    def base_dir(self) -> str:
+        return f"resources/models/{self.base_name}"
+
+    @property
+    def experiments(self) -> list[str]:
+        return list(self.reports)
+
+    def dataset_path(self, experiment: str, subset: str, split: str) -> str:
+        return f"results/data/{experiment}/{subset}/{split}.parquet"
+
+    def model_dir(self, experiment: str, job: str) -> str:
+        return f"results/models/{experiment}/{job}"
+
+    def taskvector_path(self, experiment: str, job: str) -> str:
+        return f"results/taskvectors/{experiment}/{job}.safetensors"
+
+    def merged_path(self, experiment: str, variant: str) -> str:
+        return f"results/merged/{experiment}/{variant}.safetensors"
+
+    def weights_path(self, experiment: str, model: str) -> str:
+        """The safetensors file with the full weights of an evaluated model."""
+        if model == "zeroshot":
+            return f"{self.base_dir}/model.safetensors"
+        if model.startswith("merge-"):
+            return self.merged_path(experiment, model[len("merge-"):])
+        if (experiment, model) in self.jobs:
+            return f"{self.model_dir(experiment, model)}/model.safetensors"
+        raise KeyError(f"experiment {experiment!r} has no model {model!r}")
+
+    def eval_prefix(self, experiment: str, model: str) -> str:
+        """One evaluation job per model: ``{prefix}.json`` (scores) and ``{prefix}.jsonl`` (hyps)."""
+        return f"results/eval/{experiment}/{model}"
+
+    def model_testsets(self, experiment: str, model: str) -> list[str]:
+        """The test sets a model is evaluated on, in plan order, without repeats."""
+        return list(dict.fromkeys(t for e, m, t in self.evaluations if e == experiment and m == model))
+
+    def evaluated_models(self, experiment: str) -> list[str]:
+        return list(dict.fromkeys(m for e, m, _ in self.evaluations if e == experiment))
+
+    def report_dir(self, experiment: str) -> str:
+        return f"results/report/{experiment}"
+
+    # ----- what the report rule needs --------------------------------------------------
+    def report_inputs(self, experiment: str) -> dict[str, list[str]]:
+        models = self.evaluated_models(experiment)
+        jobs = [j for (e, j) in self.jobs if e == experiment]
+        peft_jobs = [j for j in jobs if self.jobs[(experiment, j)]["method"] in ("adalora", "s2lora")]
+        return {
+            "scores": [self.eval_prefix(experiment, m) + ".json" for m in models],
+            "hyps": [self.eval_prefix(experiment, m) + ".jsonl" for m in models],
+            "train_infos": [f"{self.model_dir(experiment, j)}/train_info.json" for j in jobs],
+            "rank_allocations": [f"{self.model_dir(experiment, j)}/rank_allocation.json" for j in peft_jobs],
+            "taskvectors": [self.taskvector_path(experiment, j) for j in self.experts.get(experiment, [])],
+            "merge_infos": [self.merged_path(experiment, v)[: -len(".safetensors")] + ".json"
+                            for (e, v) in self.variants if e == experiment],
+        }
+
+    def all_targets(self) -> list[str]:
+        return [self.report_dir(e) for e in self.experiments]
+
+
+# ---------------------------------------------------------------------------------------
+def build_plan(config: dict, merge_methods: set[str] | None = None) -> Plan:
+    """Expand a (schema-validated) config into the plan; ``merge_methods`` = registry names."""
+    plan = Plan(config=config)
+    experiments = config.get("experiments", {})
+    for name, exp in experiments.items():
+        if not exp.get("enabled", True):
+            continue
+        kind = exp.get("kind", name)
+        builder = {"multilingual": _plan_multilingual, "domains": _plan_domains, "peft": _plan_peft}.get(kind)
+        if builder is None:
+            raise PlanError(f"experiments.{name}: unknown kind {kind!r} (multilingual, domains, peft)")
+        builder(plan, name, exp)
+        if merge_methods is not None:
+            for (e, v), spec in plan.variants.items():
+                if e == name and spec["method"] not in merge_methods:
+                    raise PlanError(
+                        f"experiments.{name}.merges: unknown merge method {spec['method']!r}; "
+                        f"available: {sorted(merge_methods)}"
+                    )
+    if not plan.reports:
+        raise PlanError("no experiment is enabled in config 'experiments'")
+    return plan
+
+
+def _domain_transforms(config: dict, domain: str, where: str) -> list[dict]:
+    catalog = config.get("acoustic_domains", {})
+    if domain not in catalog:
+        raise PlanError(f"{where}: unknown acoustic domain {domain!r}; defined in acoustic_domains: {sorted(catalog)}")
+    return copy.deepcopy(catalog[domain] or [])
+
+
+def _add_dataset(plan: Plan, exp_name: str, exp: dict, subset: str, *, language: str, domain: str,
+                 splits: tuple[str, ...], voice_profile: str = "adult", where: str) -> None:
+    config = plan.config
+    transforms = _domain_transforms(config, domain, where)
+    data_cfg = exp.get("data", {})
+    source = data_cfg.get("source", "synth")
+    for split in splits:
+        sizes = data_cfg.get(split, {})
+        plan.datasets[(exp_name, subset, split)] = {
+            "experiment": exp_name,
+            "subset": subset,
+            "language": language,
+            "domain": domain,
+            "transforms": transforms,
+            "split": split,
+            "sentences": sizes.get("sentences"),
+            "renderings": int(sizes.get("renderings", 1)),
+            "seed": int(config.get("seed", 0)),
+            "voice_profile": voice_profile,
+            "source": source,
+            **({"manifest": data_cfg["manifests"][subset][split]} if source == "manifest" else {}),
+        }
+
+
+def _testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> list[str]:
+    names = []
+    for task in tasks:
+        if task == "translate" and language == "en":
+            continue
+        name = f"{subset}-{task}"
+        plan.testsets[(exp_name, name)] = {"subset": subset, "task": task, "language": language}
+        names.append(name)
+    return names
+
+
+def _train_spec(plan: Plan, exp_name: str, exp: dict, job: str, *, overrides: dict | None,
+                train: list[tuple[str, str, str]], dev: list[tuple[str, str, str]], tasks, init: str | None,
+                method: str = "full") -> None:
+    spec = _merge_dicts(plan.config.get("training", {}), exp.get("train", {}), overrides)
+    spec.update({
+        "experiment": exp_name,
+        "job": job,
+        "method": method,
+        "tasks": list(tasks),
+        "seed": int(spec.get("seed", plan.config.get("seed", 0))),
+        "checkpoint_dir": f"results/checkpoints/{exp_name}/{job}",
+        "train": train,
+        "dev": dev,
+        "init": init,  # None = the imported base model, else the job whose model is the start
+    })
+    spec.setdefault("peft", {})
+    plan.jobs[(exp_name, job)] = spec
+
+
+def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tuple[list[dict], list[dict]]:
+    """Merge variants: ``merges`` (method names), ``hparams`` (method -> overrides), ``sweeps``."""
+    rows, sweeps = [], []
+    seed = int(plan.config.get("seed", 0))
+    overrides = exp.get("hparams", {}) or {}
+    unused = sorted(set(overrides) - set(exp.get("merges", [])))
+    if unused:
+        raise PlanError(f"experiments.{exp_name}.hparams: {unused} not listed in experiments.{exp_name}.merges")
+    for method in exp.get("merges", []):
+        plan.variants[(exp_name, method)] = {"method": method, "hparams": dict(overrides.get(method) or {}),
+                                             "seed": seed, "experts": experts, "variant": method}
+        rows.append({"model": f"merge-{method}", "label": METHOD_LABELS.get(method, method),
+                     "group": "merge", "method": method})
+    for sweep in exp.get("sweeps", []):
+        method, param = sweep["method"], sweep["param"]
+        points = []
+        for value in sweep["values"]:
+            variant = f"{method}@{param}={format_value(value)}"
+            hparams = {**dict(overrides.get(method) or {}), param: value}
+            plan.variants[(exp_name, variant)] = {"method": method, "hparams": hparams, "seed": seed,
+                                                  "experts": experts, "variant": variant}
+            points.append({"value": value, "model": f"merge-{variant}"})
+        sweeps.append({"method": method, "param": param, "points": points})
+    return rows, sweeps
+
+
+def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks) -> list[dict]:
+    seq = exp.get("sequential", {}) or {}
+    if not seq.get("enabled", False):
+        return []
+    order = seq.get("order") or subsets
+    unknown = [s for s in order if s not in subsets]
+    if unknown:
+        raise PlanError(f"experiments.{exp_name}.sequential.order: {unknown} not among {subsets}")
+    stages = []
+    for k, subset in enumerate(order, start=1):
+        job = f"seq-{k}"
+        _train_spec(plan, exp_name, exp, job, overrides=seq.get("train"),
+                    train=[(exp_name, subset, "train")], dev=[(exp_name, subset, "dev")], tasks=tasks,
+                    init=None if k == 1 else f"seq-{k - 1}")
+        stages.append({"model": job, "subset": subset})
+    return stages
+
+
+def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
+    languages = list(exp["languages"])
+    tasks = list(exp.get("tasks", ["transcribe"]))
+    domain = exp.get("domain", "clean")
+    for lang in languages:
+        _add_dataset(plan, name, exp, lang, language=lang, domain=domain, splits=SPLITS,
+                     where=f"experiments.{name}.domain")
+    testsets = {lang: _testsets(plan, name, lang, lang, tasks) for lang in languages}
+    all_tests = [t for lang in languages for t in testsets[lang]]
+
+    experts = []
+    for lang in languages:
+        job = f"expert-{lang}"
+        _train_spec(plan, name, exp, job, overrides=None, train=[(name, lang, "train")],
+                    dev=[(name, lang, "dev")], tasks=tasks, init=None)
+        experts.append(job)
+        plan.evaluations += [(name, job, t) for t in testsets[lang]]
+    plan.experts[name] = experts
+
+    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+            {"model": "experts", "label": "Individual experts", "group": "baseline",
+             "per_subset": {lang: f"expert-{lang}" for lang in languages}}]
+    evaluated = ["zeroshot"]
+    joint = exp.get("joint", {}) or {}
+    if joint.get("enabled", True):
+        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
+                    train=[(name, lang, "train") for lang in languages],
+                    dev=[(name, lang, "dev") for lang in languages], tasks=tasks, init=None)
+        rows.append({"model": "joint", "label": "Multi-lingual multi-task", "group": "baseline"})
+        evaluated.append("joint")
+    stages = _sequential(plan, name, exp, languages, tasks)
+    if stages:
+        final = stages[-1]["model"]
+        rows.append({"model": final, "label": "Sequential", "group": "baseline"})
+        evaluated.append(final)
+        asr_tests = [t for t in all_tests if t.endswith("-transcribe")]
+        for st in stages[:-1]:  # forgetting curve: intermediate stages on ASR only
+            plan.evaluations += [(name, st["model"], t) for t in asr_tests]
+    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
+    rows += merge_rows
+    evaluated += [r["model"] for r in merge_rows]
+    evaluated += [p["model"] for s in sweeps for p in s["points"]]
+    for model in dict.fromkeys(evaluated):
+        plan.evaluations += [(name, model, t) for t in all_tests]
+    plan.reports[name] = {
+        "experiment": name, "kind": "multilingual", "subsets": languages, "tasks": tasks, "rows": rows,
+        "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
+        "experts": {lang: f"expert-{lang}" for lang in languages},
+        "ood_subsets": [], "retention_subsets": [],
+        "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
+        "peft_methods": [], "peft_cross_subsets": [],
+    }
+
+
+def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
+    language = exp["language"]
+    train_domains = list(exp["train_domains"])
+    ood = list(exp.get("ood_domains", []))
+    overlap = set(train_domains) & set(ood)
+    if overlap:
+        raise PlanError(f"experiments.{name}: domains {sorted(overlap)} are both train_domains and ood_domains")
+    for d in train_domains:
+        _add_dataset(plan, name, exp, d, language=language, domain=d, splits=SPLITS,
+                     where=f"experiments.{name}.train_domains")
+    for d in ood:
+        _add_dataset(plan, name, exp, d, language=language, domain=d, splits=("test",),
+                     where=f"experiments.{name}.ood_domains")
+    retention = []
+    for lang in exp.get("retention_languages", []):
+        subset = f"lang_{lang}"
+        _add_dataset(plan, name, exp, subset, language=lang, domain="clean", splits=("test",),
+                     where=f"experiments.{name}.retention_languages")
+        retention.append(subset)
+    tasks = ["transcribe"]
+    id_tests = [t for d in train_domains for t in _testsets(plan, name, d, language, tasks)]
+    other_tests = [t for d in ood for t in _testsets(plan, name, d, language, tasks)]
+    other_tests += [t for s in retention for t in _testsets(plan, name, s, s[len("lang_"):], tasks)]
+    all_tests = id_tests + other_tests
+
+    experts = []
+    for d in train_domains:
+        job = f"expert-{d}"
+        _train_spec(plan, name, exp, job, overrides=None, train=[(name, d, "train")],
+                    dev=[(name, d, "dev")], tasks=tasks, init=None)
+        experts.append(job)
+        plan.evaluations.append((name, job, f"{d}-transcribe"))
+    plan.experts[name] = experts
+    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+            {"model": "experts", "label": "ID-FT (per-domain experts)", "group": "baseline",
+             "per_subset": {d: f"expert-{d}" for d in train_domains}}]
+    evaluated = ["zeroshot"]
+    joint = exp.get("joint", {}) or {}
+    if joint.get("enabled", True):
+        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
+                    train=[(name, d, "train") for d in train_domains],
+                    dev=[(name, d, "dev") for d in train_domains], tasks=tasks, init=None)
+        rows.append({"model": "joint", "label": "Full-FT (all domains)", "group": "baseline"})
+        evaluated.append("joint")
+    stages = _sequential(plan, name, exp, train_domains, tasks)
+    if stages:
+        rows.append({"model": stages[-1]["model"], "label": "Sequential", "group": "baseline"})
+        evaluated.append(stages[-1]["model"])
+        for st in stages[:-1]:
+            plan.evaluations += [(name, st["model"], t) for t in id_tests]
+    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
+    rows += merge_rows
+    evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]
+    for model in dict.fromkeys(evaluated):
+        plan.evaluations += [(name, model, t) for t in all_tests]
+    plan.reports[name] = {
+        "experiment": name, "kind": "domains", "subsets": train_domains, "tasks": tasks, "rows": rows,
+        "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
+        "experts": {d: f"expert-{d}" for d in train_domains},
+        "ood_subsets": ood, "retention_subsets": retention,
+        "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
+        "peft_methods": [], "peft_cross_subsets": [],
+    }
+
+
+def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
+    language = exp["language"]
+    ind = exp["in_domain"]
+    _add_dataset(plan, name, exp, ind["name"], language=language, domain=ind.get("domain", "clean"),
+                 splits=SPLITS, voice_profile=ind.get("voice_profile", "adult"),
+                 where=f"experiments.{name}.in_domain")
+    cross = []
+    for c in exp.get("cross_domain", []):
+        _add_dataset(plan, name, exp, c["name"], language=language, domain=c.get("domain", "clean"),
+                     splits=("test",), voice_profile=c.get("voice_profile", "adult"),
+                     where=f"experiments.{name}.cross_domain")
+        cross.append(c["name"])
+    if ind["name"] in cross:
+        raise PlanError(f"experiments.{name}: {ind['name']!r} is both in_domain and cross_domain")
+    tasks = ["transcribe"]
+    tests = _testsets(plan, name, ind["name"], language, tasks)
+    for c in cross:
+        tests += _testsets(plan, name, c, language, tasks)
+    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"}]
+    methods = exp.get("methods", {})
+    for method, overrides in methods.items():
+        if method not in PEFT_METHODS:
+            raise PlanError(f"experiments.{name}.methods: unknown method {method!r}; known: {list(PEFT_METHODS)}")
+        _train_spec(plan, name, exp, method, overrides=overrides,
+                    train=[(name, ind["name"], "train")], dev=[(name, ind["name"], "dev")],
+                    tasks=tasks, init=None, method=method)
+        rows.append({"model": method, "label": PEFT_LABELS[method], "group": "peft", "method": method})
+    for row in rows:
+        plan.evaluations += [(name, row["model"], t) for t in tests]
+    plan.experts[name] = []
+    plan.reports[name] = {
+        "experiment": name, "kind": "peft", "subsets": [ind["name"]], "tasks": tasks, "rows": rows,
+        "normalise_to": None, "sweeps": [], "sequential": [], "experts": {},
+        "ood_subsets": [], "retention_subsets": [],
+        "baseline_for_significance": "full" if "full" in methods else "zeroshot",
+        "peft_methods": list(methods), "peft_cross_subsets": cross,
+    }

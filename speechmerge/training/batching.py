@@ -1,0 +1,184 @@
+"""Whisper training examples: decoder prompts, label masking, log-mel features, collation.
+
+One utterance gives one example per configured task (``transcribe`` always; ``translate``
+only when its language is not English, target = the English translation).
+
+Decoder sequence (OpenAI Whisper's training format, no timestamps)::
+
+    <|startoftranscript|> <|xx|> <|transcribe|>/<|translate|> <|notimestamps|>  t_1 ... t_n  <|endoftext|>
+
+``xx`` is the *source* language for both tasks. The text tokens are
+``tokenizer.encode(" " + text.strip())`` (leading space, as in OpenAI's data pipeline and as
+Whisper emits at inference). Teacher forcing: ``decoder_input_ids = seq[:-1]``,
+``labels = seq[1:]`` with the first ``len(prompt) - 1`` labels (which would be the language,
+task and notimestamps tokens) set to -100, so the loss covers exactly t_1 ... t_n and
+<|endoftext|>. Right padding uses <|endoftext|> as input and -100 as label; the decoder is
+causal, so padding never influences the real positions and no attention mask is needed.
+
+Encoder input: log-mel features (the model's ``WhisperFeatureExtractor``) of the audio padded
+with zeros / trimmed to the model's context, ``config.max_source_positions * 2`` mel frames
+(``* hop_length`` samples), e.g. 600 frames = 6 s for a cropped model, 3000 = 30 s for stock.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+TASKS = ("transcribe", "translate")
+IGNORE_INDEX = -100
+SOT, EOT, NO_TIMESTAMPS = "<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>"
+
+
+def special_id(tokenizer, token: str) -> int:
+    """Id of a special token; a clear error if the tokenizer does not know it."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tid == tokenizer.unk_token_id:
+        raise KeyError(f"tokenizer has no token {token!r} (unknown language code or non-Whisper tokenizer?)")
+    return int(tid)
+
+
+def prompt_ids(tokenizer, language: str, task: str) -> list[int]:
+    """``[<|startoftranscript|>, <|language|>, <|task|>, <|notimestamps|>]`` as ids."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    return [special_id(tokenizer, t) for t in (SOT, f"<|{language}|>", f"<|{task}|>", NO_TIMESTAMPS)]
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Target text tokens (no special tokens), with Whisper's leading space."""
+    return list(tokenizer.encode(" " + text.strip(), add_special_tokens=False))
+
+
+def make_sequence(tokenizer, language: str, task: str, text: str, *,
+                  max_length: int = 448) -> tuple[list[int], list[int]]:
+    """(decoder_input_ids, labels) for one example; prompt positions of ``labels`` are -100.
+
+    ``max_length`` is the decoder's ``max_target_positions``; longer targets are cut (keeping
+    the final <|endoftext|>) with a warning.
+    """
+    prompt = prompt_ids(tokenizer, language, task)
+    body = text_ids(tokenizer, text)
+    room = max_length + 1 - len(prompt) - 1  # sequence length is max_length + 1 before shifting
+    if len(body) > room:
+        log.warning("target of %d tokens cut to %d (max_target_positions=%d): %.60s...",
+                    len(body), room, max_length, text)
+        body = body[:room]
+    seq = prompt + body + [special_id(tokenizer, EOT)]
+    inputs, labels = seq[:-1], list(seq[1:])
+    for i in range(len(prompt) - 1):
+        labels[i] = IGNORE_INDEX
+    return inputs, labels
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training/dev example: which feature row, and the decoder sequence."""
+
+    feature: int
+    uid: str
+    language: str
+    task: str
+    decoder_input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def n_targets(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def expand_items(examples: Sequence, feature_rows: Sequence[int], tasks: Sequence[str], tokenizer,
+                 *, max_length: int = 448, what: str = "split") -> list[Item]:
+    """One ``Item`` per (utterance, task); translate only for non-English utterances.
+
+    ``examples`` are ``speechmerge.data.io.Example``-like objects (language, transcript,
+    translation, id); ``feature_rows[i]`` is the row of example i in the feature bank.
+    """
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {list(tasks)}")
+    items = []
+    for ex, row in zip(examples, feature_rows):
+        for task in tasks:
+            if task == "translate" and ex.language == "en":
+                continue
+            text = ex.transcript if task == "transcribe" else ex.translation
+            if not text or not text.strip():
+                raise ValueError(f"{what}: utterance {ex.id} has an empty "
+                                 f"{'transcript' if task == 'transcribe' else 'translation'}")
+            inp, lab = make_sequence(tokenizer, ex.language, task, text, max_length=max_length)
+            items.append(Item(int(row), ex.id, ex.language, task, tuple(inp), tuple(lab)))
+    return items
+
+
+def context_samples(model_config, feature_extractor) -> int:
+    """Audio samples that fill the encoder: ``max_source_positions * 2`` frames of ``hop_length``."""
+    return int(model_config.max_source_positions) * 2 * int(feature_extractor.hop_length)
+
+
+def log_mel_bank(waves: Sequence[np.ndarray], feature_extractor, n_samples: int, *,
+                 batch: int = 32, progress: bool = False, desc: str = "log-mel") -> torch.Tensor:
+    """Log-mel features of all ``waves`` (padded/trimmed to ``n_samples``) as one float32 tensor.
+
+    Shape ``(N, n_mels, n_samples // hop_length)``. Computed once per run and kept in memory
+    (about 190 kB per utterance at 80 mels x 600 frames).
+    """
+    from tqdm.auto import tqdm
+
+    n_frames = n_samples // feature_extractor.hop_length
+    out = torch.empty((len(waves), feature_extractor.feature_size, n_frames), dtype=torch.float32)
+    starts = range(0, len(waves), batch)
+    for s in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+        chunk = [np.asarray(w, dtype=np.float32) for w in waves[s:s + batch]]
+        feats = feature_extractor(chunk, sampling_rate=feature_extractor.sampling_rate,
+                                  padding="max_length", max_length=n_samples, truncation=True,
+                                  return_tensors="np")["input_features"]
+        if feats.shape[-1] != n_frames:
+            raise RuntimeError(f"feature extractor gave {feats.shape[-1]} frames, expected {n_frames}")
+        out[s:s + len(chunk)] = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    return out
+
+
+def collate(items: Sequence[Item], features: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    """Stack features and right-pad decoder inputs (with ``pad_id``) and labels (with -100)."""
+    length = max(len(it.decoder_input_ids) for it in items)
+    inputs = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    for i, it in enumerate(items):
+        n = len(it.decoder_input_ids)
+        inputs[i, :n] = torch.tensor(it.decoder_input_ids, dtype=torch.long)
+        labels[i, :n] = torch.tensor(it.labels, dtype=torch.long)
+    rows = torch.tensor([it.feature for it in items], dtype=torch.long)
+    return {"input_features": features.index_select(0, rows), "decoder_input_ids": inputs, "labels": labels}
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Deterministic permutation of ``n`` items for one epoch (numpy PCG64 seeded by (seed, epoch))."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def step_indices(n: int, seed: int, step: int, per_step: int) -> list[int]:
+    """Item indices for optimizer step ``step`` (0-based) of a stream of per-epoch permutations.
+
+    The stream is ``epoch_order(n, seed, 0) ++ epoch_order(n, seed, 1) ++ ...``; step k takes
+    positions ``[k * per_step, (k + 1) * per_step)``. A pure function of the step, so resuming
+    needs no data-loader state.
+    """
+    out = []
+    pos = step * per_step
+    end = pos + per_step
+    while pos < end:
+        epoch, off = divmod(pos, n)
+        order = epoch_order(n, seed, epoch)
+        take = min(end - pos, n - off)
+        out.extend(int(i) for i in order[off:off + take])
+        pos += take
+    return out

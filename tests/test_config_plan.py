@@ -1,0 +1,112 @@
+"""The config schema rejects bad input by name, and the plan expands configs as documented."""
+
+import copy
+
+import pytest
+
+from speechmerge.config import ROOT, ConfigError, load_config, validate_config
+from speechmerge.plan import PlanError, build_plan, format_value
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_config(ROOT / "config.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_config(ROOT / "config.yaml", ROOT / "presets" / "smoke.yaml")
+
+
+def test_shipped_configs_validate(default, smoke):
+    validate_config(default)
+    validate_config(smoke)
+    assert smoke["base_model"]["spec"] == "random:tiny"
+    # presets replace lists wholesale (merges), so the smoke run does not inherit the default's
+    assert "soup" not in smoke["experiments"]["multilingual"]["merges"]
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "xx"]),
+         "experiments.multilingual.languages[1]': 'xx' is not one of"),
+        (lambda c: c["training"].__setitem__("stepz", 3), "'stepz' was unexpected"),
+        (lambda c: c["training"].__setitem__("steps", "many"), "training.steps': 'many' is not of type 'integer'"),
+        (lambda c: c["base_model"].__setitem__("spec", "ftp:whisper"), "base_model.spec"),
+        (lambda c: c["experiments"]["peft"]["methods"].__setitem__("prefix", {}), "prefix"),
+    ],
+)
+def test_schema_names_the_bad_key(default, mutate, expected):
+    bad = copy.deepcopy(default)
+    mutate(bad)
+    with pytest.raises(ConfigError, match="invalid config key") as err:
+        validate_config(bad)
+    assert expected in str(err.value)
+
+
+def test_default_plan_shape(default):
+    plan = build_plan(default)
+    ml = default["experiments"]["multilingual"]
+    langs = ml["languages"]
+    # 3 splits per language, experts + joint + one sequential stage per language
+    assert {(s, sp) for (e, s, sp) in plan.datasets if e == "multilingual"} == {
+        (lang, sp) for lang in langs for sp in ("train", "dev", "test")
+    }
+    jobs = [j for (e, j) in plan.jobs if e == "multilingual"]
+    assert jobs == [f"expert-{x}" for x in langs] + ["joint"] + [f"seq-{k}" for k in range(1, len(langs) + 1)]
+    assert plan.jobs[("multilingual", "seq-3")]["init"] == "seq-2"
+    assert plan.jobs[("multilingual", "seq-1")]["init"] is None
+    # experts are evaluated on their own language only (both tasks); merges on every test set
+    assert plan.model_testsets("multilingual", "expert-de") == ["de-transcribe", "de-translate"]
+    assert len(plan.model_testsets("multilingual", "merge-lors")) == 2 * len(langs)
+    # sweep variants are named method@param=value and carry the value in their hparams
+    assert plan.variants[("multilingual", "lors@scaling=0.4")]["hparams"] == {"scaling": 0.4}
+    assert plan.variants[("multilingual", "lors")]["experts"] == [f"expert-{x}" for x in langs]
+    # intermediate sequential stages are evaluated on ASR only (forgetting curve)
+    assert all(t.endswith("-transcribe") for t in plan.model_testsets("multilingual", "seq-1"))
+
+
+def test_domains_and_peft_plan(default):
+    plan = build_plan(default)
+    dom = default["experiments"]["domains"]
+    rep = plan.reports["domains"]
+    assert rep["ood_subsets"] == dom["ood_domains"]
+    assert rep["retention_subsets"] == [f"lang_{x}" for x in dom["retention_languages"]]
+    assert ("domains", "farfield", "train") not in plan.datasets  # OOD: test only
+    assert plan.testsets[("domains", "lang_en-transcribe")]["language"] == "en"
+    assert plan.variants[("domains", "boosted_tsv_m@beta=0.1")]["hparams"] == {"beta": 0.1}
+    peft = plan.reports["peft"]
+    assert peft["peft_methods"] == ["full", "bitfit", "lora", "adalora", "s2lora"]
+    assert plan.jobs[("peft", "lora")]["peft"] == {"r": 8, "lora_alpha": 16}
+    assert plan.jobs[("peft", "lora")]["lr"] == 1.0e-3
+    inputs = plan.report_inputs("peft")
+    assert inputs["rank_allocations"] == [
+        "results/models/peft/adalora/rank_allocation.json",
+        "results/models/peft/s2lora/rank_allocation.json",
+    ]
+
+
+def test_plan_errors_name_the_key(default):
+    bad = copy.deepcopy(default)
+    bad["experiments"]["domains"]["train_domains"] = ["clean", "underwater"]
+    with pytest.raises(PlanError, match="underwater"):
+        build_plan(bad)
+    bad = copy.deepcopy(default)
+    bad["experiments"]["multilingual"]["merges"] = ["ties", "magic"]
+    with pytest.raises(PlanError, match="unknown merge method 'magic'"):
+        build_plan(bad, merge_methods={"ties"})
+    bad = copy.deepcopy(default)
+    bad["experiments"]["multilingual"]["sequential"] = {"enabled": True, "order": ["de", "ru"]}
+    with pytest.raises(PlanError, match=r"sequential.order: \['ru'\]"):
+        build_plan(bad)
+
+
+def test_weights_paths(default):
+    plan = build_plan(default)
+    assert plan.weights_path("multilingual", "zeroshot") == "resources/models/whisper-base/model.safetensors"
+    assert plan.weights_path("multilingual", "merge-ties") == "results/merged/multilingual/ties.safetensors"
+    assert plan.weights_path("peft", "lora") == "results/models/peft/lora/model.safetensors"
+    with pytest.raises(KeyError, match="no model 'nope'"):
+        plan.weights_path("peft", "nope")
+    assert format_value(0.30) == "0.3" and format_value(1.0) == "1" and format_value(True) == "true"
