@@ -4,12 +4,16 @@
 #   snakemake --cores all --configfile presets/smoke.yaml
 #
 # DAG: import_model + synthesize_corpus -> finetune -> task_vector -> merge -> evaluate -> report
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default lives next to this file, so `--directory elsewhere` works too;
+# `--configfile presets/X.yaml` is applied on top of it (lists replaced, mappings merged).
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "rules/common.smk"

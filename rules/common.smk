@@ -1,4 +1,5 @@
 # Config validation and the plan of the DAG (speechmerge.plan); path and parameter helpers.
+import os
 import re
 
 from speechmerge.merging import REGISTRY
@@ -11,6 +12,11 @@ validate_config(config)
 PLAN = build_plan(config, merge_methods=set(REGISTRY))
 CONFIG_HASH = config_hash(config)
 THREADS = config.get("threads", {})
+# Relative input paths in the config are read from the working directory if present there,
+# else from the repository (so a run in another --directory still finds the checked-in corpus).
+CORPUS = config.get("corpus", "resources/text/corpus.tsv")
+if not os.path.isabs(CORPUS) and not os.path.exists(CORPUS):
+    CORPUS = os.path.join(workflow.basedir, CORPUS)
 
 
 def _alternatives(values):

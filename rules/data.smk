@@ -3,7 +3,7 @@
 
 rule synthesize_corpus:
     input:
-        corpus=config.get("corpus", "resources/text/corpus.tsv"),
+        corpus=CORPUS,
     output:
         "results/data/{experiment}/{subset}/{split}.parquet",
     params:

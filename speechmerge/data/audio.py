@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 SAMPLE_RATE = 16_000
 
@@ -16,12 +17,26 @@ class AudioError(ValueError):
     """Audio that cannot be decoded, is empty, or is otherwise unusable."""
 
 
+@lru_cache(maxsize=64)
+def _polyphase_filter(up: int, down: int) -> np.ndarray:
+    """scipy's default ``resample_poly`` low-pass (Kaiser β=5, cutoff 1/max(up, down) of Nyquist,
+    2·10·max(up, down)+1 taps), designed once per ratio; read-only, scipy copies it."""
+    max_rate = max(up, down)
+    h = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    h.setflags(write=False)
+    return h
+
+
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Exact rational resampling (polyphase), e.g. 22 050 -> 16 000 is up 320 / down 441."""
+    """Exact rational resampling (polyphase), e.g. 22 050 -> 16 000 is up 320 / down 441.
+
+    Output length is ceil(n · up / down); the filter is scipy's default, cached per ratio.
+    """
     if orig_sr == target_sr:
         return np.asarray(wave, dtype=np.float32)
-    ratio = Fraction(target_sr, orig_sr)
-    out = resample_poly(np.asarray(wave, dtype=np.float64), ratio.numerator, ratio.denominator)
+    ratio = Fraction(int(target_sr), int(orig_sr))
+    up, down = ratio.numerator, ratio.denominator
+    out = resample_poly(np.asarray(wave, dtype=np.float64), up, down, window=_polyphase_filter(up, down))
     return out.astype(np.float32)
 
 

@@ -17,15 +17,17 @@ We use ``AUDIO_OUTPUT_SYNCHRONOUS``: ``espeak_Synth`` returns only after the cal
 all samples (22 050 Hz, int16, mono), which we then resample exactly to 16 kHz
 (polyphase, up 320 / down 441, ``speechmerge.data.audio.resample``).
 
-The library is global state: it is initialised once per process and every call holds a lock.
-Output is deterministic: the same arguments give byte-identical samples (eSpeak's only
-randomness comes from libc ``rand()``, which we reseed before each utterance).
+The library is global state: every call holds a process-wide lock. Output is deterministic and
+independent of call order: the same arguments give byte-identical samples, because each
+utterance runs in a freshly loaded library (see ``_fresh_library``) with eSpeak's random seed
+fixed (``espeak_ng_SetRandSeed(0)``). Processes (multiprocessing workers) each load their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import os
+import _ctypes
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -98,7 +100,7 @@ class _Voice(ctypes.Structure):
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 _lock = threading.RLock()
-_state: dict = {"pid": None, "lib": None, "libc": None, "callback": None, "chunks": None}
+_chunks: list[bytes] = []
 
 
 def data_path() -> Path:
@@ -106,6 +108,12 @@ def data_path() -> Path:
     import espeakng_loader
 
     return Path(espeakng_loader.get_data_path())
+
+
+def library_path() -> Path:
+    import espeakng_loader
+
+    return Path(espeakng_loader.get_library_path())
 
 
 def _declare(lib) -> None:
@@ -130,71 +138,79 @@ def _declare(lib) -> None:
         ctypes.c_void_p,                 # void *user_data
     ]
     lib.espeak_Synth.restype = ctypes.c_int
-    lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_Voice)]
-    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
     lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
     lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_Terminate.argtypes = []
+    lib.espeak_Terminate.restype = ctypes.c_int
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_ng_SetRandSeed.restype = None
 
 
-def _on_audio(wav, numsamples, events):  # called by eSpeak during espeak_Synth (same thread)
+@_CALLBACK
+def _on_audio(wav, numsamples, events):  # called by eSpeak inside espeak_Synth (same thread)
     if numsamples > 0 and wav:
-        _state["chunks"].append(ctypes.string_at(wav, numsamples * 2))
+        _chunks.append(ctypes.string_at(wav, numsamples * 2))
     return 0
 
 
-def _library():
-    """Load and initialise the library once per process (re-initialised after a fork)."""
-    with _lock:
-        if _state["lib"] is not None and _state["pid"] == os.getpid():
-            return _state["lib"]
-        import espeakng_loader
+_unload = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary")
 
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+
+@contextlib.contextmanager
+def _fresh_library():
+    """Load, initialise, yield, terminate and unload ``libespeak-ng`` (caller holds ``_lock``).
+
+    eSpeak NG keeps synthesis state in static variables (waveform phase, gain control, cycle
+    counters of its wave generator) that ``espeak_Initialize`` does not reset, so an utterance
+    depends on what the process synthesised before. Unloading the library (``dlclose``) and
+    loading it again restores its pristine data segment: every utterance is then independent of
+    call order. A load + initialise + terminate + unload cycle costs about 0.5 ms.
+    """
+    lib = ctypes.CDLL(str(library_path()))
+    rate = -1
+    try:
         _declare(lib)
-        path = str(data_path()).encode()
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, path, 0)
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data_path()).encode(), 0)
         if rate != ESPEAK_RATE_HZ:
-            raise SynthesisError(f"espeak_Initialize({path.decode()}) returned {rate}, expected {ESPEAK_RATE_HZ} Hz")
-        callback = _CALLBACK(_on_audio)  # keep a reference: eSpeak holds only the raw pointer
-        lib.espeak_SetSynthCallback(callback)
-        libc = ctypes.CDLL(None)
-        libc.srand.argtypes = [ctypes.c_uint]
-        libc.srand.restype = None
-        _state.update(pid=os.getpid(), lib=lib, libc=libc, callback=callback, chunks=[])
-        return lib
+            raise SynthesisError(f"espeak_Initialize({data_path()}) returned {rate}, expected {ESPEAK_RATE_HZ} Hz")
+        lib.espeak_SetSynthCallback(_on_audio)
+        yield lib
+    finally:
+        if rate > 0:
+            lib.espeak_Terminate()  # frees eSpeak's buffers before the library goes away
+        _unload(lib._handle)
+
+
+@lru_cache(maxsize=None)
+def _libc():
+    libc = ctypes.CDLL(None)
+    libc.srand.argtypes = [ctypes.c_uint]
+    libc.srand.restype = None
+    return libc
+
+
+def _libc_srand(seed: int) -> None:
+    """eSpeak NG also calls libc ``rand()`` (klatt noise); fix its seed too."""
+    _libc().srand(seed)
 
 
 def version() -> str:
-    lib = _library()
-    with _lock:
+    with _lock, _fresh_library() as lib:
         return lib.espeak_Info(None).decode()
 
 
 @lru_cache(maxsize=None)
-def _espeak_languages() -> frozenset[str]:
-    """All language names eSpeak NG's voices declare (e.g. 'en-us', 'pt', 'cmn', 'zh')."""
-    lib = _library()
-    names = set()
-    with _lock:
-        voices = lib.espeak_ListVoices(None)
-        i = 0
-        while voices[i]:
-            raw = ctypes.string_at(voices[i].contents.languages, 256)
-            # list of (priority byte, name, NUL), terminated by an extra NUL
-            j = 0
-            while j < len(raw) and raw[j] != 0:
-                end = raw.index(b"\0", j + 1)
-                names.add(raw[j + 1:end].decode("utf-8", "replace"))
-                j = end + 1
-            i += 1
-    return frozenset(names)
+def _espeak_voice_names() -> frozenset[str]:
+    """Lower-cased file names of eSpeak NG's language voices (``espeak-ng-data/lang/**``).
+
+    ``espeak_SetVoiceByName`` accepts these (e.g. 'en-us', 'pt', 'pt-br', 'cmn', 'fr').
+    """
+    return frozenset(p.name.lower() for p in (data_path() / "lang").rglob("*") if p.is_file())
 
 
 def available_languages() -> list[str]:
     """Project language codes (keys of ``LANGUAGE_VOICES``) whose eSpeak voice exists."""
-    known = _espeak_languages()
+    known = _espeak_voice_names()
     return sorted(code for code, voice in LANGUAGE_VOICES.items() if voice in known)
 
 
@@ -206,12 +222,12 @@ def voice_variants() -> list[str]:
 
 
 def espeak_voice(language: str) -> str:
-    """eSpeak voice name for a project language code, or an eSpeak language name used as is."""
-    voice = LANGUAGE_VOICES.get(language, language)
-    if voice not in _espeak_languages():
+    """eSpeak voice name for a project language code (or an eSpeak voice file name used as is)."""
+    voice = LANGUAGE_VOICES.get(language, str(language).lower())
+    if voice not in _espeak_voice_names():
         raise SynthesisError(
             f"language {language!r} is not available in eSpeak NG "
-            f"(project languages: {', '.join(available_languages())}; or any eSpeak language name)")
+            f"(project languages: {', '.join(available_languages())}; or an eSpeak voice such as 'pt-br')")
     return voice
 
 
@@ -235,21 +251,21 @@ def synthesize(text: str, language: str, *, voice_variant: str | None = None, ra
     for name, value in (("pitch", pitch), ("pitch_range", pitch_range)):
         if not 0 <= int(value) <= 100:
             raise SynthesisError(f"{name} {value} outside 0..100")
-    lib = _library()
     data = text.encode("utf-8") + b"\0"
     buf = ctypes.create_string_buffer(data, len(data))
-    with _lock:
+    with _lock, _fresh_library() as lib:
         if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise SynthesisError(f"eSpeak NG rejected voice {voice!r} (language {language!r})")
         for key, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range), ("volume", 100)):
             if lib.espeak_SetParameter(_PARAM[key], int(value), 0) != _EE_OK:
                 raise SynthesisError(f"eSpeak NG rejected {key}={value}")
         lib.espeak_ng_SetRandSeed(0)
-        _state["libc"].srand(0)
-        _state["chunks"] = chunks = []
+        _libc_srand(0)
+        _chunks.clear()
         err = lib.espeak_Synth(ctypes.cast(buf, ctypes.c_void_p), len(data), 0, _POS_CHARACTER, 0,
                                _CHARS_UTF8, None, None)
-        _state["chunks"] = []
+        chunks = list(_chunks)
+        _chunks.clear()
     if err != _EE_OK:
         raise SynthesisError(f"espeak_Synth failed with code {err} for {language!r} text {text[:40]!r}")
     pcm = np.frombuffer(b"".join(chunks), dtype=np.int16)

@@ -7,6 +7,7 @@ Audio is decoded with soundfile (``decode_audio``), never through torchcodec.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,17 @@ def _features():
     })
 
 
-def write_split(records: Iterable[Mapping], path: str | os.PathLike) -> int:
-    """Write records (dicts with ``COLUMNS``; audio as FLAC bytes or {"bytes":..}) atomically."""
-    from datasets import Dataset
+def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenance: Mapping | None = None) -> int:
+    """Write records (dicts with ``COLUMNS``; audio as FLAC bytes or {"bytes":..}) atomically.
+
+    The table is built with pyarrow against the ``datasets`` schema (its metadata carries the
+    features, so ``Dataset.from_parquet`` sees ``Audio(decode=False)``): going through
+    ``Dataset.from_dict`` would call ``Audio.encode_example``, which imports torchcodec even for
+    plain bytes. Same records -> byte-identical file. ``provenance`` (JSON-serialisable) is
+    stored in the parquet schema metadata under ``speechmerge`` (see ``split_provenance``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rows = {c: [] for c in COLUMNS}
     for i, rec in enumerate(records):
@@ -50,10 +59,25 @@ def write_split(records: Iterable[Mapping], path: str | os.PathLike) -> int:
             if c == "audio" and isinstance(v, (bytes, bytearray)):
                 v = {"bytes": bytes(v), "path": None}
             rows[c].append(v)
-    ds = Dataset.from_dict(rows, features=_features())
+    for i, cell in enumerate(rows["audio"]):
+        if not isinstance(cell, Mapping) or not cell.get("bytes"):
+            raise ValueError(f"{path}: record {i} ({rows['id'][i]}) has no audio bytes")
+        rows["audio"][i] = {"bytes": bytes(cell["bytes"]), "path": cell.get("path")}
+    schema = _features().arrow_schema
+    if provenance is not None:
+        schema = schema.with_metadata({**schema.metadata, b"speechmerge": json.dumps(provenance, sort_keys=True, default=str).encode()})
+    table = pa.Table.from_pydict(rows, schema=schema)
     with atomic_path(path) as tmp:
-        ds.to_parquet(str(tmp))
-    return len(ds)
+        pq.write_table(table, str(tmp))
+    return table.num_rows
+
+
+def split_provenance(path: str | os.PathLike) -> dict | None:
+    """The ``provenance`` mapping stored by ``write_split`` (None if there is none)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(str(path)).metadata or {}
+    return json.loads(meta[b"speechmerge"]) if b"speechmerge" in meta else None
 
 
 def load_split(path: str | os.PathLike):

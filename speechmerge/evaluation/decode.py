@@ -11,7 +11,18 @@ search with ``beam_size > 1``) under ``torch.inference_mode``:
   extractor (torch STFT), padded / truncated to the model's context (utterances longer than the
   context are truncated and counted);
 * the language prompt is per utterance (``generate`` accepts one language per sample, the task
-  is one per call). A language the model has no prompt token for raises before any decoding.
+  is one per call). A language the model has no prompt token for raises before any decoding;
+* ``max_new_tokens`` bounds every hypothesis; optionally ``max_tokens_per_second`` lowers the
+  bound of a batch to ceil(rate x longest duration in the batch) + ``token_margin``. A decoder
+  step costs about the same for one running sequence as for the whole batch (each step streams
+  all decoder weights and the 51,865-way output projection from memory), so a single
+  hallucination loop makes its whole batch run to the bound; a rate bound well above speech
+  (e.g. 12 tokens/s, natural speech is 3-8) only cuts such loops short.
+
+Speed notes (Whisper base, 6 s context, CPU): the encoder costs ~12 GFLOP per utterance
+whatever the speech length (fixed input), the decoder is memory-bound per step; so larger
+batches (fewer decoder steps per utterance) and sorting help, and ``torch.bfloat16`` weights
+roughly halve both on CPUs with AVX512-BF16 (not the default: results then differ slightly).
 
 Hypotheses JSONL: one line per utterance ``{"id", "language", "task", "reference",
 "hypothesis", "model"}``; the reference is the transcript (transcribe) or the English
@@ -20,12 +31,13 @@ translation (translate).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 import math
+import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -48,8 +60,9 @@ class DecodeResult:
     batch_size: int
     beam_size: int
     max_new_tokens: int
-    n_hit_max_tokens: int = 0  # hypotheses that stopped at max_new_tokens (likely runaway)
-    extra: dict = field(default_factory=dict)
+    n_hit_max_tokens: int = 0  # hypotheses that stopped at their token bound (likely runaway)
+    max_tokens_per_second: float | None = None
+    decoder_steps: int = 0  # sum over batches of the generated length (what the decoder costs)
 
     @property
     def utt_per_s(self) -> float:
@@ -124,6 +137,8 @@ def decode(
     max_new_tokens: int = 128,
     durations: Sequence[float] | None = None,
     sort_by_length: bool = True,
+    max_tokens_per_second: float | None = None,
+    token_margin: int = 8,
     testset: str = "test set",
     progress: bool = True,
 ) -> DecodeResult:
@@ -155,29 +170,51 @@ def decode(
     dtype = next(model.parameters()).dtype
     model.eval()
     hyps: list[str | None] = [None] * n
-    n_hit = 0
-    gen_kwargs = dict(task=task, max_new_tokens=max_new_tokens, num_beams=beam_size, do_sample=False,
-                      return_timestamps=False)
+    n_hit = steps = 0
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
     t0 = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar:
+    with torch.inference_mode(), _quiet_transformers(), \
+            tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
+            bound = max_new_tokens
+            if max_tokens_per_second:
+                longest = max(float(durations[i]) for i in idx)
+                bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
-            out = model.generate(feats, language=[languages[i] for i in idx], **gen_kwargs)
+            out = model.generate(feats, language=[languages[i] for i in idx], task=task, max_new_tokens=bound,
+                                 num_beams=beam_size, do_sample=False, return_timestamps=False)
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts = processor.batch_decode(seqs, skip_special_tokens=True)
-            eos = model.generation_config.eos_token_id
-            eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+            steps += int(seqs.shape[-1])
             for row in seqs.tolist():
-                if not any(t in eos for t in row[1:]):
+                if not any(t in eos for t in row):  # generate returns generated tokens only
                     n_hit += 1
             for i, t in zip(idx, texts):
                 hyps[i] = t.strip()
             bar.update(len(idx))
     seconds = time.perf_counter() - t0
     if n_hit:
-        log.warning("%s: %d hypotheses reached max_new_tokens=%d without end-of-text", testset, n_hit, max_new_tokens)
-    return DecodeResult([h or "" for h in hyps], seconds, n_truncated, batch_size, beam_size, max_new_tokens, n_hit)
+        log.warning("%s: %d hypotheses reached their token bound (max_new_tokens=%d%s) without end-of-text",
+                    testset, n_hit, max_new_tokens,
+                    f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
+    return DecodeResult([h or "" for h in hyps], seconds, n_truncated, batch_size, beam_size, max_new_tokens,
+                        n_hit, max_tokens_per_second, steps)
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' per-call generation warnings (deprecations about arguments that
+    Whisper's own ``generate`` passes internally) for the duration of decoding."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -199,13 +236,17 @@ def hypothesis_records(examples: Sequence, hypotheses: Sequence[str], *, task: s
 def write_hypotheses(records: Sequence[Mapping], path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps({k: r[k] for k in HYP_FIELDS}, ensure_ascii=False) + "\n")
+            rec = {k: r[k] for k in HYP_FIELDS}
+            if "testset" in r:
+                rec["testset"] = r["testset"]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def read_hypotheses(path: str | os.PathLike, *, expect_model: str | None = None,
                     expect_task: str | None = None) -> list[dict]:
     """Read a hypotheses JSONL; raise ``ValueError`` naming the file and line on a malformed
-    record, a mixture of models / tasks, or a model / task other than expected."""
+    record, a mixture of models, or a model / task other than expected. Records of one
+    evaluation job may span several test sets (field ``testset``) and both tasks."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"hypotheses file not found: {path}")
@@ -224,10 +265,24 @@ def read_hypotheses(path: str | os.PathLike, *, expect_model: str | None = None,
             recs.append(r)
     if not recs:
         raise ValueError(f"{path}: no hypotheses")
-    for key, expected in (("model", expect_model), ("task", expect_task)):
-        values = sorted({r[key] for r in recs})
-        if len(values) > 1:
-            raise ValueError(f"{path}: hypotheses of several {key}s {values}")
-        if expected is not None and values[0] != expected:
-            raise ValueError(f"{path}: hypotheses are from {key} {values[0]!r}, expected {expected!r}")
+    models = sorted({r["model"] for r in recs})
+    if len(models) > 1:
+        raise ValueError(f"{path}: hypotheses of several models {models}")
+    if expect_model is not None and models[0] != expect_model:
+        raise ValueError(f"{path}: hypotheses are from model {models[0]!r}, expected {expect_model!r}")
+    if expect_task is not None:
+        other = sorted({r["task"] for r in recs} - {expect_task})
+        if other:
+            raise ValueError(f"{path}: hypotheses of task(s) {other}, expected only {expect_task!r}")
     return recs
+
+
+def split_by_testset(records: Sequence[Mapping], *, default: str | None = None) -> dict[str, list[dict]]:
+    """Group records by their ``testset`` field (``default`` for records without one)."""
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        name = r.get("testset", default)
+        if name is None:
+            raise ValueError(f"hypothesis record {r.get('id')!r} has no testset field")
+        out.setdefault(name, []).append(dict(r))
+    return out

@@ -12,6 +12,9 @@ count vectors (how often each utterance was drawn) and summed with one matrix pr
 chunk, so memory stays ~ chunk x n.
 
 * ``bootstrap_ci``: percentile interval (default 95 %, 1000 replicates, seeded).
+* ``bootstrap_mean_scores`` / ``paired_bootstrap_mean``: the same for the unweighted mean of
+  a metric over several test sets (e.g. the average WER over languages): utterances are
+  resampled within each test set (stratified bootstrap), with an independent stream per set.
 * ``paired_bootstrap``: both systems scored on the *same* resampled utterances (Koehn 2004,
   "Statistical significance tests for machine translation evaluation"). Reported:
   ``delta`` = improvement of A over B (B - A for error rates, A - B for BLEU/chrF),
@@ -119,10 +122,7 @@ def bootstrap_ci(cs: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: f
     """Percentile bootstrap interval of the corpus score."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    scores = bootstrap_scores(cs, n_boot=n_boot, seed=seed)
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(scores, [a, 1.0 - a])
-    return float(lo), float(hi)
+    return percentile_interval(bootstrap_scores(cs, n_boot=n_boot, seed=seed), level)
 
 
 def check_paired(a: Sequence[Mapping], b: Sequence[Mapping], *, what_a: str = "A", what_b: str = "B"):
@@ -154,31 +154,82 @@ def check_paired(a: Sequence[Mapping], b: Sequence[Mapping], *, what_a: str = "A
     return list(a), [ib[r["id"]] for r in a]
 
 
-def paired_bootstrap(
-    a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict:
-    """Paired bootstrap resampling test of system A against system B (same utterances)."""
+def _check_aligned(a: CorpusStats, b: CorpusStats) -> None:
     if a.metric != b.metric:
         raise HypothesesMismatch(f"different metrics: {a.metric} vs {b.metric}")
     if a.ids != b.ids:
         raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
-    sign = 1.0 if a.higher_is_better else -1.0
-    k = a.stats.shape[1]
-    both = np.concatenate([a.stats, b.stats], axis=1)
-    deltas = []
-    for sums in _resampled_sums(both, n_boot, seed):
-        deltas.append(sign * (a.score_fn(sums[:, :k]) - b.score_fn(sums[:, k:])))
-    d = np.concatenate(deltas)
-    observed = sign * (a.score() - b.score())
-    centred = np.abs(d - d.mean())
+
+
+def _seed(seed: int, j: int) -> int:
+    """Independent stream per test set j of a stratified bootstrap (j = 0 keeps ``seed``)."""
+    return seed if j == 0 else int(np.random.SeedSequence([seed, j]).generate_state(1)[0])
+
+
+def bootstrap_mean_scores(sets: Sequence[CorpusStats], *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Replicates of the unweighted mean of corpus scores over several test sets, resampling
+    utterances within each test set independently (stratified bootstrap)."""
+    if not sets:
+        raise ValueError("no test sets to average")
+    cols = [bootstrap_scores(cs, n_boot=n_boot, seed=_seed(seed, j)) for j, cs in enumerate(sets)]
+    return np.mean(np.stack(cols, axis=1), axis=1)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(replicates, dtype=np.float64), [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_mean(
+    a_sets: Sequence[CorpusStats], b_sets: Sequence[CorpusStats], *, n_boot: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Paired bootstrap of the difference of *mean* corpus scores over several test sets.
+
+    Test set j is resampled with its own stream, and A and B use the same utterance indices
+    within it; delta* = mean_j score_A,j* - mean_j score_B,j* (sign so that > 0 = A better).
+    With one test set this is ``paired_bootstrap``.
+    """
+    if len(a_sets) != len(b_sets) or not a_sets:
+        raise ValueError(f"need the same non-zero number of test sets, got {len(a_sets)} and {len(b_sets)}")
+    metric = a_sets[0].metric
+    for x, y in zip(a_sets, b_sets):
+        _check_aligned(x, y)
+        if x.higher_is_better != a_sets[0].higher_is_better:
+            raise ValueError(f"cannot average metrics of opposite direction ({metric}, {x.metric})")
+    if len({x.metric for x in a_sets}) > 1:
+        metric = "+".join(sorted({x.metric for x in a_sets}))
+    sign = 1.0 if a_sets[0].higher_is_better else -1.0
+    deltas = np.zeros(n_boot)
+    for j, (x, y) in enumerate(zip(a_sets, b_sets)):
+        k = x.stats.shape[1]
+        both = np.concatenate([x.stats, y.stats], axis=1)
+        d = np.concatenate([x.score_fn(s[:, :k]) - y.score_fn(s[:, k:])
+                            for s in _resampled_sums(both, n_boot, _seed(seed, j))])
+        deltas += d
+    deltas *= sign / len(a_sets)
+    score_a = float(np.mean([x.score() for x in a_sets]))
+    score_b = float(np.mean([y.score() for y in b_sets]))
+    observed = sign * (score_a - score_b)
+    centred = np.abs(deltas - deltas.mean())
     p_two = (1.0 + float(np.sum(centred >= abs(observed) - 1e-12))) / (n_boot + 1.0)
-    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
+    lo, hi = percentile_interval(deltas, level)
     return {
-        "metric": a.metric, "score_a": a.score(), "score_b": b.score(), "delta": observed,
-        "delta_ci": [float(lo), float(hi)], "p_value": min(1.0, p_two),
-        "p_koehn": float(np.mean(d <= 0.0)), "n": len(a), "n_boot": n_boot, "seed": seed,
-        "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null",
+        "metric": metric, "score_a": score_a, "score_b": score_b, "delta": observed,
+        "delta_ci": [lo, hi], "p_value": min(1.0, p_two), "p_koehn": float(np.mean(deltas <= 0.0)),
+        "n": int(sum(len(x) for x in a_sets)), "n_sets": len(a_sets), "n_boot": n_boot, "seed": seed,
+        "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null"
+                + (", stratified by test set" if len(a_sets) > 1 else ""),
     }
+
+
+def paired_bootstrap(
+    a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Paired bootstrap resampling test of system A against system B (same utterances)."""
+    _check_aligned(a, b)
+    return paired_bootstrap_mean([a], [b], n_boot=n_boot, seed=seed, level=level)
 
 
 def matched_pairs_test(a: CorpusStats, b: CorpusStats) -> dict:
@@ -187,8 +238,7 @@ def matched_pairs_test(a: CorpusStats, b: CorpusStats) -> dict:
 
     if a.metric not in ERROR_METRICS or b.metric != a.metric:
         raise ValueError(f"matched-pairs test needs one error metric for both systems, got {a.metric}/{b.metric}")
-    if a.ids != b.ids:
-        raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
+    _check_aligned(a, b)
     d = (b.stats[:, 0] - a.stats[:, 0]).astype(np.float64)  # > 0: A makes fewer errors
     n = d.size
     mean = float(d.mean())

@@ -40,7 +40,7 @@ SOT, EOT, NO_TIMESTAMPS = "<|startoftranscript|>", "<|endoftext|>", "<|notimesta
 def special_id(tokenizer, token: str) -> int:
     """Id of a special token; a clear error if the tokenizer does not know it."""
     tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or tid == tokenizer.unk_token_id:
+    if tid is None or (tid == tokenizer.unk_token_id and token != tokenizer.unk_token):
         raise KeyError(f"tokenizer has no token {token!r} (unknown language code or non-Whisper tokenizer?)")
     return int(tid)
 

@@ -1,32 +1,46 @@
-"""Small helpers shared by the subspace / pruning methods (Iso-*, TSV-M*, LoRS*): input checks,
-hyperparameter checks that name the key, and the rule for tensors that are not attention/MLP
-matrices."""
+"""Shared by the subspace / pruning methods (Iso-*, TSV-M*, LoRS*): the matrix-or-elementwise
+streaming base class, the rule for tensors that are not attention/MLP matrices, and
+hyperparameter checks that name the key."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from speechmerge.merging.base import TensorContext
+from speechmerge.merging.methods._common import StreamingMethod, TensorSource
 
 NON_MATRIX_RULES = ("mean", "sum")
 
 
-def float_deltas(
-    method: str, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext
-) -> list[torch.Tensor]:
-    """The task vectors as float32, after checking there is one at least and shapes match."""
-    if len(deltas) == 0:
-        raise ValueError(f"{method}: no task vectors given for tensor {ctx.key!r}")
-    for i, d in enumerate(deltas):
-        if tuple(d.shape) != tuple(base.shape):
-            raise ValueError(
-                f"{method}: task vector {i} of tensor {ctx.key!r} has shape {tuple(d.shape)}, "
-                f"base has {tuple(base.shape)}"
-            )
-    return [d.float() for d in deltas]
+class MatrixOrElementwiseMethod(StreamingMethod):
+    """Attention/MLP matrices (``ctx.is_matrix``) are merged whole by ``merge_matrix`` (an SVD
+    needs the whole matrix; Whisper-base's largest, 2048×512, is one engine chunk anyway); every
+    other tensor by ``merge_elementwise`` chunk by chunk, so the 51865×d token embedding never
+    has to be held N times in memory. ``merge_tensor`` (in-memory) gives bit-identical results.
+    """
+
+    def merge_matrix(self, taus: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge_elementwise(self, taus: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merge_stream(self, src: TensorSource, ctx: TensorContext) -> Iterator[torch.Tensor]:
+        if ctx.is_matrix:
+            if len(src.shape) != 2:
+                raise ValueError(
+                    f"merge method {self.name!r}: tensor {ctx.key!r} is marked as a matrix "
+                    f"but has shape {tuple(src.shape)}"
+                )
+            delta = self.merge_matrix([d.float() for d in src.deltas(None)]).float()
+            for rows in src.chunks():
+                yield delta if rows is None else delta[rows]
+        else:
+            for rows in src.chunks():
+                yield self.merge_elementwise([d.float() for d in src.deltas(rows)]).float()
 
 
 def combine(deltas: Sequence[torch.Tensor], rule: str) -> torch.Tensor:

@@ -1,0 +1,152 @@
+"""Decoding throughput (utterances/s) of batched Whisper decoding, and stage shares of a run.
+
+Decoding mode (default): Whisper base at the 6 s context, utterances synthesised with eSpeak NG
+from the checked-in corpus (or read from a parquet split), every combination of batch size,
+length sorting, thread count, dtype and tokens-per-second bound given on the command line::
+
+    python benchmarks/decode_bench.py --model resources/models/whisper-base \
+        --threads 2 --batch-sizes 8 16 32 --orders sorted unsorted
+
+Build the model first: ``python -m speechmerge import-model --spec bundle:whisper-base
+--out resources/models/whisper-base --max-seconds 6``. The machine load (``uptime``) is printed
+before and after: on a shared CPU the figures are only comparable within one run.
+
+Stage-shares mode: ``python benchmarks/decode_bench.py --stage-shares [benchmarks/out]`` reads
+the Snakemake ``benchmark:`` TSVs under the folder (``{rule}/...tsv``) and prints, per rule, the
+number of jobs, summed wall seconds, its share of the summed job time, mean seconds, peak RSS.
+(Shares of summed job time, not of the critical path: parallel jobs overlap.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_average() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+    except OSError:
+        return "load average unknown"
+
+
+def synth_utterances(n: int, languages: list[str], max_seconds: float):
+    from speechmerge.data.espeak import synthesize
+
+    rows = list(csv.DictReader(open(ROOT / "resources/text/corpus.tsv", encoding="utf-8"), delimiter="\t"))
+    waves, langs, refs = [], [], []
+    for i in range(n):
+        lang = languages[i % len(languages)]
+        row = rows[(i // len(languages)) % len(rows)]
+        w = synthesize(row[lang], lang, rate=150 + 10 * (i % 5))
+        waves.append(w[: int(16000 * max_seconds)])
+        langs.append(lang)
+        refs.append(row[lang])
+    return waves, langs, refs
+
+
+def parquet_utterances(path: str, n: int):
+    from speechmerge.data.io import read_examples
+
+    ex = read_examples(path)[:n]
+    return [e.audio for e in ex], [e.language for e in ex], [e.transcript for e in ex]
+
+
+def bench_decoding(args) -> None:
+    import torch
+
+    from speechmerge.evaluation.decode import decode
+    from speechmerge.evaluation.metrics import wer
+    from speechmerge.models import load_whisper
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").exists():
+        sys.exit(f"{model_dir}: no model; build it with: python -m speechmerge import-model --spec "
+                 f"bundle:whisper-base --out {model_dir} --max-seconds 6")
+    print(f"# start: {load_average()}")
+    if args.parquet:
+        waves, langs, refs = parquet_utterances(args.parquet, args.n)
+        source = args.parquet
+    else:
+        waves, langs, refs = synth_utterances(args.n, args.languages, args.max_seconds)
+        source = f"eSpeak NG synthesis ({','.join(args.languages)})"
+    durs = [len(w) / 16000 for w in waves]
+    print(f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
+          f"max {max(durs):.2f} s; model {model_dir}")
+    print("threads dtype    batch order    tok/s  utt/s   wall_s  dec_steps  at_bound  WER%")
+    models = {}
+    for threads, dtype, bs, order, rate in itertools.product(
+            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates):
+        torch.set_num_threads(threads)
+        if dtype not in models:
+            models[dtype] = load_whisper(model_dir, dtype=getattr(torch, dtype))
+        model, processor = models[dtype]
+        decode(model, processor, waves[:2], langs[:2], task="transcribe", batch_size=2, max_new_tokens=4,
+               progress=False)  # warm-up
+        r = decode(model, processor, waves, langs, task="transcribe", batch_size=bs, beam_size=1,
+                   max_new_tokens=args.max_new_tokens, durations=durs, sort_by_length=(order == "sorted"),
+                   max_tokens_per_second=None if rate == 0 else rate, progress=False)
+        w = wer(refs, r.hypotheses, langs)
+        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
+              f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}", flush=True)
+    print(f"# end: {load_average()}")
+
+
+def stage_shares(folder: str) -> None:
+    root = Path(folder)
+    files = sorted(root.rglob("*.tsv"))
+    if not files:
+        sys.exit(f"no benchmark TSVs under {root}")
+    per_rule: dict[str, list[tuple[float, float]]] = {}
+    for f in files:
+        rule = f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else f.stem
+        with open(f, encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh, delimiter="\t"):
+                try:
+                    s = float(rec["s"])
+                except (KeyError, ValueError):
+                    continue
+                rss = rec.get("max_rss", "")
+                per_rule.setdefault(rule, []).append((s, float(rss) if rss not in ("", "NA", "-") else 0.0))
+    total = sum(s for v in per_rule.values() for s, _ in v)
+    print(f"# {len(files)} benchmark files under {root}; summed job wall time {total:.1f} s")
+    print(f"{'rule':<22} {'jobs':>5} {'sum_s':>10} {'share%':>7} {'mean_s':>9} {'max_rss_MB':>11}")
+    for rule, v in sorted(per_rule.items(), key=lambda kv: -sum(s for s, _ in kv[1])):
+        ssum = sum(s for s, _ in v)
+        print(f"{rule:<22} {len(v):>5} {ssum:>10.1f} {100 * ssum / total if total else 0:>7.1f} "
+              f"{ssum / len(v):>9.1f} {max(r for _, r in v):>11.0f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage-shares", nargs="?", const=str(ROOT / "benchmarks/out"), default=None,
+                    metavar="DIR", help="print per-rule shares of the Snakemake benchmark TSVs under DIR")
+    ap.add_argument("--model", default=str(ROOT / "resources/models/whisper-base"))
+    ap.add_argument("--parquet", default=None, help="a dataset split to decode instead of synthesised speech")
+    ap.add_argument("--n", type=int, default=48, help="number of utterances")
+    ap.add_argument("--languages", nargs="+", default=["de", "es", "fr", "it", "nl"])
+    ap.add_argument("--max-seconds", type=float, default=6.0)
+    ap.add_argument("--threads", nargs="+", type=int, default=[2])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 16, 32])
+    ap.add_argument("--orders", nargs="+", choices=["sorted", "unsorted"], default=["sorted", "unsorted"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32"], help="float32 and/or bfloat16")
+    ap.add_argument("--rates", nargs="+", type=float, default=[0],
+                    help="max tokens per second of the longest utterance of a batch (0 = no such bound)")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    args = ap.parse_args(argv)
+    if args.stage_shares:
+        stage_shares(args.stage_shares)
+    else:
+        bench_decoding(args)
+
+
+if __name__ == "__main__":
+    main()

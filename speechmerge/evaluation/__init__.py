@@ -1,0 +1,213 @@
+"""Evaluation: batched decoding, WER / CER / BLEU / chrF, bootstrap intervals, paired tests.
+
+``evaluate`` is what the ``evaluate`` rule calls: one model (directory + optional full-weights
+safetensors) on one test set (parquet) for one task -> hypothesis records + a scores dict in the
+format of docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechmerge.evaluation import metrics, stats
+from speechmerge.evaluation.decode import (
+    decode, hypothesis_records, read_hypotheses, write_hypotheses,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "evaluate_testsets", "score_records", "decode", "hypothesis_records", "read_hypotheses",
+           "write_hypotheses", "metrics", "stats"]
+
+PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
+
+
+def score_records(records: list[dict], *, task: str, n_boot: int = 1000, seed: int = 0,
+                  spelling_source=None) -> dict[str, Any]:
+    """Metrics of hypothesis records plus 95 % bootstrap intervals (``ci95``)."""
+    if not records:
+        raise ValueError("no hypothesis records to score")
+    ids = [r["id"] for r in records]
+    refs = [r["reference"] for r in records]
+    hyps = [r["hypothesis"] for r in records]
+    langs = [r["language"] for r in records]
+    out = metrics.score_texts(refs, hyps, task=task, language=langs, ids=ids, spelling_source=spelling_source)
+    ci = {}
+    if n_boot:
+        for m in PRIMARY[task]:
+            cs = stats.corpus_stats(records, m, spelling_source=spelling_source)
+            ci[m] = list(stats.bootstrap_ci(cs, n_boot=n_boot, seed=seed))
+    out["ci95"] = ci
+    out["bootstrap"] = {"n_boot": n_boot, "seed": seed, "unit": "utterance", "interval": "percentile"}
+    return out
+
+
+def _model_dir(path: str | os.PathLike) -> Path:
+    """A model directory, or the directory of a file in it (the rule passes ``config.json``)."""
+    p = Path(path)
+    return p.parent if p.is_file() else p
+
+
+def _evaluate_loaded(
+    model, processor, model_dir: Path, testset_path, *, task: str, language: str | None, batch_size: int,
+    beam_size: int, max_new_tokens: int, model_name: str, experiment: str | None, subset: str | None,
+    testset: str | None, n_boot: int, seed: int, progress: bool, max_tokens_per_second: float | None = None,
+) -> tuple[list[dict], dict[str, Any]]:
+    import torch
+
+    from speechmerge.data.io import read_examples
+
+    if task not in PRIMARY:
+        raise ValueError(f"unknown task {task!r} (expected one of {sorted(PRIMARY)})")
+    testset = testset or Path(testset_path).stem
+    examples = read_examples(testset_path)
+    if not examples:
+        raise ValueError(f"{testset_path}: test set is empty")
+    if language is not None:
+        want = metrics.base_language(language)
+        other = sorted({e.language for e in examples if metrics.base_language(e.language) != want})
+        if other:
+            raise ValueError(f"{testset_path}: evaluation language is {language!r} but the test set holds "
+                             f"utterances in {other}")
+        prompts = [want] * len(examples)
+    else:
+        prompts = [metrics.base_language(e.language) for e in examples]
+    res = decode(
+        model, processor, [e.audio for e in examples], prompts, task=task, batch_size=batch_size,
+        beam_size=beam_size, max_new_tokens=max_new_tokens, durations=[e.duration for e in examples],
+        max_tokens_per_second=max_tokens_per_second, testset=f"{testset} ({testset_path})", progress=progress,
+    )
+    records = hypothesis_records(examples, res.hypotheses, task=task, model=model_name)
+    for r in records:
+        r["testset"] = testset
+    scored = score_records(records, task=task, n_boot=n_boot, seed=seed, spelling_source=model_dir)
+    langs = sorted({r["language"] for r in records})
+    scores = {
+        "model": model_name, "experiment": experiment, "testset": testset, "subset": subset,
+        "task": task, "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
+        "n": len(records),
+        "metrics": scored["metrics"],
+        "ci95": scored["ci95"],
+        "bootstrap": scored["bootstrap"],
+        "bleu_signature": scored["info"].get("bleu_signature"),
+        "chrf_signature": scored["info"].get("chrf_signature"),
+        "normalizer": scored["info"].get("normalizer"),
+        "primary_metric": scored["info"]["primary_metric"],
+        "decoding": {
+            "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
+            "max_tokens_per_second": res.max_tokens_per_second, "decoder_steps": res.decoder_steps,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "seconds": round(res.seconds, 3), "utt_per_s": round(res.utt_per_s, 3),
+            "n_truncated": res.n_truncated, "n_hit_max_new_tokens": res.n_hit_max_tokens,
+            "context_seconds": model.config.max_source_positions * 2 / 100.0,
+            "threads": torch.get_num_threads(),
+        },
+    }
+    log.info("%s on %s: %s (%.1f utt/s)", model_name, testset, scores["metrics"], res.utt_per_s)
+    return records, scores
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    dt = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise ValueError(f"evaluation dtype must be a torch floating dtype name (float32, bfloat16), got {name!r}")
+    return dt
+
+
+def _provenance(config_hash, model_dir, weights, **extra):
+    from speechmerge.utils import provenance
+
+    return provenance(None, config_hash=config_hash, model_dir=str(model_dir),
+                      weights=None if weights is None else str(weights), **extra)
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    testset_path: str | os.PathLike,
+    *,
+    task: str,
+    language: str | None = None,
+    batch_size: int = 16,
+    beam_size: int = 1,
+    max_new_tokens: int = 128,
+    model_name: str,
+    experiment: str | None = None,
+    subset: str | None = None,
+    testset: str | None = None,
+    config_hash: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    max_tokens_per_second: float | None = None,
+    dtype: str = "float32",
+) -> tuple[list[dict], dict[str, Any]]:
+    """Decode one test set (parquet) with the model and score it.
+
+    ``language`` (optional) is the prompt language for every utterance and must agree with the
+    dataset's ``language`` column; without it each utterance is prompted with its own language.
+    ``max_tokens_per_second`` / ``dtype``: see ``speechmerge.evaluation.decode`` (off / float32).
+    Returns ``(hypothesis_records, scores)``; ``scores`` is one record of the scores format.
+    """
+    from speechmerge.models import load_whisper
+
+    model_dir = _model_dir(model_dir)
+    model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
+    records, scores = _evaluate_loaded(
+        model, processor, model_dir, testset_path, task=task, language=language, batch_size=batch_size,
+        beam_size=beam_size, max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment,
+        subset=subset, testset=testset, n_boot=n_boot, seed=seed, progress=progress,
+        max_tokens_per_second=max_tokens_per_second)
+    scores["provenance"] = _provenance(config_hash, model_dir, weights, testset_path=str(testset_path))
+    return records, scores
+
+
+def evaluate_testsets(
+    model_dir: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    testsets: Sequence[Mapping[str, Any]],
+    *,
+    model_name: str,
+    experiment: str | None = None,
+    batch_size: int = 16,
+    beam_size: int = 1,
+    max_new_tokens: int = 128,
+    config_hash: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    max_tokens_per_second: float | None = None,
+    dtype: str = "float32",
+) -> tuple[list[dict], dict[str, Any]]:
+    """Load the model once and evaluate it on several test sets.
+
+    ``testsets``: dicts with ``path`` (parquet), ``testset`` (name), ``task`` and optionally
+    ``subset`` and ``language``. Returns all hypothesis records (each with a ``testset`` field)
+    and ``{"model", "experiment", "results": [one scores record per test set], "provenance"}``.
+    """
+    from speechmerge.models import load_whisper
+
+    model_dir = _model_dir(model_dir)
+    model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
+    all_records, results = [], []
+    for t in testsets:
+        for key in ("path", "testset", "task"):
+            if key not in t:
+                raise KeyError(f"test set spec {dict(t)} lacks {key!r}")
+        records, scores = _evaluate_loaded(
+            model, processor, model_dir, t["path"], task=t["task"], language=t.get("language"),
+            batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens, model_name=model_name,
+            experiment=experiment, subset=t.get("subset"), testset=t["testset"], n_boot=n_boot, seed=seed,
+            progress=progress, max_tokens_per_second=max_tokens_per_second)
+        all_records += records
+        results.append(scores)
+    return all_records, {
+        "model": model_name, "experiment": experiment, "results": results,
+        "provenance": _provenance(config_hash, model_dir, weights,
+                                  testset_paths=[str(t["path"]) for t in testsets]),
+    }

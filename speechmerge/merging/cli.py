@@ -1,0 +1,93 @@
+"""``python -m speechmerge merge`` and ``python -m speechmerge list-methods``.
+
+    python -m speechmerge merge --method ties --base DIR --experts DIR [DIR ...] --out DIR \\
+        [--set key=value ...] [--seed N] [--delta-only] [--threads N]
+
+Base and experts are Whisper checkpoints in Hugging Face format (directories with
+``model.safetensors`` or a sharded index); the experts are full fine-tuned models, their task
+vectors are computed tensor by tensor. The output directory is a loadable model: the base's
+configuration, generation config and tokenizer files, the merged ``model.safetensors`` and
+``merge_info.json`` (with ``--delta-only``: ``delta.safetensors``, the merged task vector).
+``--set`` values are parsed as JSON when they parse (numbers, true/false, null, lists), else
+kept as strings: ``--set keep_fraction=0.1 --set weights=[0.7,0.3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from speechmerge.merging.base import REGISTRY, get_method
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: json(v) or v}``; ValueError on an item without ``=``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from speechmerge.merging.engine import merge_models
+    from speechmerge.utils import set_threads
+
+    set_threads(args.threads)
+    try:
+        method = get_method(args.method, parse_sets(args.set))
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    try:
+        info = merge_models(args.base, args.experts, method, args.out, seed=args.seed,
+                            delta_only=args.delta_only, progress=not args.quiet)  # fmt: skip
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{info['method']} of {len(info['experts'])} experts -> {info['out_path']} ({info['wall_s']:.1f} s)")
+    return 0
+
+
+def cmd_list_methods(args: argparse.Namespace) -> int:
+    from speechmerge.merging import methods  # noqa: F401  (registers every method)
+
+    for name in sorted(REGISTRY):
+        cls = REGISTRY[name]
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        print(f"{name}")
+        if doc:
+            print(f"    {doc[0]}")
+        defaults = ", ".join(f"{k}={json.dumps(v)}" for k, v in cls.defaults.items()) or "(none)"
+        print(f"    defaults: {defaults}")
+        print(f"    source:   {cls.source}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "merge",
+        help="merge fine-tuned Whisper checkpoints into one model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--method", required=True, help="merge method (see list-methods)")
+    p.add_argument("--base", required=True, help="base model directory (HF format)")
+    p.add_argument("--experts", required=True, nargs="+", help="fine-tuned model directories")
+    p.add_argument("--out", required=True, help="output model directory (replaced if it exists)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of randomised methods (DARE)")
+    p.add_argument("--delta-only", action="store_true", help="write the merged task vector, not the model")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_merge)
+
+    q = subparsers.add_parser("list-methods", help="list merge methods with their defaults and sources")
+    q.set_defaults(func=cmd_list_methods)

@@ -1,0 +1,636 @@
+"""Streaming merge engine: safetensors in, one tensor (or one row chunk) at a time, safetensors out.
+
+For every tensor of the base, in the base file's order, the engine reads the base tensor θ_0
+and one tensor per expert, asks the method for the merged delta Δ and writes θ_0 + Δ (or Δ
+with ``delta_only``) straight into the output file, whose header is written first (every shape
+and dtype is known from the base). Nothing of the merged model is held in memory.
+
+* Reading: headers are parsed here and tensor rows are read with plain file reads straight into
+  torch-allocated tensors. (``safetensors.safe_open`` was tried first: its tensors, allocated
+  outside torch's allocator and interleaved with torch's own allocations, made the resident
+  memory grow by about the bytes read, i.e. N + 1 models over a merge.) The output is written
+  with the safetensors layout and read back by ``safetensors.torch.load_file``.
+* Inputs: task-vector files (τ_i = θ_i − θ_0, float32, every tensor of the base: ``merge_files``)
+  or full expert checkpoints whose τ_i is computed on the fly tensor by tensor
+  (``merge_models``, used by the CLI). A checkpoint is a ``.safetensors`` file, a Hugging Face
+  model directory (``model.safetensors`` or a sharded ``model.safetensors.index.json``) or such
+  an index file.
+* Methods that implement the chunked protocol (``merge_stream``, see
+  ``speechmerge.merging.methods._common``) see row chunks of at most ``CHUNK_ELEMS`` elements
+  per expert plus a few whole-tensor buffers; the others get whole tensors via
+  ``merge_tensor``. Either way memory does not grow with N beyond one tensor (or one chunk)
+  per expert.
+* Computation is float32; merged weights are written in the base's dtype, deltas
+  (``delta_only``) in float32 like task vectors. Non-floating tensors are copied from the base
+  (zeros with ``delta_only``).
+* Checks before anything is written: every input has exactly the base's keys (a tied alias the
+  base omits, ``proj_out.weight`` of Whisper, is ignored with a warning), the same shapes, and
+  a floating dtype (task vectors) or the base's dtype (expert checkpoints). A non-finite merged
+  value is an error naming the tensor. The output is written atomically (``atomic_path``).
+* Determinism: the same inputs, hyperparameters, seed and thread count give a bit-identical
+  file (no timestamps in it; randomness comes from ``TensorContext.generator()``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from speechmerge.merging.base import MergeMethod, TensorContext, get_method, is_matrix
+from speechmerge.merging.methods import _common
+from speechmerge.merging.methods._common import InMemorySource, TensorSource, row_chunks
+from speechmerge.utils import atomic_path, provenance, write_json
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+# Keys an input may carry while the base omits them because they are tied to another tensor.
+TIED_ALIASES = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
+# Files of a model directory that are weights or run records, not configuration (CLI copy).
+_NOT_CONFIG_SUFFIXES = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".csv", ".png", ".log",
+)  # fmt: skip
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str  # safetensors name: F32, F16, BF16, ...
+    shape: tuple[int, ...]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def is_float(self) -> bool:
+        return self.torch_dtype.is_floating_point
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.torch_dtype).element_size()
+
+
+def _parse_header(path: Path) -> tuple[dict[str, TensorSpec], dict[str, str], dict[str, int]]:
+    """Specs in file order (by data offset), metadata, and each tensor's absolute byte offset."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        meta = header.pop("__metadata__", None) or {}
+        items = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
+        specs = {k: TensorSpec(v["dtype"], tuple(int(s) for s in v["shape"])) for k, v in items}
+        starts = {k: 8 + n + int(v["data_offsets"][0]) for k, v in items}
+        sizes = {k: int(v["data_offsets"][1]) - int(v["data_offsets"][0]) for k, v in items}
+    except (OSError, struct.error, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    unknown = {s.dtype for s in specs.values()} - set(DTYPES)
+    if unknown:
+        raise ValueError(f"{path}: unsupported tensor dtype(s) {sorted(unknown)}")
+    for key, spec in specs.items():
+        if sizes[key] != spec.nbytes:
+            raise ValueError(
+                f"{path}: tensor {key!r} has {sizes[key]} bytes, {spec.dtype}{list(spec.shape)} needs {spec.nbytes}"
+            )
+    return specs, meta, starts
+
+
+def read_header(path: str | Path) -> tuple[dict[str, TensorSpec], dict[str, str]]:
+    """Tensor specs in file order (by data offset) and the metadata of one safetensors file."""
+    specs, meta, _ = _parse_header(Path(path))
+    return specs, meta
+
+
+def weights_files(path: str | Path) -> list[Path]:
+    """The safetensors file(s) of a checkpoint: a file, an index json, or a model directory."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file():
+            return [path / WEIGHTS_NAME]
+        if (path / INDEX_NAME).is_file():
+            return weights_files(path / INDEX_NAME)
+        raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME} or {INDEX_NAME} in this model directory")
+    if path.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: not a safetensors index ({err})") from err
+        return [path.parent / f for f in dict.fromkeys(weight_map.values())]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    return [path]
+
+
+def writable_bytes(t: torch.Tensor) -> memoryview:
+    """A byte view of a contiguous CPU tensor's storage (to read into or write from)."""
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return memoryview(t.reshape(-1).numpy()).cast("B")
+
+
+class Checkpoint:
+    """A (possibly sharded) safetensors checkpoint: header-level specs, tensors read by rows.
+
+    Data is read with plain file reads straight into tensors allocated by torch (see the
+    module docstring for why not ``safe_open``).
+    """
+
+    def __init__(self, path: str | Path, label: str) -> None:
+        self.path, self.label = Path(path), label
+        self.specs: dict[str, TensorSpec] = {}
+        self._file_of: dict[str, Path] = {}
+        self._start: dict[str, int] = {}
+        for file in weights_files(path):
+            specs, _, starts = _parse_header(file)
+            for key, spec in specs.items():
+                if key in self.specs:
+                    raise ValueError(
+                        f"{label}: tensor {key!r} appears in two shards ({self._file_of[key]}, {file})"
+                    )
+                self.specs[key] = spec
+                self._file_of[key] = file
+                self._start[key] = starts[key]
+        self._handles: dict[Path, Any] = {}
+
+    def read(self, key: str, rows: slice | None = None) -> torch.Tensor:
+        """The tensor (rows ``rows`` of dim 0, or all of it) in its stored dtype."""
+        spec = self.specs[key]
+        shape, offset = spec.shape, self._start[key]
+        if rows is not None and len(shape) > 0:
+            r0, r1, step = rows.indices(shape[0])
+            if step != 1:
+                raise ValueError(f"{self.label}: row slices must be contiguous, got {rows}")
+            r1 = max(r0, r1)
+            offset += r0 * (spec.nbytes // shape[0])
+            shape = (r1 - r0, *shape[1:])
+        out = torch.empty(shape, dtype=spec.torch_dtype)
+        buf = writable_bytes(out)
+        file = self._file_of[key]
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = self._handles[file] = open(file, "rb", buffering=0)
+        handle.seek(offset)
+        got = 0
+        while got < len(buf):
+            n = handle.readinto(buf[got:])
+            if not n:
+                raise ValueError(f"{self.label}: {file} ends inside tensor {key!r}")
+            got += n
+        return out
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+class FileSource(TensorSource):
+    """``TensorSource`` over checkpoints; task vectors read directly or computed as θ_i − θ_0.
+
+    The last chunk read (at most ``_common.CHUNK_ELEMS`` per expert) is cached, so the several passes a
+    method makes over a small tensor read it once.
+    """
+
+    def __init__(
+        self, key: str, base: Checkpoint, inputs: Sequence[Checkpoint], inputs_are_weights: bool
+    ) -> None:
+        self.key, self.shape, self.n = key, torch.Size(base.specs[key].shape), len(inputs)
+        self._base, self._inputs, self._weights = base, list(inputs), inputs_are_weights
+        self._cache_rows: tuple[int, int] | None = None
+        self._cache: dict[Any, torch.Tensor] = {}
+
+    def _cached(self, slot: Any, rows: slice | None, load: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if len(self.shape) == 0:
+            span = (0, 1)
+        else:
+            r = rows if rows is not None else slice(0, self.shape[0])
+            span = (r.start or 0, self.shape[0] if r.stop is None else r.stop)
+        rows_numel = (span[1] - span[0]) * (self.numel // max(1, self.shape[0]) if len(self.shape) else 1)
+        if rows_numel > _common.CHUNK_ELEMS:
+            return load()
+        if span != self._cache_rows:
+            self._cache_rows, self._cache = span, {}
+        if slot not in self._cache:
+            self._cache[slot] = load()
+        return self._cache[slot]
+
+    def base(self, rows: slice | None = None) -> torch.Tensor:
+        return self._cached("base", rows, lambda: self._base.read(self.key, rows).float())
+
+    def delta(self, i: int, rows: slice | None = None) -> torch.Tensor:
+        def load() -> torch.Tensor:
+            x = self._inputs[i].read(self.key, rows).float()
+            return x - self.base(rows) if self._weights else x
+
+        return self._cached(i, rows, load)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """Raw little-endian bytes of a CPU tensor, without a copy when it is contiguous."""
+    return writable_bytes(t.detach().cpu().contiguous())
+
+
+class SafetensorsWriter:
+    """Writes a safetensors file incrementally: header first, then tensors in order, in pieces.
+
+    Format: 8-byte little-endian header length, JSON header (``__metadata__`` and per tensor
+    dtype, shape, data_offsets; padded with spaces to a multiple of 8), raw data.
+    """
+
+    def __init__(
+        self, path: str | Path, specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None
+    ) -> None:
+        header: dict[str, Any] = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        offset = 0
+        for key, spec in specs.items():
+            end = offset + spec.nbytes
+            header[key] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, end]}
+            offset += spec.nbytes
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        self._specs = dict(specs)
+        self._order = list(specs)
+        self._i = 0
+        self._written = 0
+        self._f = open(path, "wb")
+        self._f.write(struct.pack("<Q", len(blob)))
+        self._f.write(blob)
+
+    def write(self, key: str, piece: torch.Tensor) -> None:
+        """Append the next rows of tensor ``key`` (must be written in header order)."""
+        while (  # zero-size tensors need no data: step over them
+            self._written == 0
+            and self._i < len(self._order)
+            and self._order[self._i] != key
+            and self._specs[self._order[self._i]].nbytes == 0
+        ):
+            self._i += 1
+        if self._i >= len(self._order) or self._order[self._i] != key:
+            expected = self._order[self._i] if self._i < len(self._order) else "nothing"
+            raise RuntimeError(f"safetensors writer: got tensor {key!r}, expected {expected!r}")
+        spec = self._specs[key]
+        if piece.dtype != spec.torch_dtype:
+            raise RuntimeError(
+                f"safetensors writer: tensor {key!r} piece is {piece.dtype}, header says {spec.dtype}"
+            )
+        data = tensor_bytes(piece)
+        if self._written + len(data) > spec.nbytes:
+            raise RuntimeError(f"safetensors writer: too much data for tensor {key!r}")
+        self._f.write(data)
+        self._written += len(data)
+        if self._written == spec.nbytes:
+            self._i += 1
+            self._written = 0
+
+    def close(self) -> None:
+        incomplete = [k for k in self._order[self._i :] if self._specs[k].nbytes]
+        self._f.close()
+        if incomplete:
+            raise RuntimeError(f"safetensors writer: tensor(s) not (fully) written: {incomplete[:5]}")
+
+    def __enter__(self) -> "SafetensorsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._f.close()
+
+
+class MemorySink:
+    """Collects the written pieces into a state dict (``merge_state_dicts``)."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[str, list[torch.Tensor]] = {}
+
+    def write(self, key: str, piece: torch.Tensor) -> None:
+        self.pieces.setdefault(key, []).append(piece)
+
+    def result(self, specs: Mapping[str, TensorSpec]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, spec in specs.items():
+            parts = self.pieces.get(key, [])
+            if not parts:
+                out[key] = torch.empty(spec.shape, dtype=spec.torch_dtype)
+            else:
+                out[key] = (parts[0] if len(parts) == 1 else torch.cat(parts, 0)).reshape(spec.shape)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+
+
+def check_inputs(
+    base: Mapping[str, TensorSpec], inputs: Sequence[tuple[str, Mapping[str, TensorSpec]]], *, same_dtype: bool
+) -> None:
+    """Raise ValueError naming the input and tensor when keys, shapes or dtypes do not match."""
+    if not inputs:
+        raise ValueError("no experts / task vectors to merge")
+    for label, specs in inputs:
+        extra = [k for k in specs if k not in base]
+        ignored = [k for k in extra if TIED_ALIASES.get(k) in base]
+        for k in ignored:
+            log.warning("%s: ignoring tensor %r, tied to %r in the base", label, k, TIED_ALIASES[k])
+        extra = [k for k in extra if k not in ignored]
+        if extra:
+            raise ValueError(f"{label}: {len(extra)} tensor(s) the base does not have, e.g. {extra[:5]}")
+        missing = [k for k in base if k not in specs]
+        if missing:
+            raise ValueError(f"{label}: {len(missing)} tensor(s) of the base missing, e.g. {missing[:5]}")
+        for key, b in base.items():
+            s = specs[key]
+            if s.shape != b.shape:
+                raise ValueError(
+                    f"{label}: tensor {key!r} has shape {list(s.shape)}, the base has {list(b.shape)}"
+                )
+            if same_dtype and s.dtype != b.dtype:
+                raise ValueError(f"{label}: tensor {key!r} has dtype {s.dtype}, the base has {b.dtype}")
+            if not same_dtype and b.is_float and not s.is_float:
+                raise ValueError(
+                    f"{label}: tensor {key!r} has dtype {s.dtype}; task vectors must be floating point"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# The merge loop
+# ---------------------------------------------------------------------------------------------
+
+
+def output_specs(base: Mapping[str, TensorSpec], delta_only: bool) -> dict[str, TensorSpec]:
+    """The base's specs; float tensors become float32 for a delta-only output."""
+    return {k: TensorSpec("F32", s.shape) if delta_only and s.is_float else s for k, s in base.items()}
+
+
+def _as_method(method: MergeMethod | str) -> MergeMethod:
+    return get_method(method) if isinstance(method, str) else method
+
+
+def _rows_shape(shape: torch.Size, rows: slice | None) -> tuple[int, ...]:
+    if rows is None:
+        return tuple(shape)
+    return (rows.stop - rows.start, *shape[1:])
+
+
+def merged_deltas(
+    method: MergeMethod, src: TensorSource, ctx: TensorContext
+) -> Iterator[tuple[slice | None, torch.Tensor]]:
+    """(rows, Δ rows) for one tensor: chunk by chunk if the method streams, else all at once."""
+    stream = getattr(method, "merge_stream", None)
+    if stream is None:
+        delta = method.merge_tensor(src.base(), src.deltas(), ctx)
+        if tuple(delta.shape) != tuple(src.shape):
+            raise RuntimeError(
+                f"merge method {method.name!r} returned shape {tuple(delta.shape)} for tensor {ctx.key!r}, "
+                f"expected {tuple(src.shape)}"
+            )
+        yield None, delta.float()
+        return
+    it = iter(stream(src, ctx))
+    end = object()
+    for rows in src.chunks():
+        delta = next(it, end)
+        if delta is end:
+            raise RuntimeError(f"merge method {method.name!r} produced too few chunks for tensor {ctx.key!r}")
+        if tuple(delta.shape) != _rows_shape(src.shape, rows):
+            raise RuntimeError(
+                f"merge method {method.name!r} returned a chunk of shape {tuple(delta.shape)} for tensor "
+                f"{ctx.key!r}, expected {_rows_shape(src.shape, rows)}"
+            )
+        yield rows, delta.float()
+    if next(it, end) is not end:
+        raise RuntimeError(f"merge method {method.name!r} produced too many chunks for tensor {ctx.key!r}")
+
+
+def run_merge(
+    method: MergeMethod,
+    base_specs: Mapping[str, TensorSpec],
+    out_specs: Mapping[str, TensorSpec],
+    make_source: Callable[[str], TensorSource],
+    read_base_raw: Callable[[str], torch.Tensor],
+    sink: Any,
+    *,
+    seed: int,
+    delta_only: bool,
+    progress: bool,
+) -> None:
+    """Merge every tensor of the base, in order, into ``sink.write(key, piece)``."""
+    bar = tqdm(base_specs.items(), total=len(base_specs), desc=f"merge {method.name}", unit="tensor",
+               disable=not progress, mininterval=1.0)  # fmt: skip
+    for key, spec in bar:
+        if not spec.is_float:
+            raw = read_base_raw(key)
+            sink.write(key, torch.zeros_like(raw) if delta_only else raw)
+            continue
+        if math.prod(spec.shape) == 0:
+            sink.write(key, torch.empty(spec.shape, dtype=out_specs[key].torch_dtype))
+            continue
+        src = make_source(key)
+        ctx = TensorContext(key, is_matrix(key, torch.empty(spec.shape, device="meta")), seed)
+        out_dtype = out_specs[key].torch_dtype
+        for rows, delta in merged_deltas(method, src, ctx):
+            if not math.isfinite(float(delta.sum(dtype=torch.float64))):  # one pass; no float32 overflow
+                raise ValueError(f"merge method {method.name!r} produced non-finite values in tensor {key!r}")
+            piece = delta if delta_only else src.base(rows) + delta
+            sink.write(key, piece.to(out_dtype))
+
+
+def _metadata(
+    method: MergeMethod,
+    experts: list[str],
+    seed: int,
+    delta_only: bool,
+    extra: Mapping[str, Any] | None,
+    prov: dict,
+) -> dict[str, str]:
+    meta: dict[str, Any] = {
+        "format": "pt",
+        "method": method.name,
+        "hparams": method.hparams,
+        "experts": experts,
+        "seed": seed,
+        "delta_only": delta_only,
+        "provenance": prov,
+    }
+    meta.update(extra or {})
+    return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in meta.items()}
+
+
+def _merge_checkpoints(
+    base_path: str | Path,
+    input_paths: Sequence[str | Path],
+    method: MergeMethod | str,
+    out_path: str | Path,
+    *,
+    inputs_are_weights: bool,
+    seed: int,
+    delta_only: bool,
+    metadata: Mapping[str, Any] | None,
+    progress: bool,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    method = _as_method(method)
+    kind = "expert" if inputs_are_weights else "task vector"
+    base = Checkpoint(base_path, f"base {base_path}")
+    inputs = [Checkpoint(p, f"{kind} {i} ({p})") for i, p in enumerate(input_paths)]
+    check_inputs(base.specs, [(c.label, c.specs) for c in inputs], same_dtype=inputs_are_weights)
+    out_specs = output_specs(base.specs, delta_only)
+    experts = [Path(p).name.removesuffix(".safetensors") for p in input_paths]
+    prov = provenance()
+    meta = _metadata(method, experts, seed, delta_only, metadata, prov)
+    try:
+        with atomic_path(out_path) as tmp, SafetensorsWriter(tmp, out_specs, meta) as writer:
+            run_merge(
+                method, base.specs, out_specs,
+                lambda key: FileSource(key, base, inputs, inputs_are_weights),
+                lambda key: base.read(key),
+                writer, seed=seed, delta_only=delta_only, progress=progress,
+            )  # fmt: skip
+    finally:
+        base.close()
+        for c in inputs:
+            c.close()
+    return {
+        "method": method.name,
+        "hparams": method.hparams,
+        "experts": json.loads(meta["experts"]),
+        "inputs": [str(p) for p in input_paths],
+        "base": str(base_path),
+        "seed": seed,
+        "delta_only": delta_only,
+        "streaming": hasattr(method, "merge_stream"),
+        "n_tensors": len(out_specs),
+        "n_params": sum(math.prod(s.shape) for s in out_specs.values()),
+        "out_path": str(out_path),
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "provenance": prov,
+    }
+
+
+def merge_files(
+    base_weights: str | Path,
+    task_vector_paths: Sequence[str | Path],
+    method: MergeMethod | str,
+    out_path: str | Path,
+    *,
+    seed: int = 0,
+    delta_only: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Merge task-vector files into ``out_path`` (θ_0 + Δ in the base dtype, or Δ in float32).
+
+    ``base_weights``: a safetensors file or a model directory. ``metadata`` entries are added to
+    (and may override, e.g. ``experts``) the file's metadata. Returns an info dict (method,
+    hparams, experts, seed, counts, wall time, provenance).
+    """
+    return _merge_checkpoints(
+        base_weights, task_vector_paths, method, out_path, inputs_are_weights=False,
+        seed=seed, delta_only=delta_only, metadata=metadata, progress=progress,
+    )  # fmt: skip
+
+
+def merge_models(
+    base_dir: str | Path,
+    expert_dirs: Sequence[str | Path],
+    method: MergeMethod | str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    delta_only: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Merge full fine-tuned checkpoints (τ_i computed on the fly) into a loadable HF directory.
+
+    ``out_dir`` gets the base directory's configuration and tokenizer files, ``model.safetensors``
+    (or ``delta.safetensors`` with ``delta_only``) and ``merge_info.json``; written atomically.
+    """
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    protected = {Path(p).resolve() for p in (base_dir, *expert_dirs)}
+    if out_dir.resolve() in protected:
+        raise ValueError(f"output directory {out_dir} is one of the inputs")
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        if base_dir.is_dir():
+            for f in sorted(base_dir.iterdir()):
+                if f.is_file() and not f.name.endswith(_NOT_CONFIG_SUFFIXES) and f.name != INDEX_NAME \
+                        and not f.name.endswith("_info.json"):  # fmt: skip
+                    shutil.copy2(f, tmp / f.name)
+        name = "delta.safetensors" if delta_only else WEIGHTS_NAME
+        info = _merge_checkpoints(
+            base_dir, expert_dirs, method, tmp / name, inputs_are_weights=True,
+            seed=seed, delta_only=delta_only, metadata=metadata, progress=progress,
+        )  # fmt: skip
+        info["out_path"] = str(out_dir / name)
+        write_json(tmp / "merge_info.json", info)
+    return info
+
+
+def merge_state_dicts(
+    base_sd: Mapping[str, torch.Tensor],
+    task_vector_sds: Sequence[Mapping[str, torch.Tensor]],
+    method: MergeMethod | str,
+    seed: int = 0,
+    *,
+    delta_only: bool = False,
+) -> dict[str, torch.Tensor]:
+    """In-memory merge with the same checks, chunking and arithmetic as ``merge_files``."""
+    method = _as_method(method)
+
+    def specs_of(sd: Mapping[str, torch.Tensor], label: str) -> dict[str, TensorSpec]:
+        out = {}
+        for k, t in sd.items():
+            if t.dtype not in DTYPE_NAMES:
+                raise ValueError(f"{label}: tensor {k!r} has unsupported dtype {t.dtype}")
+            out[k] = TensorSpec(DTYPE_NAMES[t.dtype], tuple(t.shape))
+        return out
+
+    base_specs = specs_of(base_sd, "base")
+    labels = [f"task vector {i}" for i in range(len(task_vector_sds))]
+    check_inputs(base_specs, [(lb, specs_of(sd, lb)) for lb, sd in zip(labels, task_vector_sds)], same_dtype=False)
+    out_specs = output_specs(base_specs, delta_only)
+    sink = MemorySink()
+    run_merge(
+        method, base_specs, out_specs,
+        lambda key: InMemorySource(key, base_sd[key], [sd[key] for sd in task_vector_sds]),
+        lambda key: base_sd[key],
+        sink, seed=seed, delta_only=delta_only, progress=False,
+    )  # fmt: skip
+    return sink.result(out_specs)
+
+
+__all__ = [
+    "Checkpoint", "FileSource", "SafetensorsWriter", "TensorSpec", "check_inputs",
+    "merge_files", "merge_models", "merge_state_dicts", "read_header", "row_chunks", "weights_files",
+]  # fmt: skip

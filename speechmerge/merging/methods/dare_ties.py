@@ -1,0 +1,58 @@
+"""DARE + TIES ("dare_ties"): DARE drop-and-rescale replaces TIES' magnitude trim, then sign
+election and a disjoint (weighted) mean (Yu et al., ICML 2024; mergekit ``dare_ties`` =
+``generalized_task_arithmetic`` with random sparsification, "sum" consensus, normalize=True).
+
+    τ̃_i = DARE(τ_i) (see ``dare_linear``), u_i = w_i τ̃_i,
+    γ = sign(Σ_i u_i) with γ = +1 where the sum is 0 (mergekit's ``>= 0``),
+    Δ = λ · Σ_i u_i [sign u_i = γ] / Σ_i w_i [sign u_i = γ]   (0 where no expert agrees).
+
+Defaults: ``drop_rate`` p = 0.9 (paper), ``rescale`` True, ``scaling`` λ = 1.0 (TIES' default,
+which this merge step follows), ``weights`` None (all 1: a plain disjoint mean; must be > 0).
+``matrices_only`` as in ``dare_linear``. Randomness as in ``dare_linear`` (one generator per
+tensor, seeded from the run seed and the tensor name).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from speechmerge.merging.base import TensorContext, register
+from speechmerge.merging.methods._common import (
+    TensorSource,
+    agree_mask,
+    check_weights,
+    elect_sign,
+    expert_weights,
+)
+from speechmerge.merging.methods.dare_linear import DareMethod
+
+
+@register
+class DareTies(DareMethod):
+    """DARE + TIES: DARE_p(τ_i), sign election, weighted disjoint mean, times λ."""
+
+    name = "dare_ties"
+    defaults = {"drop_rate": 0.9, "rescale": True, "scaling": 1.0, "weights": None, "matrices_only": False}
+    source = "Yu et al. 2024 (DARE, p=0.9); mergekit dare_ties (sum consensus, weighted disjoint mean)"
+
+    def validate(self) -> None:
+        super().validate()
+        check_weights(self, "weights", nonnegative=True, positive_sum=True)
+        if self.hparams["weights"] is not None and min(self.hparams["weights"]) <= 0:
+            raise ValueError(f"merge method {self.name!r}: hyperparameter 'weights' must be > 0")
+
+    def merge_stream(self, src: TensorSource, ctx: TensorContext) -> Iterator[torch.Tensor]:
+        lam = float(self.hparams["scaling"])
+        w = expert_weights(self, src.n, normalize=False)
+        for ds in self.dropped_chunks(src, ctx):
+            us = [wi * d for wi, d in zip(w, ds)]
+            sign = elect_sign(sum(us), 1.0)
+            num = torch.zeros_like(us[0])
+            den = torch.zeros_like(us[0])
+            for wi, u in zip(w, us):
+                m = agree_mask(u, sign)
+                num += u * m
+                den += wi * m
+            yield lam * num / torch.where(den == 0, torch.ones_like(den), den)

@@ -1,0 +1,210 @@
+"""Per-experiment report: tables (CSV, Markdown, LaTeX) and figures (PNG, PDF) in one directory.
+
+``write_report(spec, out_dir, scores=..., hyps=..., ...)`` is what the ``report`` rule calls. The
+directory is written atomically and holds ``table.{csv,md,tex}``, the extra tables of the
+experiment kind, ``significance.csv``, figures, ``README.md`` (every file with its caption) and
+``summary.json`` (the same listing plus every table's numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechmerge.report import tables as T
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_report", "build_tables"]
+
+DEFAULT_BETA = 0.3  # BoostedTSV-M's best β in the paper, used if no merge info gives one
+
+
+def _read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _train_params(train_infos: Sequence[str | os.PathLike]) -> dict[str, dict]:
+    out = {}
+    for p in train_infos:
+        info = _read_json(p)
+        job = info.get("job") or Path(p).parent.name
+        if "trainable_params" not in info or "total_params" not in info:
+            raise KeyError(f"{p}: train_info lacks trainable_params / total_params")
+        pct = info.get("trainable_percent", 100.0 * info["trainable_params"] / info["total_params"])
+        out[job] = {"trainable_params": info["trainable_params"], "total_params": info["total_params"],
+                    "trainable_percent": pct}
+    return out
+
+
+def _rank_allocations(paths: Sequence[str | os.PathLike], labels: Mapping[str, str]) -> dict[str, dict]:
+    out = {}
+    for p in paths:
+        data = _read_json(p)
+        if isinstance(data, dict) and isinstance(data.get("ranks"), dict):
+            data = data["ranks"]
+        job = Path(p).parent.name
+        out[labels.get(job, job)] = {k: int(v) for k, v in (data or {}).items()}
+    return out
+
+
+def _boost_beta(merge_infos: Sequence[str | os.PathLike]) -> float:
+    """β of the default BoostedTSV-M merge (from its merge info), else the method default."""
+    for p in merge_infos:
+        try:
+            info = _read_json(p)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("method") == "boosted_tsv_m" and "@" not in str(info.get("variant", "")):
+            hp = info.get("hparams") or info.get("hyperparameters") or {}
+            if "beta" in hp:
+                return float(hp["beta"])
+    try:
+        from speechmerge.merging import get_method
+        from speechmerge.merging import methods as _methods  # noqa: F401
+
+        return float(get_method("boosted_tsv_m", {}).hparams["beta"])
+    except Exception:  # registry not importable: the paper's best value
+        return DEFAULT_BETA
+
+
+def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None = None) -> dict[str, T.Table]:
+    tables = {"table": T.build_main_table(spec, store, params=params)}
+    if spec["kind"] == "domains":
+        tables["per_testset"] = T.build_per_testset_table(spec, store)
+    for t in T.build_sweep_tables(spec, store):
+        tables[t.name] = t
+    fg = T.build_forgetting_table(spec, store) if spec["kind"] in ("multilingual", "domains") else None
+    if fg is not None:
+        tables["forgetting"] = fg
+    return tables
+
+
+def _summary_columns(table: T.Table) -> list[str]:
+    means = [c.key for c in table.columns if c.kind == "mean" and c.show]
+    if means:
+        return means
+    return [c.key for c in table.columns if c.kind == "base" and c.show]
+
+
+def write_report(
+    spec: Mapping,
+    out_dir: str | os.PathLike,
+    *,
+    scores: Sequence[str | os.PathLike],
+    hyps: Sequence[str | os.PathLike] = (),
+    train_infos: Sequence[str | os.PathLike] = (),
+    rank_allocations: Sequence[str | os.PathLike] = (),
+    taskvectors: Sequence[str | os.PathLike] = (),
+    merge_infos: Sequence[str | os.PathLike] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Write the whole report directory atomically; return the summary dict."""
+    from speechmerge.report import figures as F
+    from speechmerge.utils import atomic_path, provenance
+
+    exp = spec["experiment"]
+    store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot, seed=seed,
+                          metric_override="cer" if spec["kind"] == "peft" else None)
+    params = _train_params(train_infos) if spec["kind"] == "peft" else None
+    tables = build_tables(spec, store, params=params)
+    files: list[dict] = []
+
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        def add(name: str, caption: str, kind: str):
+            files.append({"file": name, "caption": caption, "kind": kind})
+
+        for name, t in tables.items():
+            (tmp / f"{name}.csv").write_text(T.to_csv(t))
+            (tmp / f"{name}.md").write_text(T.to_markdown(t))
+            (tmp / f"{name}.tex").write_text(T.to_latex(t, label=f"{exp}-{name}"))
+            for ext in ("csv", "md", "tex"):
+                add(f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""), "table")
+        (tmp / "significance.csv").write_text(T.significance_csv(list(tables.values())))
+        add("significance.csv", f"Paired bootstrap tests against {spec.get('baseline_for_significance')} "
+            "for every cell (and matched-pairs p for error rates)", "table")
+
+        main = tables["table"]
+        figs = F.method_bars(main, _summary_columns(main), tmp / "methods",
+                             title=f"{exp}: methods compared")
+        add("methods.png", f"{exp}: every method on the summary columns with 95 % bootstrap intervals", "figure")
+        for name, t in tables.items():
+            if not name.startswith("sweep_"):
+                continue
+            sw = next(s for s in spec["sweeps"] if name == f"sweep_{s['method']}_{s['param']}")
+            refs = {}
+            for ref_model in (spec.get("baseline_for_significance"),):
+                if ref_model:
+                    row = next((r for r in main.rows if r.model == ref_model), None)
+                    if row:
+                        refs[row.label] = {k: c.value for k, c in row.cells.items()}
+            default = next((r for r in main.rows if r.spec.get("method") == sw["method"]), None)
+            if default:
+                refs[f"{default.label} (default)"] = {k: c.value for k, c in default.cells.items()}
+            keys = [c.key for c in t.columns if c.show and c.kind in ("mean", "np")]
+            F.sweep_plot(t, [p["value"] for p in sw["points"]], sw["param"], keys, tmp / name,
+                         references=refs, title=t.title)
+            add(f"{name}.png", f"{t.title}: metric against {sw['param']} (95 % bands); dashed: references", "figure")
+        if "forgetting" in tables:
+            F.forgetting_plot(tables["forgetting"], tmp / "forgetting", title=f"{exp}: forgetting in sequential training")
+            add("forgetting.png", "Error rate per subset after each sequential fine-tuning stage", "figure")
+
+        experts = spec.get("experts") or {}
+        tv_by_job = {Path(p).stem: p for p in taskvectors}
+        tv = [(subset, tv_by_job[job]) for subset, job in experts.items() if job in tv_by_job]
+        if len(tv) >= 2:
+            labels, paths = [s for s, _ in tv], [p for _, p in tv]
+            _, cos = F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
+                                      title=f"{exp}: cosine similarity of expert task vectors")
+            add("taskvector_cosine.png", "Cosine similarity between the experts' task vectors", "figure")
+            beta = _boost_beta(merge_infos) if spec["kind"] == "domains" or any(
+                r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else None
+            F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta,
+                           title=f"{exp}: singular values of task-vector matrices")
+            add("taskvector_spectra.png", "Singular-value spectra of representative task-vector matrices"
+                + (f" with the BoostedTSV-M boosted spectrum (β = {beta:g})" if beta else ""), "figure")
+
+        if rank_allocations:
+            labels = {r["model"]: r.get("label", r["model"]) for r in spec["rows"]}
+            allocs = _rank_allocations(rank_allocations, labels)
+            if any(allocs.values()):
+                F.rank_heatmap(allocs, tmp / "rank_allocation", title=f"{exp}: learned rank per module")
+                add("rank_allocation.png", "Learned rank per adapted module (module type × layer)", "figure")
+
+        for f in list(files):
+            if f["file"].endswith(".png"):
+                files.append({**f, "file": f["file"][:-4] + ".pdf"})
+        summary = {
+            "experiment": exp, "kind": spec["kind"], "files": files,
+            "missing": sorted(set(store.missing)),
+            "tables": {name: T.table_json(t) for name, t in tables.items()},
+            "bootstrap": {"n_boot": n_boot, "seed": seed},
+            "provenance": provenance(None, config_hash=spec.get("config_hash")),
+        }
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"]))
+    log.info("report %s: %d files, %d missing cells", out_dir, len(files) + 2, len(summary["missing"]))
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _readme(exp: str, tables: Mapping[str, T.Table], files: Sequence[Mapping], missing: Sequence[str]) -> str:
+    lines = [f"# Report: {exp}", "", T.to_markdown(tables["table"]), "", "## Files", ""]
+    for f in files:
+        lines.append(f"* `{f['file']}` — {f['caption']}")
+    lines += ["* `summary.json` — every table as numbers, this listing, provenance"]
+    if missing:
+        lines += ["", "## Missing results", ""] + [f"* {m}" for m in missing]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,35 @@
+"""Rule finetune: one fine-tuning job (expert, joint, sequential stage or PEFT method).
+
+input.base: the starting model (its config.json, or the directory): the imported base, or the
+previous stage's model for sequential training; input.train / input.dev: parquet splits;
+output[0] (``model``): the output model directory's config.json (or the directory itself);
+params.spec: the job spec from speechmerge.plan (see speechmerge.training.TrainSpec).
+"""
+
+from pathlib import Path
+
+from speechmerge.training import train
+from speechmerge.utils import set_threads, setup_script_logging
+
+
+def model_dir(path) -> Path:
+    """A model directory given as the directory or as a file inside it (config.json)."""
+    p = Path(path)
+    return p.parent if p.suffix else p
+
+
+log = setup_script_logging(snakemake.log[0])  # noqa: F821
+set_threads(snakemake.threads)  # noqa: F821
+
+spec = dict(snakemake.params.spec)  # noqa: F821
+info = train(
+    spec,
+    model_dir(snakemake.input.base),  # noqa: F821
+    list(snakemake.input.train),  # noqa: F821
+    list(snakemake.input.dev),  # noqa: F821
+    model_dir(snakemake.output[0]),  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)
+log.info("job %s/%s: %d steps, best step %s (dev loss %.4f), %.2f samples/s, %d trainable params (%.3f%%)",
+         info["experiment"], info["job"], info["steps"], info["best_step"], info["best_dev_loss"],
+         info["samples_per_s"] or 0.0, info["trainable_params"], info["trainable_percent"])

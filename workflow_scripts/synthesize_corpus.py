@@ -1,0 +1,50 @@
+"""Rule synthesize_corpus: one dataset split (experiment, subset, split) -> parquet.
+
+input.corpus: the parallel text corpus TSV; output[0]: the split's parquet;
+params.spec: {"experiment", "subset", "language", "domain", "transforms", "split", "sentences",
+"renderings", "seed", "voice_profile", "source"} with source "synth" (eSpeak NG, default),
+"manifest" (+ "manifest": TSV path) or "covost2" | "fleurs" | "common_voice" (+ optional
+"hf_name", "hf_config", "data_dir"; "sentences" caps the number of examples).
+"""
+
+from speechmerge.data.adapters import from_manifest, load_real
+from speechmerge.data.io import write_split
+from speechmerge.data.synthesize import synthesize_split
+from speechmerge.utils import provenance, set_threads, setup_script_logging
+
+log = setup_script_logging(snakemake.log[0])  # noqa: F821
+set_threads(snakemake.threads)  # noqa: F821
+
+spec = dict(snakemake.params.spec)  # noqa: F821
+source = spec.get("source", "synth")
+common = {"split": spec["split"], "subset": spec["subset"]}
+
+if source == "synth":
+    records = synthesize_split(
+        snakemake.input.corpus,  # noqa: F821
+        language=spec["language"],
+        domain_transforms=spec.get("transforms") or [],
+        sentences=spec.get("sentences"),
+        renderings=int(spec.get("renderings", 1)),
+        seed=int(spec.get("seed", 0)),
+        voice_profile=spec.get("voice_profile", "adult"),
+        domain_name=spec["domain"],
+        experiment=spec.get("experiment", ""),
+        workers=int(snakemake.threads),  # noqa: F821
+        **common,
+    )
+elif source == "manifest":
+    records = from_manifest(spec["manifest"], language=spec["language"], domain=spec["domain"], **common)
+elif source in ("covost2", "fleurs", "common_voice"):
+    extra = {"data_dir": spec["data_dir"]} if spec.get("data_dir") else {}
+    records = load_real(source, language=spec["language"], hf_name=spec.get("hf_name"),
+                        config=spec.get("hf_config"), max_examples=spec.get("sentences"),
+                        domain=spec["domain"], **common, **extra)
+else:
+    raise ValueError(f"params.spec.source: unknown data source {source!r} "
+                     "(synth, manifest, covost2, fleurs, common_voice)")
+
+prov = provenance(config_hash=spec.get("config_hash"), spec=spec)
+n = write_split(records, snakemake.output[0], provenance=prov)  # noqa: F821
+hours = sum(r["duration"] for r in records) / 3600
+log.info("wrote %d utterances (%.3f h) to %s", n, hours, snakemake.output[0])  # noqa: F821
