@@ -181,9 +181,10 @@ def _domain_transforms(config: dict, domain: str, where: str) -> list[dict]:
 def _add_dataset(plan: Plan, exp_name: str, exp: dict, subset: str, *, language: str, domain: str,
                  splits: tuple[str, ...], voice_profile: str = "adult", where: str) -> None:
     config = plan.config
-    transforms = _domain_transforms(config, domain, where)
     data_cfg = exp.get("data", {})
     source = data_cfg.get("source", "synth")
+    # acoustic domains are rendered only for synthesised speech; real data keeps its own
+    transforms = _domain_transforms(config, domain, where) if source == "synth" else []
     for split in splits:
         sizes = data_cfg.get(split, {})
         plan.datasets[(exp_name, subset, split)] = {
@@ -198,8 +199,20 @@ def _add_dataset(plan: Plan, exp_name: str, exp: dict, subset: str, *, language:
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
             "source": source,
-            **({"manifest": data_cfg["manifests"][subset][split]} if source == "manifest" else {}),
+            **_source_options(data_cfg, source, subset, split, where=f"experiments.{exp_name}.data"),
         }
+
+
+def _source_options(data_cfg: dict, source: str, subset: str, split: str, *, where: str) -> dict:
+    """Extra keys of a real-data source: a manifest TSV per subset/split, or a hub dataset."""
+    if source == "manifest":
+        try:
+            return {"manifest": data_cfg["manifests"][subset][split]}
+        except KeyError:
+            raise PlanError(f"{where}.manifests: no manifest for subset {subset!r}, split {split!r}") from None
+    if source in ("covost2", "fleurs", "common_voice"):
+        return {k: data_cfg[k] for k in ("hf_name", "hf_config", "data_dir") if data_cfg.get(k)}
+    return {}
 
 
 def _testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> list[str]:

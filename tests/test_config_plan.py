@@ -110,3 +110,19 @@ def test_weights_paths(default):
     with pytest.raises(KeyError, match="no model 'nope'"):
         plan.weights_path("peft", "nope")
     assert format_value(0.30) == "0.3" and format_value(1.0) == "1" and format_value(True) == "true"
+
+
+@pytest.mark.parametrize("preset", ["paper-lors.yaml", "paper-boostedtsvm.yaml", "paper-s2lora.yaml"])
+def test_paper_presets_validate(preset):
+    config = load_config(ROOT / "config.yaml", ROOT / "presets" / preset)
+    validate_config(config)
+    if preset == "paper-lors.yaml":
+        plan = build_plan(config)
+        assert plan.experiments == ["multilingual"]
+        spec = plan.datasets[("multilingual", "de", "train")]
+        assert spec["source"] == "covost2" and spec["hf_name"] == "facebook/covost2"
+        assert spec["transforms"] == []  # real data is not re-rendered in an acoustic domain
+    else:
+        # the papers' corpora are not public: the preset asks for the user's manifests by name
+        with pytest.raises(PlanError, match=r"manifests: no manifest for subset '\w+', split 'train'"):
+            build_plan(config)

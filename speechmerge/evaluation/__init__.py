@@ -12,15 +12,14 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from speechmerge.evaluation import decode as decoding
 from speechmerge.evaluation import metrics, stats
-from speechmerge.evaluation.decode import (
-    decode, hypothesis_records, read_hypotheses, write_hypotheses,
-)
+from speechmerge.evaluation.decode import hypothesis_records, read_hypotheses, write_hypotheses
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "evaluate_testsets", "score_records", "decode", "hypothesis_records", "read_hypotheses",
-           "write_hypotheses", "metrics", "stats"]
+__all__ = ["evaluate", "evaluate_testsets", "score_records", "hypothesis_records", "read_hypotheses",
+           "write_hypotheses", "decoding", "metrics", "stats"]
 
 PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
 
@@ -75,7 +74,7 @@ def _evaluate_loaded(
         prompts = [want] * len(examples)
     else:
         prompts = [metrics.base_language(e.language) for e in examples]
-    res = decode(
+    res = decoding.decode(
         model, processor, [e.audio for e in examples], prompts, task=task, batch_size=batch_size,
         beam_size=beam_size, max_new_tokens=max_new_tokens, durations=[e.duration for e in examples],
         max_tokens_per_second=max_tokens_per_second, testset=f"{testset} ({testset_path})", progress=progress,
