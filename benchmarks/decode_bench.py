@@ -24,7 +24,6 @@ import csv
 import itertools
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +60,11 @@ def parquet_utterances(path: str, n: int):
 
 
 def bench_decoding(args) -> None:
+    import logging
+
     import torch
+
+    logging.getLogger("speechmerge").setLevel(logging.ERROR)
 
     from speechmerge.evaluation.decode import decode
     from speechmerge.evaluation.metrics import wer

@@ -45,6 +45,14 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def run_child(args: list[str], threads: int = 1, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """This script in a fresh interpreter (the driver never imports torch: a child's ru_maxrss
+    starts at its parent's RSS at fork time, so a heavy driver would inflate every figure)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)  # fmt: skip
+
+
 # --- inputs ----------------------------------------------------------------------------------------
 
 
@@ -145,11 +153,10 @@ def naive_merge(base_path: str, tv_paths: list[str], method, out: str) -> None:
 
 
 def measure(mode: str, method: str, base: Path, tvs: list[Path], out: Path, threads: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--method", method, "--base", str(base), "--out", str(out),
+    cmd = ["--child", mode, "--method", method, "--base", str(base), "--out", str(out),
            "--threads", str(threads), "--tvs", *map(str, tvs)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+        proc = run_child(cmd, threads, timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout {timeout:.0f} s"}
     finally:
@@ -183,25 +190,39 @@ def main() -> None:
     ap.add_argument("--base", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--tvs", nargs="*", help=argparse.SUPPRESS)
+    ap.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--list", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         args.mode = args.child
         child(args)
         return
+    if args.list:
+        from speechmerge.merging import REGISTRY
+        from speechmerge.merging import methods as _methods  # noqa: F401  (registers every method)
 
-    from speechmerge.merging import REGISTRY
-    from speechmerge.merging import methods as _methods  # noqa: F401  (registers every method)
+        print(json.dumps(sorted(REGISTRY)))
+        return
+    if args.prepare:
+        base, tvs = prepare(args.workdir, args.prepare)
+        print(json.dumps({"base": str(base), "tvs": [str(p) for p in tvs]}))
+        return
 
-    names = args.methods or sorted(REGISTRY)
-    unknown = sorted(set(names) - set(REGISTRY))
+    registry = json.loads(run_child(["--list"]).stdout)
+    names = args.methods or registry
+    unknown = sorted(set(names) - set(registry))
     if unknown:
-        sys.exit(f"unknown method(s) {unknown}; available: {sorted(REGISTRY)}")
+        sys.exit(f"unknown method(s) {unknown}; available: {registry}")
     naive = set(names) if args.naive == ["all"] else set() if args.naive == ["none"] else set(args.naive)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="merge_bench_"))
     t0 = time.perf_counter()
-    base, tvs = prepare(workdir, max(args.n))
+    prep = run_child(["--prepare", str(max(args.n)), "--workdir", str(workdir)])
+    if prep.returncode != 0:
+        sys.exit(f"preparing inputs failed:\n{prep.stderr}")
+    paths = json.loads(prep.stdout.strip().splitlines()[-1])
+    base, tvs = Path(paths["base"]), [Path(p) for p in paths["tvs"]]
     model_mb = base.stat().st_size / 2**20
-    print(f"base: {'real whisper-base' if base == REAL_BASE else 'random Whisper-base shapes'} "
+    print(f"base: {'real whisper-base' if base.resolve() == REAL_BASE.resolve() else 'random Whisper-base shapes'} "
           f"({model_mb:.0f} MB = 1 model); inputs ready in {time.perf_counter() - t0:.0f} s; "
           f"torch threads {args.threads}", flush=True)  # fmt: skip
     print("\nwall = merge seconds; mem = peak RSS above the process after imports, MB (models)\n")

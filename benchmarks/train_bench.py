@@ -1,18 +1,23 @@
 """Training throughput of the fine-tuning step (speechmerge.training) on CPU.
 
-Measures samples/s of full fine-tuning steps (forward + backward + clip + AdamW) for Whisper
-base at a cropped context (default 6 s), batch 8, with the trainer's own loss function and
-optimiser settings; counts FLOPs of one step with torch.utils.flop_counter.FlopCounterMode
-and reports achieved GFLOP/s; optionally prints a torch.profiler table of the top ops and a
-coarse phase split (forward / backward / optimizer).
+Measures samples/s of training steps (forward + backward + clip + AdamW) for Whisper base at
+its cropped context (6 s), batch 8, with the trainer's own loss function (logits at target
+positions only) and optimiser grouping; counts the FLOPs of one step with
+``torch.utils.flop_counter.FlopCounterMode`` (eager attention, so attention matmuls are
+counted) and reports achieved GFLOP/s; optionally prints a torch.profiler table of the top
+ops and a phase split (forward / backward / clip+optimizer).
 
-    .venv/bin/python benchmarks/train_bench.py --threads 2 --steps 4 --profile
-    .venv/bin/python benchmarks/train_bench.py --precision bfloat16 --attn eager
+    .venv/bin/python benchmarks/train_bench.py --threads 2 --compare      # before vs after
+    .venv/bin/python benchmarks/train_bench.py --threads 1 --profile      # what the trainer does
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --attn sdpa --optimizer foreach
 
-Model: ``resources/models/whisper-base`` (the imported OpenAI weights) if present, else a
-random base-sized ``WhisperConfig`` cropped to ``--seconds``. Inputs are log-mel features of
-synthetic audio (values do not change the cost) and ``--tokens`` target tokens per example.
-The machine may be shared: the script prints ``os.getloadavg()`` before and after.
+``--compare`` alternates the configuration before optimisation (float32, sdpa attention,
+foreach AdamW) with the trainer's (``auto`` precision = bf16 autocast on CPUs with native bf16,
+``auto`` attention = eager up to 10 s contexts, fused AdamW), ``--rounds`` times, so both see
+the same machine load. Model: ``resources/models/whisper-base`` (the imported OpenAI weights)
+if present, else a random base-sized ``WhisperConfig`` cropped to ``--seconds``. Inputs are
+random log-mel features and ``--tokens`` target tokens per example (values do not change the
+cost). The machine may be shared: the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def load_model(path: str | None, seconds: int):
                             decoder_ffn_dim=2048, max_source_positions=50 * seconds)
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg)
-        src = "random base-sized WhisperConfig"
+        src = f"random base-sized WhisperConfig ({seconds} s)"
     return model.float(), src
 
 
@@ -56,62 +61,53 @@ def make_batch(model, batch: int, tokens: int, seed: int = 0):
     return {"input_features": feats, "decoder_input_ids": seq[:, :-1].contiguous(), "labels": labels}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resources/models/whisper-base")
-    ap.add_argument("--seconds", type=int, default=6, help="context if the model is built randomly")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tokens", type=int, default=24, help="target text tokens per example")
-    ap.add_argument("--steps", type=int, default=4, help="timed steps (after one warm-up step)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
-                    help="auto: bf16 autocast on CPUs with native bf16 (what the trainer does)")
-    ap.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    ap.add_argument("--method", default="full", help="full | bitfit | lora | adalora | s2lora")
-    ap.add_argument("--optimizer", choices=["foreach", "fused"], default="fused")
-    ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
-    ap.add_argument("--phases", action="store_true", help="time forward / backward / optimizer separately")
-    args = ap.parse_args()
+class Setup:
+    """A model + method + optimizer configured like the trainer (or like the baseline)."""
 
-    from torch.utils.flop_counter import FlopCounterMode
+    def __init__(self, args, precision: str, attn: str, optimizer: str):
+        from speechmerge.training.peft_methods import build_method
+        from speechmerge.training.trainer import choose_attention, resolve_precision
 
-    from speechmerge.training.peft_methods import build_method
-    from speechmerge.training.trainer import resolve_precision, target_loss
+        self.model, self.src = load_model(args.model, args.seconds)
+        self.precision = resolve_precision(precision)
+        self.attn = choose_attention(attn, int(self.model.config.max_source_positions))
+        self.model.set_attn_implementation(self.attn)
+        self.optimizer_kind = optimizer
+        self.method = build_method(args.method, self.model, {}, total_steps=1000)
+        self.whisper = self.method.whisper
+        self.whisper.train()
+        self.params = list(self.method.named_trainable().values())
+        decay = [p for p in self.params if p.ndim >= 2]
+        no_decay = [p for p in self.params if p.ndim < 2]
+        groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        self.opt = torch.optim.AdamW(groups, lr=1e-5, **{optimizer: True})
+        self.batch = make_batch(self.whisper, args.batch, args.tokens)
+        self.n_tok = int((self.batch["labels"] != -100).sum())
+        self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}"
 
-    torch.set_num_threads(args.threads)
-    args.precision = resolve_precision(args.precision)
-    print(f"load average before: {os.getloadavg()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
-    model, src = load_model(args.model, args.seconds)
-    model.set_attn_implementation(args.attn)
-    model.config.use_cache = False
-    method = build_method(args.method, model, {}, total_steps=1000)
-    whisper = method.whisper
-    whisper.train()
-    params = list(method.named_trainable().values())
-    n_train = sum(p.numel() for p in params)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-5,
-                            **{args.optimizer: True})
-    batch = make_batch(whisper, args.batch, args.tokens)
-    n_tok = int((batch["labels"] != -100).sum())
-    ctx = whisper.config.max_source_positions / 50
-    print(f"model: {src}; context {ctx:g} s; batch {args.batch} x {batch['decoder_input_ids'].shape[1]} decoder "
-          f"tokens; method {args.method} ({n_train / 1e6:.2f} M trainable); {args.precision}; attn {args.attn}")
+    def fwd_bwd(self):
+        from speechmerge.training.trainer import target_loss
 
-    def step(phases: dict | None = None):
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            loss_sum, _, _ = target_loss(self.whisper, self.batch)
+        (loss_sum / self.n_tok).backward()
+
+    def step(self, phases: dict | None = None) -> float:
+        from speechmerge.training.trainer import target_loss
+
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bfloat16"):
-            loss_sum, _, _ = target_loss(whisper, batch)
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            loss_sum, _, _ = target_loss(self.whisper, self.batch)
         t1 = time.perf_counter()
-        (loss_sum / n_tok).backward()
+        (loss_sum / self.n_tok).backward()
         t2 = time.perf_counter()
-        reg = method.regulariser()
+        reg = self.method.regulariser()
         if reg is not None:
             reg.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-        opt.step()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        self.opt.step()
         t3 = time.perf_counter()
         if phases is not None:
             phases.setdefault("forward", []).append(t1 - t0)
@@ -119,30 +115,80 @@ def main() -> None:
             phases.setdefault("clip+optimizer", []).append(t3 - t2)
         return t3 - t0
 
-    step()  # warm-up (allocations, oneDNN kernels)
+
+def count_flops(args) -> float:
+    """FLOPs of one forward+backward (eager attention, float32: every matmul is counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s = Setup(args, "float32", "eager", "foreach")
     with FlopCounterMode(display=False) as fc:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bfloat16"):
-            loss_sum, _, _ = target_loss(whisper, batch)
-        (loss_sum / n_tok).backward()
-    flops = fc.get_total_flops()
-    phases: dict = {}
-    times = [step(phases) for _ in range(args.steps)]
-    med = statistics.median(times)
-    print(f"step time: median {med:.3f} s, min {min(times):.3f} s over {args.steps} steps -> "
-          f"{args.batch / med:.2f} samples/s (best {args.batch / min(times):.2f}); "
-          f"{med / args.batch:.3f} s per sample")
-    print(f"FLOPs per step (fwd+bwd, FlopCounterMode): {flops / 1e9:.1f} GFLOP = {flops / args.batch / 1e9:.2f} "
-          f"GFLOP/sample -> {flops / med / 1e9:.1f} GFLOP/s achieved (best {flops / min(times) / 1e9:.1f})")
-    if args.phases or args.profile:
-        for k, v in phases.items():
-            print(f"  {k:15s} median {statistics.median(v):.3f} s ({100 * statistics.median(v) / med:.0f} %)")
+        s.fwd_bwd()
+    return float(fc.get_total_flops())
+
+
+def report(label: str, times: list[float], flops: float, batch: int) -> None:
+    med, best = statistics.median(times), min(times)
+    print(f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
+          f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
+          f"(best {flops / best / 1e9:.1f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resources/models/whisper-base")
+    ap.add_argument("--seconds", type=int, default=6, help="context if the model is built randomly")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=24, help="target text tokens per example")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per configuration and round")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="auto: bf16 autocast on CPUs with native bf16 (what the trainer does)")
+    ap.add_argument("--attn", choices=["auto", "sdpa", "eager"], default="auto",
+                    help="auto: what the trainer picks (eager up to 10 s contexts)")
+    ap.add_argument("--optimizer", choices=["foreach", "fused"], default="fused")
+    ap.add_argument("--method", default="full", help="full | bitfit | lora | adalora | s2lora")
+    ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
+    ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    print(f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    flops = count_flops(args)
+    configs = [(args.precision, args.attn, args.optimizer)]
+    if args.compare:
+        configs = [("float32", "sdpa", "foreach"), ("auto", "auto", "fused")]
+    setups = [Setup(args, *c) for c in configs]
+    s0 = setups[0]
+    print(f"model: {s0.src}; context {s0.whisper.config.max_source_positions / 50:g} s; batch {args.batch} x "
+          f"{s0.batch['decoder_input_ids'].shape[1]} decoder tokens ({s0.n_tok} targets); method {args.method} "
+          f"({sum(p.numel() for p in s0.params) / 1e6:.2f} M trainable)")
+    print(f"FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP = "
+          f"{flops / args.batch / 1e9:.2f} GFLOP/sample")
+    times = {s.label: [] for s in setups}
+    phases = {s.label: {} for s in setups}
+    for s in setups:
+        s.step()  # warm-up: allocations, oneDNN kernel selection
+    for _ in range(args.rounds if args.compare else 1):
+        for s in setups:
+            times[s.label] += [s.step(phases[s.label]) for _ in range(args.steps)]
+    for s in setups:
+        report(s.label, times[s.label], flops, args.batch)
+        for k, v in phases[s.label].items():
+            print(f"      {k:15s} median {statistics.median(v):.3f} s "
+                  f"({100 * statistics.median(v) / statistics.median(times[s.label]):.0f} %)")
+    if args.compare:
+        a, b = (statistics.median(times[s.label]) for s in setups)
+        print(f"  speed-up of the trainer configuration: {a / b:.2f}x")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
-            step()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40))
+        s = setups[-1]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            s.step()
+        print(f"profile of one step ({s.label}):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=42))
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -403,3 +403,26 @@ def test_workflow_scripts_finetune_then_task_vector(tiny_model, splits, tmp_path
     rebuilt = apply_task_vector(tiny_model, tv)
     assert set(rebuilt) == set(model)
     assert all(torch.allclose(rebuilt[k], model[k], atol=1e-6) for k in model)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tiny_model, splits, tmp_path):
+    """Loss and gradient norm are token means over the whole effective batch."""
+    run(tiny_model, splits, tmp_path / "big", steps=2, batch_size=4, grad_accum=1, precision="float32")
+    run(tiny_model, splits, tmp_path / "acc", steps=2, batch_size=2, grad_accum=2, precision="float32")
+
+    def first_row(name):
+        header, row = (tmp_path / name / "training_log.csv").read_text().splitlines()[:2]
+        return dict(zip(header.split(","), row.split(",")))
+
+    big, acc = first_row("big"), first_row("acc")
+    assert float(acc["loss"]) == pytest.approx(float(big["loss"]), rel=1e-5)
+    assert float(acc["grad_norm"]) == pytest.approx(float(big["grad_norm"]), rel=1e-4)
+
+
+def test_attention_and_precision_choices():
+    from speechmerge.training.trainer import choose_attention, resolve_precision
+
+    assert choose_attention("auto", 300) == "eager" and choose_attention("auto", 1500) == "sdpa"
+    assert choose_attention("sdpa", 300) == "sdpa"
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in ("float32", "bfloat16")

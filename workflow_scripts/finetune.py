@@ -15,7 +15,12 @@ from speechmerge.utils import set_threads, setup_script_logging
 def model_dir(path) -> Path:
     """A model directory given as the directory or as a file inside it (config.json)."""
     p = Path(path)
-    return p.parent if p.suffix else p
+    return p.parent if p.suffix in (".json", ".safetensors") else p
+
+
+def as_list(files) -> list[str]:
+    """Snakemake gives a single file as a string, several as a list."""
+    return [files] if isinstance(files, str) else list(files)
 
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
@@ -25,8 +30,8 @@ spec = dict(snakemake.params.spec)  # noqa: F821
 info = train(
     spec,
     model_dir(snakemake.input.base),  # noqa: F821
-    list(snakemake.input.train),  # noqa: F821
-    list(snakemake.input.dev),  # noqa: F821
+    as_list(snakemake.input.train),  # noqa: F821
+    as_list(snakemake.input.dev),  # noqa: F821
     model_dir(snakemake.output[0]),  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
 )

@@ -6,10 +6,8 @@ output.info: JSON (method, hparams, experts, variant, seed, wall time, peak RSS,
 params.spec: {"method", "hparams", "seed", "experts", "variant", "config_hash"}.
 """
 
-import resource
-
 from speechmerge.merging import get_method
-from speechmerge.merging.engine import merge_files
+from speechmerge.merging.engine import merge_files, peak_rss_mb
 from speechmerge.utils import provenance, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
@@ -35,7 +33,7 @@ info = merge_files(
 info.update(
     variant=spec["variant"],
     experts=experts,
-    peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    peak_rss_mb=round(peak_rss_mb(), 1),
     provenance=prov,
 )
 write_json(snakemake.output.info, info)  # noqa: F821

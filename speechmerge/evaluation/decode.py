@@ -188,9 +188,8 @@ def decode(
             seqs = out.sequences if hasattr(out, "sequences") else out
             texts = processor.batch_decode(seqs, skip_special_tokens=True)
             steps += int(seqs.shape[-1])
-            for row in seqs.tolist():
-                if not any(t in eos for t in row):  # generate returns generated tokens only
-                    n_hit += 1
+            if seqs.shape[-1] >= bound:  # generated tokens only; the longest row's end-of-text is not kept
+                n_hit += sum(int(t) not in eos for t in seqs[:, -1].tolist())
             for i, t in zip(idx, texts):
                 hyps[i] = t.strip()
             bar.update(len(idx))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import shutil
 import struct
 import time
@@ -388,6 +389,20 @@ def check_inputs(
 # ---------------------------------------------------------------------------------------------
 
 
+def peak_rss_mb() -> float:
+    """This process' peak resident memory in MiB: VmHWM (per address space, reset by exec), else
+    ``ru_maxrss``, which for a process started by fork + exec (a Snakemake script) also counts the
+    parent's resident memory at fork time."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def output_specs(base: Mapping[str, TensorSpec], delta_only: bool) -> dict[str, TensorSpec]:
     """The base's specs; float tensors become float32 for a delta-only output."""
     return {k: TensorSpec("F32", s.shape) if delta_only and s.is_float else s for k, s in base.items()}
@@ -632,5 +647,5 @@ def merge_state_dicts(
 
 __all__ = [
     "Checkpoint", "FileSource", "SafetensorsWriter", "TensorSpec", "check_inputs",
-    "merge_files", "merge_models", "merge_state_dicts", "read_header", "row_chunks", "weights_files",
+    "merge_files", "merge_models", "merge_state_dicts", "peak_rss_mb", "read_header", "row_chunks", "weights_files",
 ]  # fmt: skip

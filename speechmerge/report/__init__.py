@@ -52,24 +52,26 @@ def _rank_allocations(paths: Sequence[str | os.PathLike], labels: Mapping[str, s
     return out
 
 
-def _boost_beta(merge_infos: Sequence[str | os.PathLike]) -> float:
-    """β of the default BoostedTSV-M merge (from its merge info), else the method default."""
+def _boost_params(merge_infos: Sequence[str | os.PathLike]) -> tuple[float, str]:
+    """(β, energy) of the default BoostedTSV-M merge (from its merge info), else the method's
+    defaults, else (0.3, "kept")."""
+    hp: dict = {}
+    try:
+        from speechmerge.merging import get_method
+        from speechmerge.merging import methods as _methods  # noqa: F401
+
+        hp = dict(get_method("boosted_tsv_m", {}).hparams)
+    except Exception:  # registry not importable: the paper's best value
+        hp = {"beta": DEFAULT_BETA, "energy": "kept"}
     for p in merge_infos:
         try:
             info = _read_json(p)
         except (OSError, json.JSONDecodeError):
             continue
         if info.get("method") == "boosted_tsv_m" and "@" not in str(info.get("variant", "")):
-            hp = info.get("hparams") or info.get("hyperparameters") or {}
-            if "beta" in hp:
-                return float(hp["beta"])
-    try:
-        from speechmerge.merging import get_method
-        from speechmerge.merging import methods as _methods  # noqa: F401
-
-        return float(get_method("boosted_tsv_m", {}).hparams["beta"])
-    except Exception:  # registry not importable: the paper's best value
-        return DEFAULT_BETA
+            hp.update(info.get("hparams") or info.get("hyperparameters") or {})
+            break
+    return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
 
 
 def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None = None) -> dict[str, T.Table]:
@@ -86,9 +88,8 @@ def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None 
 
 def _summary_columns(table: T.Table) -> list[str]:
     means = [c.key for c in table.columns if c.kind == "mean" and c.show]
-    if means:
-        return means
-    return [c.key for c in table.columns if c.kind == "base" and c.show]
+    keys = means or [c.key for c in table.columns if c.kind == "base" and c.show]
+    return keys + [c.key for c in table.columns if c.kind == "params_pct"]
 
 
 def write_report(
@@ -148,7 +149,8 @@ def write_report(
                 refs[f"{default.label} (default)"] = {k: c.value for k, c in default.cells.items()}
             keys = [c.key for c in t.columns if c.show and c.kind in ("mean", "np")]
             F.sweep_plot(t, [p["value"] for p in sw["points"]], sw["param"], keys, tmp / name,
-                         references=refs, title=t.title)
+                         references=refs, title=t.title,
+                         method_label=default.label if default else sw.get("label", sw["method"]))
             add(f"{name}.png", f"{t.title}: metric against {sw['param']} (95 % bands); dashed: references", "figure")
         if "forgetting" in tables:
             F.forgetting_plot(tables["forgetting"], tmp / "forgetting", title=f"{exp}: forgetting in sequential training")
@@ -162,9 +164,9 @@ def write_report(
             _, cos = F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
                                       title=f"{exp}: cosine similarity of expert task vectors")
             add("taskvector_cosine.png", "Cosine similarity between the experts' task vectors", "figure")
-            beta = _boost_beta(merge_infos) if spec["kind"] == "domains" or any(
-                r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else None
-            F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta,
+            beta, energy = _boost_params(merge_infos) if any(
+                r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else (None, "kept")
+            F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta, energy=energy,
                            title=f"{exp}: singular values of task-vector matrices")
             add("taskvector_spectra.png", "Singular-value spectra of representative task-vector matrices"
                 + (f" with the BoostedTSV-M boosted spectrum (β = {beta:g})" if beta else ""), "figure")

@@ -45,6 +45,10 @@ def save(fig, path_stem: str | Path) -> list[Path]:
 
 
 def _axis_label(c: Column) -> str:
+    if c.kind == "params_pct":
+        return "trainable parameters (% of the model, log scale)"
+    if c.kind == "params":
+        return "trainable parameters (log scale)"
     unit = " (%)" if c.metric in ("wer", "cer") else ""
     name = {"wer": "WER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF", "np": "normalised performance"}.get(
         c.metric, c.metric)
@@ -53,8 +57,17 @@ def _axis_label(c: Column) -> str:
 
 
 def _panel_title(c: Column) -> str:
+    if c.kind in ("params", "params_pct"):
+        return "Trainable parameters"
     g = c.group.replace(" (%)", "").replace(" ↓", "").replace(" ↑", "")
-    return f"{g}: {c.header}" if g else c.header
+    if c.kind == "mean" and len(c.parts) == 1:
+        what = c.header
+    elif c.kind == "mean":
+        what = f"mean over {len(c.parts)} test sets"
+        what = what if c.header == "Avg" else f"{c.header} ({what})"
+    else:
+        what = c.header
+    return f"{g} — {what}" if g else what
 
 
 # --------------------------------------------------------------------------- bars
@@ -67,27 +80,34 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
     rows = table.rows
     n = len(cols)
     height = max(3.0, 0.32 * len(rows) + 1.2)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 1.5, height), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 1.8, height), sharey=True, squeeze=False)
     y = np.arange(len(rows))
     groups = list(dict.fromkeys(r.group for r in rows))
     palette = plt.get_cmap("tab10")
     colors = [palette(groups.index(r.group) % 10) for r in rows]
     for ax, c in zip(axes[0], cols):
         vals = np.array([r.cells[c.key].value for r in rows], dtype=float)
+        if c.kind in ("params", "params_pct"):
+            vals[vals <= 0] = np.nan  # log axis; zero-shot trains nothing
+            ax.set_xscale("log")
         lo = np.array([r.cells[c.key].ci[0] if r.cells[c.key].ci else np.nan for r in rows])
         hi = np.array([r.cells[c.key].ci[1] if r.cells[c.key].ci else np.nan for r in rows])
-        ax.barh(y, np.nan_to_num(vals), color=colors, alpha=0.85, height=0.7)
-        err = np.vstack([vals - lo, hi - vals])
+        ax.barh(y, np.where(np.isnan(vals), 0 if c.kind not in ("params", "params_pct") else np.nan, vals),
+                color=colors, alpha=0.85, height=0.7)
+        # a percentile interval may (rarely, e.g. BLEU on few segments) not contain the estimate
+        err = np.clip(np.vstack([vals - lo, hi - vals]), 0, None)
         ok = ~np.isnan(err).any(axis=0) & ~np.isnan(vals)
         if ok.any():
             ax.errorbar(vals[ok], y[ok], xerr=err[:, ok], fmt="none", ecolor="black", capsize=3, lw=1)
-        if c.kind == "mean":
+        if c.kind == "mean" and len(c.parts) > 1:
             for part in c.parts:
                 pv = np.array([r.cells[part].value for r in rows], dtype=float)
+                pv[np.isnan(vals)] = np.nan  # no dots where the mean itself is undefined
                 ax.scatter(pv, y, s=10, color="0.25", zorder=3, marker="o", alpha=0.6)
         for yi, v in zip(y, vals):
             if math.isnan(v):
-                ax.text(0, yi, " n/a", va="center", fontsize=8, color="0.4")
+                ax.text(0.01, yi, " n/a", va="center", fontsize=8, color="0.4",
+                        transform=ax.get_yaxis_transform())
         ax.set_title(_panel_title(c), fontsize=10)
         ax.set_xlabel(_axis_label(c), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
@@ -96,7 +116,7 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
     axes[0][0].set_yticklabels([r.label for r in rows], fontsize=9)
     axes[0][0].invert_yaxis()
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette(i % 10)) for i in range(len(groups))]
-    extra = "; dots: per-test-set values" if any(c.kind == "mean" for c in cols) else ""
+    extra = "; dots: per-test-set values" if any(c.kind == "mean" and len(c.parts) > 1 for c in cols) else ""
     fig.legend(handles, groups, loc="lower center", ncol=len(groups), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.1 / max(height, 1)))
     fig.suptitle((title or table.title) + f"\n(whiskers: 95 % bootstrap CI{extra})", fontsize=11)
@@ -108,30 +128,38 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
 
 
 def sweep_plot(table: Table, values: Sequence[float], param: str, columns: Sequence[str], path_stem, *,
-               references: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None) -> list[Path]:
-    """Metric vs swept hyperparameter, one panel per column; ``references`` = {label: {key: value}}
-    drawn as horizontal dashed lines (e.g. the joint model)."""
+               references: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None,
+               method_label: str = "merge") -> list[Path]:
+    """Metric vs swept hyperparameter, one panel per column (at most 3 per row); ``references``
+    = {label: {key: value}} drawn as horizontal lines (e.g. the joint model, the default merge)."""
     cols = [next(c for c in table.columns if c.key == k) for k in columns]
     x = np.asarray(values, dtype=float)
     order = np.argsort(x)
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.3 * len(cols), 3.4), squeeze=False)
+    ncols = min(3, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.3 * nrows + 0.6), squeeze=False)
     styles = ["--", ":", "-."]
-    for ax, c in zip(axes[0], cols):
+    for ax, c in zip(axes.flat, cols):
         v = np.array([r.cells[c.key].value for r in table.rows], dtype=float)[order]
         ci = [table.rows[i].cells[c.key].ci for i in order]
-        ax.plot(x[order], v, "o-", color="C0", label=f"{table.rows[0].spec.get('method', '') or 'merge'}")
+        ax.plot(x[order], v, "o-", color="C0", label=method_label)
         if all(ci):
-            ax.fill_between(x[order], [a for a, _ in ci], [b for _, b in ci], color="C0", alpha=0.2, label="95 % CI")
+            ax.fill_between(x[order], [a for a, _ in ci], [b for _, b in ci], color="C0", alpha=0.2,
+                            label=f"{method_label}: 95 % CI")
         for j, (name, vals) in enumerate((references or {}).items()):
             if c.key in vals and not math.isnan(vals[c.key]):
                 ax.axhline(vals[c.key], ls=styles[j % 3], color=f"C{j + 1}", lw=1.2, label=name)
         ax.set_xlabel(_greek(param))
-        ax.set_ylabel(_axis_label(c), fontsize=9)
+        ax.set_ylabel(_axis_label(c), fontsize=8)
         ax.set_title(_panel_title(c), fontsize=10)
+        ax.set_xticks(x[order])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(title or table.title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 if nrows == 1 else 0.04, 1, 1))
     return save(fig, path_stem)
 
 
@@ -253,32 +281,52 @@ def boost(sigma: np.ndarray, beta: float) -> np.ndarray:
 
 
 def spectra_plot(paths: Sequence[str | Path], labels: Sequence[str], path_stem, *, beta: float | None,
-                 title: str, n_keys: int = 4) -> list[Path]:
+                 title: str, n_keys: int = 4, energy: str = "kept") -> list[Path]:
     """Singular values (descending) of a few task-vector matrices per expert; with ``beta``, the
-    boosted spectrum of each expert is drawn dashed."""
+    boosted spectrum of each expert is drawn dashed, as BoostedTSV-M uses it
+    (``speechmerge.merging.methods.boosted_tsv_m``): TSV-M keeps the top k = max(1, r // N)
+    singular values of each of the N task vectors, and boosting acts on that kept part
+    (``energy="kept"``: E_j over σ[:k]; ``"full"``: E_j over the whole spectrum, then [:k])."""
     import torch
     from safetensors import safe_open
 
     keys = representative_keys(_matrix_keys(paths[0]), n_keys)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for i, (p, lab) in enumerate(zip(paths, labels)):
+    ncols = min(2, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.4 * nrows + 0.8), squeeze=False)
+    boosted = beta is not None and beta < 1
+    for ax, key in zip(axes.flat, keys):
+        for i, p in enumerate(paths):
             with safe_open(str(p), framework="pt") as f:
                 m = f.get_tensor(key).float()
             s = torch.linalg.svdvals(m).numpy()
             idx = np.arange(1, s.size + 1)
-            ax.semilogy(idx, np.clip(s, 1e-12, None), color=f"C{i % 10}", lw=1.2, label=lab)
-            if beta is not None and beta < 1:
-                ax.semilogy(idx, np.clip(boost(s, beta), 1e-12, None), color=f"C{i % 10}", lw=1.0, ls="--")
-        ax.set_title(_short_key(key), fontsize=9)
-        ax.set_xlabel("singular value index")
-        ax.set_ylabel("singular value σ (log scale)")
+            ax.semilogy(idx, np.clip(s, 1e-12, None), color=f"C{i % 10}", lw=1.3)
+            if boosted:
+                k = max(1, s.size // len(paths))
+                b = boost(s[:k], beta) if energy == "kept" else boost(s, beta)[:k]
+                ax.semilogy(idx[:k], np.clip(b, 1e-12, None), color=f"C{i % 10}", lw=1.0, ls="--")
+        if boosted:
+            ax.axvline(max(1, s.size // len(paths)), color="0.4", lw=0.8, ls=":")
+        ax.set_title(f"{_short_key(key)}  ({m.shape[0]}×{m.shape[1]})", fontsize=9)
+        ax.set_xlabel("singular value index (descending)")
+        ax.set_ylabel("σ (log scale)")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7, title="expert", title_fontsize=7)
-    sub = f"solid: task vector ΔW; dashed: BoostedTSV-M boosted spectrum, β = {beta:g}" if beta is not None and beta < 1 \
-        else "task vector ΔW"
-    fig.suptitle(f"{title}\n({sub})", fontsize=11)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", lw=1.5) for i in range(len(labels))]
+    names = list(labels)
+    if boosted:
+        handles += [plt.Line2D([], [], color="0.3", lw=1.3), plt.Line2D([], [], color="0.3", lw=1.0, ls="--")]
+        handles.append(plt.Line2D([], [], color="0.4", lw=0.8, ls=":"))
+        names += ["task vector ΔW", f"boosted kept part (β = {beta:g})", f"k = r // {len(paths)} kept by TSV-M"]
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 9), fontsize=8, frameon=False)
+    sub = ("solid: singular values of each expert's ΔW; dashed: the top k that TSV-M keeps, after BoostedTSV-M "
+           f"boosting σ_i ← max(σ_i, σ_j*),\nj* = first index whose cumulative energy reaches β = {beta:g} "
+           f"(energy of the {'kept part' if energy == 'kept' else 'whole spectrum'})") if boosted \
+        else "singular values of each expert's ΔW"
+    fig.suptitle(f"{title}\n({sub})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save(fig, path_stem)
 
 
@@ -294,7 +342,7 @@ def forgetting_plot(table: Table, path_stem, *, title: str) -> list[Path]:
     """One line per subset: its error rate after each sequential stage; a marker where the stage
     trained on it."""
     cols = [c for c in table.columns if c.kind == "base"]
-    stages = np.arange(1, len(table.rows) + 1)
+    stages = np.array([r.spec.get("stage", k + 1) for k, r in enumerate(table.rows)])
     fig, ax = plt.subplots(figsize=(1.2 * len(stages) + 3.5, 3.8))
     for i, c in enumerate(cols):
         v = np.array([r.cells[c.key].value for r in table.rows], dtype=float)
@@ -303,7 +351,8 @@ def forgetting_plot(table: Table, path_stem, *, title: str) -> list[Path]:
         for k in trained:
             ax.plot(stages[k], v[k], marker="*", ms=13, color=f"C{i % 10}", markeredgecolor="black", zorder=4)
     ax.set_xticks(stages)
-    ax.set_xticklabels([f"{k}\n+{r.spec.get('subset', '')}" for k, r in zip(stages, table.rows)])
+    ax.set_xticklabels([f"{k}\n+{r.spec['subset']}" if r.spec.get("subset") else f"{k}\n{r.label.split(': ')[-1]}"
+                        for k, r in zip(stages, table.rows)])
     ax.set_xlabel("sequential stage (subset added)")
     metric = cols[0].metric.upper() if cols else "WER"
     ax.set_ylabel(f"{metric} (%) — lower is better")
@@ -359,8 +408,7 @@ def rank_heatmap(allocations: Mapping[str, Mapping[str, int]], path_stem, *, tit
                              gridspec_kw={"width_ratios": [len(g[3]) + 3 for g in grids]})
     for ax, (name, grid, labels, layers) in zip(axes[0], grids):
         vmax = max(1.0, float(np.nanmax(grid)))
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("0.85")
+        cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
@@ -372,6 +420,9 @@ def rank_heatmap(allocations: Mapping[str, Mapping[str, int]], path_stem, *, tit
         ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels, fontsize=8)
         ax.set_xlabel("layer")
+        n_enc = sum(lab.startswith("enc") for lab in labels)
+        if 0 < n_enc < len(labels):
+            ax.axhline(n_enc - 0.5, color="white", lw=2)
         total = int(np.nansum(grid))
         ax.set_title(f"{name} (total rank {total})", fontsize=10)
         cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)

@@ -43,6 +43,7 @@ from speechmerge.evaluation import stats as S
 log = logging.getLogger(__name__)
 
 ALPHA = 0.05
+GREEK = {"beta": "β", "lambda": "λ", "alpha": "α"}
 METRIC_LABEL = {"wer": "WER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF", "np": "NP",
                 "params": "Params", "params_pct": "Params %"}
 
@@ -191,6 +192,7 @@ class Table:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     significance: list[dict] = field(default_factory=list)
+    row_header: str = "Method"
 
     @property
     def shown(self) -> list[Column]:
@@ -245,9 +247,11 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
     p-values against ``baseline`` (a spec row)."""
     cols = {c.key: c for c in table.columns}
 
-    def base_cell(row_spec, c: Column) -> Cell:
+    def base_cell(row_spec, c: Column, with_ci: bool) -> Cell:
         model = row_model(row_spec, c.subset)
         cell = Cell(value=store.value(model, c.testset, c.metric), model=model)
+        if not with_ci:
+            return cell
         cs = store.corpus_stats(model, c.testset, c.metric)
         if cs is not None and not math.isnan(cell.value):
             cell.ci = S.bootstrap_ci(cs, n_boot=store.n_boot, seed=store.seed)
@@ -282,15 +286,15 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
             ratios.append(acc(v) / acc(r))
         return 100.0 * float(np.mean(ratios)) if ratios else math.nan
 
-    def compute(row_spec) -> dict[str, Cell]:
+    def compute(row_spec, with_ci: bool = True) -> dict[str, Cell]:
         cells: dict[str, Cell] = {}
         for c in table.columns:
             if c.kind == "base":
-                cells[c.key] = base_cell(row_spec, c)
+                cells[c.key] = base_cell(row_spec, c, with_ci)
         for c in table.columns:
             if c.kind == "mean":
                 cell = Cell(value=mean_value(cells, c))
-                sets = part_stats(row_spec, c) if not math.isnan(cell.value) else None
+                sets = part_stats(row_spec, c) if with_ci and not math.isnan(cell.value) else None
                 if sets:
                     cell.ci = S.percentile_interval(S.bootstrap_mean_scores(sets, n_boot=store.n_boot, seed=store.seed))
                 cells[c.key] = cell
@@ -306,8 +310,7 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
                 cells[c.key] = Cell(value=v)
         return cells
 
-    ref_cells = compute(reference) if reference is not None else None
-    base_cells = compute(baseline) if baseline is not None else None
+    ref_cells = compute(reference, with_ci=False) if reference is not None else None
     for row in table.rows:
         row.cells = compute(row.spec)
         for c in table.columns:
@@ -525,9 +528,11 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
         else:
             cols = domains_columns(spec, store)
         reference = _find_row(spec, spec.get("normalise_to"), "normalise_to") if spec["kind"] == "multilingual" else None
-        label = sw.get("label") or sw["method"]
+        label = sw.get("label") or next((r.get("label") for r in spec["rows"] if r.get("method") == sw["method"]),
+                                        sw["method"])
         table = Table(name=f"sweep_{sw['method']}_{sw['param']}",
-                      title=f"{spec['experiment']}: {label} — sweep of {sw['param']}", columns=cols, rows=_rows(rows))
+                      title=f"{spec['experiment']}: {label}, sweep of {GREEK.get(sw['param'], sw['param'])}",
+                      columns=cols, rows=_rows(rows), row_header="Setting")
         fill_table(table, store, reference=reference)
         table.notes = [f"Merging method {sw['method']} with {sw['param']} varied (other hyperparameters at their "
                        "defaults). Bold: best in column."]
@@ -542,12 +547,14 @@ def build_forgetting_table(spec: Mapping, store: ResultStore) -> Table | None:
         return None
     cols = [base_column(store, s, "transcribe", "Error rate (%) ↓") for s in spec["subsets"]]
     rows = [{"model": st["model"], "label": f"stage {k}: +{st['subset']}", "group": "sequential",
-             "subset": st["subset"]} for k, st in enumerate(stages, 1)]
+             "subset": st["subset"], "stage": k} for k, st in enumerate(stages, 1)]
+    if any(r["model"] == "zeroshot" for r in spec["rows"]):
+        rows.insert(0, {"model": "zeroshot", "label": "stage 0: zero-shot", "group": "sequential", "stage": 0})
     table = Table(name="forgetting", title=f"{spec['experiment']}: sequential fine-tuning, error rate after each stage",
-                  columns=cols, rows=_rows(rows))
+                  columns=cols, rows=_rows(rows), row_header="Stage")
     fill_table(table, store)
-    table.notes = ["Stage k fine-tunes the model of stage k−1 on one more subset (named in the row). "
-                   "Rising values in earlier columns = forgetting."]
+    table.notes = ["Stage k fine-tunes the model of stage k−1 on one more subset (named in the row); stage 0 is "
+                   "the zero-shot model. Rising values in earlier columns = forgetting."]
     return table
 
 
@@ -628,7 +635,7 @@ def to_markdown(table: Table) -> str:
                 prev = c.group
             spans[-1][1] += 1
         lines += ["Column groups: " + "; ".join(f"{g or '—'} ({n} col.)" for g, n in spans), ""]
-    lines.append("| Method | " + " | ".join(_arrow_header(c) for c in cols) + " |")
+    lines.append(f"| {table.row_header} | " + " | ".join(_arrow_header(c) for c in cols) + " |")
     lines.append("|---|" + "|".join("---:" for _ in cols) + "|")
     prev_group = None
     for r in table.rows:
@@ -687,7 +694,7 @@ def to_latex(table: Table, *, label: str | None = None) -> str:
             start += n
         lines.append(" & ".join(head) + r" \\")
         lines.append(" ".join(rules))
-    lines.append(" & ".join(["Method"] + [latex_escape(c.header) for c in cols]) + r" \\")
+    lines.append(" & ".join([latex_escape(table.row_header)] + [latex_escape(c.header) for c in cols]) + r" \\")
     lines.append(r"\midrule")
     prev_group = None
     for r in table.rows:

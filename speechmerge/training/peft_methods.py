@@ -10,10 +10,13 @@ Methods (``METHODS``), all applied to a ``WhisperForConditionalGeneration`` in p
   k_proj has no bias.
 * ``lora``   -- ``peft.LoraConfig`` on ``q_proj k_proj v_proj out_proj fc1 fc2``:
   ΔW = (alpha / r) B A, A in R^{r x in}, B in R^{out x r}; trainable r (in + out) per layer.
-* ``adalora`` -- ``peft.AdaLoraConfig`` (Zhang et al. 2023): ΔW = alpha / r_init * P diag(E) Q
-  (peft's SVD form); trainable init_r (in + out) + init_r per layer; ranks pruned by importance
-  from ``tinit`` to ``total_step - tfinal``, every ``deltaT`` steps, down to an average of
-  ``target_r``; loss += orth_reg_weight * mean_{P,Q} ||P^T P - I||_F (peft's regulariser).
+* ``adalora`` -- ``peft.AdaLoraConfig`` (Zhang et al. 2023): ΔW = (lora_alpha / init_r) B diag(E) A
+  (peft's SVD form; A = lora_A in R^{init_r x in}, E = lora_E in R^{init_r}, B = lora_B in
+  R^{out x init_r}); trainable init_r (in + out) + init_r per layer; singular values E pruned by
+  importance from ``tinit`` to ``total_step - tfinal``, every ``deltaT`` steps, down to a total
+  budget of ``target_r`` x layers; loss += orth_reg_weight * mean over all A and B of
+  ||A A^T - I||_F and ||B^T B - I||_F (peft's regulariser, computed here because the trainer
+  computes its own loss).
   ``update_and_allocate(step)`` is called after every optimizer step and before the gradients
   are cleared (the order of peft's docstring and example), with the 0-based step index.
   Defaults follow peft's Whisper AdaLoRA example (init_r 12, target_r 4, tinit 200,
@@ -165,6 +168,13 @@ class _PeftMethod(Method):
 class Lora(_PeftMethod):
     name = "lora"
 
+    def rank_allocation(self) -> dict[str, int]:
+        """LoRA's rank is fixed: r for every adapted layer."""
+        from peft.tuners.lora import LoraLayer
+
+        return {name: int(mod.r["default"]) for name, mod in self.whisper.named_modules()
+                if isinstance(mod, LoraLayer)}
+
     def peft_config(self):
         from peft import LoraConfig
 
@@ -195,7 +205,7 @@ class AdaLora(_PeftMethod):
         return self.peft_model.base_model
 
     def regulariser(self) -> torch.Tensor | None:
-        """orth_reg_weight * mean over all P (lora_A) and Q (lora_B) of ||P P^T - I||_F / ||Q^T Q - I||_F."""
+        """orth_reg_weight * mean over all lora_A of ||A A^T - I||_F and all lora_B of ||B^T B - I||_F."""
         weight = float(self.hparams["orth_reg_weight"])
         if weight == 0:
             return None

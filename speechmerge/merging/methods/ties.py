@@ -45,7 +45,7 @@ def trim(t: torch.Tensor, threshold: float | None) -> torch.Tensor:
         return t
     if math.isinf(threshold):
         return torch.zeros_like(t)
-    return t * (t.abs() >= threshold)
+    return torch.where(t.abs() >= threshold, t, 0.0)
 
 
 def disjoint_mean(ts: list[torch.Tensor], sign: torch.Tensor) -> torch.Tensor:
@@ -54,9 +54,9 @@ def disjoint_mean(ts: list[torch.Tensor], sign: torch.Tensor) -> torch.Tensor:
     cnt = torch.zeros_like(ts[0])
     for t in ts:
         m = agree_mask(t, sign)
-        num += t * m
+        num += torch.where(m, t, 0.0)
         cnt += m
-    return num / cnt.clamp(min=1.0)
+    return num.div_(cnt.clamp_(min=1.0))
 
 
 @register
