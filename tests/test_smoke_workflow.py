@@ -1,0 +1,68 @@
+"""The whole DAG on a tiny random Whisper (presets/smoke.yaml), and the contents of its tables."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from speechmerge.config import ROOT, load_config
+from speechmerge.plan import build_plan
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--configfile", str(ROOT / "presets" / "smoke.yaml"), "--quiet", "rules"]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    plan = build_plan(load_config(ROOT / "config.yaml", ROOT / "presets" / "smoke.yaml"))
+    return workdir, plan
+
+
+def _table(workdir, experiment):
+    return pd.read_csv(workdir / "results" / "report" / experiment / "table.csv")
+
+
+def test_every_experiment_has_its_table_and_figures(smoke_run):
+    workdir, plan = smoke_run
+    for experiment in plan.experiments:
+        out = workdir / "results" / "report" / experiment
+        for name in ("table.csv", "table.md", "table.tex"):
+            assert (out / name).stat().st_size > 0, (experiment, name)
+        assert list(out.glob("*.png")), experiment
+        # one row per planned row, in the planned order
+        assert list(_table(workdir, experiment)["model"]) == [r["model"] for r in plan.reports[experiment]["rows"]]
+
+
+def test_multilingual_table_columns_and_values(smoke_run):
+    workdir, plan = smoke_run
+    table = _table(workdir, "multilingual")
+    for lang in plan.reports["multilingual"]["subsets"]:
+        wer, bleu = table[f"wer:{lang}-transcribe"], table[f"bleu:{lang}-translate"]
+        assert wer.notna().all() and (wer >= 0).all()
+        assert bleu.notna().all() and bleu.between(0, 100).all()
+    # every merge of the smoke preset (and each sweep point) was evaluated on every test set
+    for (e, variant) in plan.variants:
+        if e == "multilingual":
+            scores = workdir / "results" / "eval" / "multilingual" / f"merge-{variant}.json"
+            assert scores.exists(), variant
+
+
+def test_domains_and_peft_tables(smoke_run):
+    workdir, plan = smoke_run
+    domains = _table(workdir, "domains")
+    for column in ("wer:id", "wer:ood", "wer:en", "wer:avg"):
+        assert column in domains.columns
+    assert domains.loc[domains["model"] == "zeroshot", "wer:ood"].notna().all()
+    peft = _table(workdir, "peft").set_index("model")
+    # trainable parameters: full > LoRA-like > 0, and S2-LoRA well below LoRA's share
+    assert peft.loc["full", "params_pct"] > 90
+    assert 0 < peft.loc["s2lora", "params"] < peft.loc["lora", "params"] < peft.loc["full", "params"]
+    assert peft.loc["bitfit", "params"] > 0
+    assert {"cer:child-transcribe", "cer:adult-transcribe"} <= set(peft.columns)
