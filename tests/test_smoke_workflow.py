@@ -10,7 +10,7 @@ import pytest
 from speechmerge.config import ROOT, load_config
 from speechmerge.plan import build_plan
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(name="smoke")]
 
 
 @pytest.fixture(scope="module")
