@@ -289,6 +289,47 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
     return stages
 
 
+def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[str], tasks, *,
+                              own_tests: dict[str, list[str]], all_tests: list[str],
+                              forgetting_tests: list[str], experts_label: str, joint_label: str):
+    """One expert per subset, the joint and sequential baselines, every merge; their evaluations.
+
+    Experts are evaluated on their own test sets, intermediate sequential stages on
+    ``forgetting_tests``, every other model on ``all_tests``.
+    """
+    experts = []
+    for subset in subsets:
+        job = f"expert-{subset}"
+        _train_spec(plan, name, exp, job, overrides=None, train=[(name, subset, "train")],
+                    dev=[(name, subset, "dev")], tasks=tasks, init=None)
+        experts.append(job)
+        plan.evaluations += [(name, job, t) for t in own_tests[subset]]
+    plan.experts[name] = experts
+    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+            {"model": "experts", "label": experts_label, "group": "baseline",
+             "per_subset": {s: f"expert-{s}" for s in subsets}}]
+    evaluated = ["zeroshot"]
+    joint = exp.get("joint", {}) or {}
+    if joint.get("enabled", True):
+        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
+                    train=[(name, s, "train") for s in subsets],
+                    dev=[(name, s, "dev") for s in subsets], tasks=tasks, init=None)
+        rows.append({"model": "joint", "label": joint_label, "group": "baseline"})
+        evaluated.append("joint")
+    stages = _sequential(plan, name, exp, subsets, tasks)
+    if stages:
+        rows.append({"model": stages[-1]["model"], "label": "Sequential", "group": "baseline"})
+        evaluated.append(stages[-1]["model"])
+        for st in stages[:-1]:
+            plan.evaluations += [(name, st["model"], t) for t in forgetting_tests]
+    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
+    rows += merge_rows
+    evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]
+    for model in dict.fromkeys(evaluated):
+        plan.evaluations += [(name, model, t) for t in all_tests]
+    return experts, rows, sweeps, stages, evaluated
+
+
 def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     languages = list(exp["languages"])
     tasks = list(exp.get("tasks", ["transcribe"]))
@@ -299,40 +340,11 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     testsets = {lang: _testsets(plan, name, lang, lang, tasks) for lang in languages}
     all_tests = [t for lang in languages for t in testsets[lang]]
 
-    experts = []
-    for lang in languages:
-        job = f"expert-{lang}"
-        _train_spec(plan, name, exp, job, overrides=None, train=[(name, lang, "train")],
-                    dev=[(name, lang, "dev")], tasks=tasks, init=None)
-        experts.append(job)
-        plan.evaluations += [(name, job, t) for t in testsets[lang]]
-    plan.experts[name] = experts
-
-    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
-            {"model": "experts", "label": "Individual experts", "group": "baseline",
-             "per_subset": {lang: f"expert-{lang}" for lang in languages}}]
-    evaluated = ["zeroshot"]
-    joint = exp.get("joint", {}) or {}
-    if joint.get("enabled", True):
-        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
-                    train=[(name, lang, "train") for lang in languages],
-                    dev=[(name, lang, "dev") for lang in languages], tasks=tasks, init=None)
-        rows.append({"model": "joint", "label": "Multi-lingual multi-task", "group": "baseline"})
-        evaluated.append("joint")
-    stages = _sequential(plan, name, exp, languages, tasks)
-    if stages:
-        final = stages[-1]["model"]
-        rows.append({"model": final, "label": "Sequential", "group": "baseline"})
-        evaluated.append(final)
-        asr_tests = [t for t in all_tests if t.endswith("-transcribe")]
-        for st in stages[:-1]:  # forgetting curve: intermediate stages on ASR only
-            plan.evaluations += [(name, st["model"], t) for t in asr_tests]
-    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
-    rows += merge_rows
-    evaluated += [r["model"] for r in merge_rows]
-    evaluated += [p["model"] for s in sweeps for p in s["points"]]
-    for model in dict.fromkeys(evaluated):
-        plan.evaluations += [(name, model, t) for t in all_tests]
+    asr_tests = [t for t in all_tests if t.endswith("-transcribe")]
+    experts, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+        plan, name, exp, languages, tasks, own_tests=testsets, all_tests=all_tests,
+        forgetting_tests=asr_tests,  # forgetting curve: intermediate stages on ASR only
+        experts_label="Individual experts", joint_label="Multi-lingual multi-task")
     plan.reports[name] = {
         "experiment": name, "kind": "multilingual", "subsets": languages, "tasks": tasks, "rows": rows,
         "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
@@ -368,36 +380,11 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     other_tests += [t for s in retention for t in _testsets(plan, name, s, s[len("lang_"):], tasks)]
     all_tests = id_tests + other_tests
 
-    experts = []
-    for d in train_domains:
-        job = f"expert-{d}"
-        _train_spec(plan, name, exp, job, overrides=None, train=[(name, d, "train")],
-                    dev=[(name, d, "dev")], tasks=tasks, init=None)
-        experts.append(job)
-        plan.evaluations.append((name, job, f"{d}-transcribe"))
-    plan.experts[name] = experts
-    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
-            {"model": "experts", "label": "ID-FT (per-domain experts)", "group": "baseline",
-             "per_subset": {d: f"expert-{d}" for d in train_domains}}]
-    evaluated = ["zeroshot"]
-    joint = exp.get("joint", {}) or {}
-    if joint.get("enabled", True):
-        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
-                    train=[(name, d, "train") for d in train_domains],
-                    dev=[(name, d, "dev") for d in train_domains], tasks=tasks, init=None)
-        rows.append({"model": "joint", "label": "Full-FT (all domains)", "group": "baseline"})
-        evaluated.append("joint")
-    stages = _sequential(plan, name, exp, train_domains, tasks)
-    if stages:
-        rows.append({"model": stages[-1]["model"], "label": "Sequential", "group": "baseline"})
-        evaluated.append(stages[-1]["model"])
-        for st in stages[:-1]:
-            plan.evaluations += [(name, st["model"], t) for t in id_tests]
-    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
-    rows += merge_rows
-    evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]
-    for model in dict.fromkeys(evaluated):
-        plan.evaluations += [(name, model, t) for t in all_tests]
+    experts, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+        plan, name, exp, train_domains, tasks,
+        own_tests={d: [f"{d}-transcribe"] for d in train_domains}, all_tests=all_tests,
+        forgetting_tests=id_tests,
+        experts_label="ID-FT (per-domain experts)", joint_label="Full-FT (all domains)")
     plan.reports[name] = {
         "experiment": name, "kind": "domains", "subsets": train_domains, "tasks": tasks, "rows": rows,
         "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
