@@ -6,11 +6,9 @@ from speechmerge.merging import REGISTRY
 from speechmerge.merging import methods as _register_methods  # noqa: F401
 from speechmerge.plan import build_plan
 from speechmerge.config import validate_config
-from speechmerge.utils import config_hash
 
 validate_config(config)
 PLAN = build_plan(config, merge_methods=set(REGISTRY))
-CONFIG_HASH = config_hash(config)
 THREADS = config.get("threads", {})
 # Relative input paths in the config are read from the working directory if present there,
 # else from the repository (so a run in another --directory still finds the checked-in corpus).
@@ -54,5 +52,5 @@ def dataset_files(triples):
     return [PLAN.dataset_path(*t) for t in triples]
 
 
-def with_provenance(spec):
-    return {**spec, "config_hash": CONFIG_HASH}
+# The config hash is not a param: a param change makes Snakemake rerun the job, and adding a merge
+# method to the config must not retrain every expert. Scripts record it (speechmerge.utils.job_spec).

@@ -7,7 +7,7 @@ rule synthesize_corpus:
     output:
         "results/data/{experiment}/{subset}/{split}.parquet",
     params:
-        spec=lambda wc: with_provenance(PLAN.datasets[(wc.experiment, wc.subset, wc.split)]),
+        spec=lambda wc: PLAN.datasets[(wc.experiment, wc.subset, wc.split)],
     threads: THREADS.get("synthesize", 1)
     log:
         "logs/synthesize_corpus/{experiment}/{subset}/{split}.log",

@@ -7,9 +7,7 @@ def _eval_spec(wc):
         {"testset": t, **PLAN.testsets[(wc.experiment, t)]}
         for t in PLAN.model_testsets(wc.experiment, wc.model)
     ]
-    return with_provenance(
-        {"experiment": wc.experiment, "model": wc.model, "testsets": testsets, **config.get("evaluation", {})}
-    )
+    return {"experiment": wc.experiment, "model": wc.model, "testsets": testsets, **config.get("evaluation", {})}
 
 
 def _eval_testset_files(wc):

@@ -5,7 +5,7 @@ def _finetune_spec(wc):
     spec = dict(PLAN.jobs[(wc.experiment, wc.job)])
     for key in ("train", "dev", "init"):
         spec.pop(key)
-    return with_provenance(spec)
+    return spec
 
 
 rule finetune:

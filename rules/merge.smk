@@ -15,7 +15,7 @@ rule merge:
         weights=_merged_weights("results/merged/{experiment}/{variant}.safetensors"),
         info="results/merged/{experiment}/{variant}.json",
     params:
-        spec=lambda wc: with_provenance(PLAN.variants[(wc.experiment, wc.variant)]),
+        spec=lambda wc: PLAN.variants[(wc.experiment, wc.variant)],
     threads: THREADS.get("merge", 1)
     log:
         "logs/merge/{experiment}/{variant}.log",

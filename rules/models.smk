@@ -7,13 +7,11 @@ rule import_model:
         weights="resources/models/{model_name}/model.safetensors",
         info="resources/models/{model_name}/import_info.json",
     params:
-        spec=lambda wc: with_provenance(
-            {
-                "spec": config["base_model"]["spec"],
-                "max_seconds": config.get("audio", {}).get("max_seconds"),
-                "seed": config.get("seed", 0),
-            }
-        ),
+        spec=lambda wc: {
+            "spec": config["base_model"]["spec"],
+            "max_seconds": config.get("audio", {}).get("max_seconds"),
+            "seed": config.get("seed", 0),
+        },
     log:
         "logs/import_model/{model_name}.log",
     benchmark:

@@ -12,7 +12,7 @@ rule report:
             category="{experiment}",
         ),
     params:
-        spec=lambda wc: with_provenance(PLAN.reports[wc.experiment]),
+        spec=lambda wc: PLAN.reports[wc.experiment],
     log:
         "logs/report/{experiment}.log",
     benchmark:

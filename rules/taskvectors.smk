@@ -8,7 +8,7 @@ rule task_vector:
     output:
         "results/taskvectors/{experiment}/{job}.safetensors",
     params:
-        spec=lambda wc: with_provenance({"experiment": wc.experiment, "job": wc.job}),
+        spec=lambda wc: {"experiment": wc.experiment, "job": wc.job},
     log:
         "logs/task_vector/{experiment}/{job}.log",
     benchmark:

@@ -26,6 +26,18 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def job_spec(smk: Any) -> dict[str, Any]:
+    """A workflow script's ``params.spec`` plus the hash of the whole run config (provenance).
+
+    The hash is added here rather than passed as a param, so that changing an unrelated part of
+    the config (another merge, another sweep value) does not make Snakemake rerun this job.
+    """
+    spec = dict(smk.params.spec)
+    if "config_hash" not in spec:
+        spec["config_hash"] = config_hash(dict(getattr(smk, "config", {}) or {}))
+    return spec
+
+
 def package_versions(packages: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
     out = {}
     for name in packages:

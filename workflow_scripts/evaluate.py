@@ -7,12 +7,12 @@ output.hyps: JSONL of all test sets; output.scores: {"model", "experiment", "res
 """
 
 from speechmerge.evaluation import evaluate_testsets, write_hypotheses
-from speechmerge.utils import set_threads, setup_script_logging, write_json
+from speechmerge.utils import job_spec, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 paths = list(snakemake.input.testsets)  # noqa: F821
 if len(paths) != len(spec["testsets"]):
     raise ValueError(f"{len(paths)} test set files but {len(spec['testsets'])} test sets in params.spec")

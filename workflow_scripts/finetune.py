@@ -9,7 +9,7 @@ params.spec: the job spec from speechmerge.plan (see speechmerge.training.TrainS
 from pathlib import Path
 
 from speechmerge.training import train
-from speechmerge.utils import set_threads, setup_script_logging
+from speechmerge.utils import job_spec, set_threads, setup_script_logging
 
 
 def model_dir(path) -> Path:
@@ -26,7 +26,7 @@ def as_list(files) -> list[str]:
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 info = train(
     spec,
     model_dir(snakemake.input.base),  # noqa: F821

@@ -9,12 +9,12 @@ atomically, so a failed import leaves nothing Snakemake would take as done.
 from pathlib import Path
 
 from speechmerge.models import import_model
-from speechmerge.utils import set_threads, setup_script_logging
+from speechmerge.utils import job_spec, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 out = Path(snakemake.output[0])  # noqa: F821
 out_dir = out.parent if out.suffix in (".json", ".safetensors") else out
 

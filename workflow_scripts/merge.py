@@ -8,12 +8,12 @@ params.spec: {"method", "hparams", "seed", "experts", "variant", "config_hash"}.
 
 from speechmerge.merging import get_method
 from speechmerge.merging.engine import merge_files, peak_rss_mb
-from speechmerge.utils import provenance, set_threads, setup_script_logging, write_json
+from speechmerge.utils import job_spec, provenance, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 task_vectors = list(snakemake.input.task_vectors)  # noqa: F821
 experts = list(spec["experts"])
 if len(experts) != len(task_vectors):

@@ -5,12 +5,12 @@ input: scores (.json), hyps (.jsonl), train_infos, rank_allocations, taskvectors
 """
 
 from speechmerge.report import write_report
-from speechmerge.utils import set_threads, setup_script_logging
+from speechmerge.utils import job_spec, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 inp = snakemake.input  # noqa: F821
 
 

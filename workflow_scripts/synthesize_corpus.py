@@ -10,12 +10,12 @@ params.spec: {"experiment", "subset", "language", "domain", "transforms", "split
 from speechmerge.data.adapters import from_manifest, load_real
 from speechmerge.data.io import write_split
 from speechmerge.data.synthesize import synthesize_split
-from speechmerge.utils import provenance, set_threads, setup_script_logging
+from speechmerge.utils import job_spec, provenance, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 source = spec.get("source", "synth")
 common = {"split": spec["split"], "subset": spec["subset"]}
 

@@ -8,12 +8,12 @@ params.spec: {"experiment", "job", "config_hash"}.
 from pathlib import Path
 
 from speechmerge.training.taskvector import task_vector
-from speechmerge.utils import provenance, read_json, set_threads, setup_script_logging
+from speechmerge.utils import job_spec, provenance, read_json, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
-spec = dict(snakemake.params.spec)  # noqa: F821
+spec = job_spec(snakemake)  # noqa: F821
 model = Path(snakemake.input.model)  # noqa: F821
 model_dir = model if model.is_dir() else model.parent
 info_path = model_dir / "train_info.json"
