@@ -10,15 +10,6 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 from speechmerge.training.s2lora import S2LoRA, S2LoRALinear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: oversubscribed torch threads spin and run 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_whisper(seed=0):
     cfg = WhisperConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8,

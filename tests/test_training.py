@@ -22,14 +22,6 @@ from speechmerge.training.peft_methods import adalora_schedule, build_method
 from speechmerge.training.trainer import lr_factor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: oversubscribed torch threads spin and run 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # Whisper multilingual special token ids (the real tokenizer).
 SOT, EOT, DE, EN, TRANSCRIBE, TRANSLATE, NOTS = 50258, 50257, 50261, 50259, 50359, 50358, 50363
 
