@@ -57,7 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "adalora": {"init_r": 12, "target_r": 4, "tinit": None, "tfinal": None, "deltaT": None,
                 "lora_alpha": 32, "lora_dropout": 0.1, "orth_reg_weight": 0.5,
                 "beta1": 0.85, "beta2": 0.85, "target_modules": list(DEFAULT_TARGETS)},
-    "s2lora": {"r": 8, "alpha": 16, "dropout": 0.1, "l1_weight": 1e-4, "threshold": 1e-2,
+    "s2lora": {"r": 8, "alpha": 16, "dropout": 0.1, "l1_weight": 1e-4, "threshold": 0.1,
                "target_modules": list(DEFAULT_TARGETS)},
 }
 
@@ -271,8 +271,9 @@ class S2LoraMethod(Method):
 
     def finalize(self) -> dict:
         stats = self.s2.prune(float(self.hparams["threshold"]))
-        log.info("S2-LoRA: %d of %d rank coefficients non-zero after pruning at |c| < %g (sparsity %.1f%%)",
-                 stats["nonzero"], stats["coefficients"], stats["threshold"], 100 * stats["sparsity"])
+        log.info("S2-LoRA: %d of %d rank coefficients non-zero after pruning at |c| < %g x max |c| = %.3g "
+                 "(sparsity %.1f%%)", stats["nonzero"], stats["coefficients"], stats["threshold"], stats["cut"],
+                 100 * stats["sparsity"])
         return {"s2lora_pruning": stats}
 
     def rank_allocation(self) -> dict[str, int]:

@@ -14,10 +14,13 @@ W_m in R^{out x in}:
   decoder, attention and MLP, as far as shapes allow (Whisper has three shapes: d x d, 4d x d,
   d x 4d). This is our reading of "globally shared"; it is unconfirmed.
 * c_m in R^r is layer m's rank-coefficient vector, the only per-layer parameter.
-* Init: A_s ~ kaiming-uniform(a=sqrt(5)) (as LoRA's A), B_s = 0, c_m = 1, hence ΔW_m = 0.
-* Training loss: task loss + ``l1_weight * sum_m ||c_m||_1`` (``l1_penalty``).
-* After training, ``prune(threshold)`` zeroes coefficients with |c| < threshold; the learned rank
-  of layer m is nnz(c_m) (``rank_allocation``).
+* Init (AdaLoRA's, whose learnable rank coefficient S2-LoRA builds on): A_s, B_s ~ N(0, 0.02²),
+  c_m = 0, hence ΔW_m = 0 and at the first step only the coefficients receive a gradient.
+* Training loss: task loss + ``l1_weight * sum_m ||c_m||_1`` (``l1_penalty``), whose
+  sub-gradient pulls every coefficient that the task does not need back to zero.
+* After training, ``prune(threshold)`` zeroes every coefficient with |c| < threshold * max |c|
+  (the largest over all layers; relative, so it does not depend on the learning rate or the
+  number of steps); the learned rank of layer m is nnz(c_m) (``rank_allocation``).
 * Trainable parameters: sum_s r (out_s + in_s) + r * (number of adapted layers).
 * ``merge()`` writes W_m += ΔW_m and puts the plain ``nn.Linear`` back, so the model is a plain
   Whisper model again.
@@ -25,7 +28,6 @@ W_m in R^{out x in}:
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import torch
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+INIT_STD = 0.02  # of the shared factors (AdaLoRA's lora_A / lora_B init)
 
 
 def shape_key(out_features: int, in_features: int) -> str:
@@ -49,10 +52,8 @@ class SharedFactors(nn.Module):
         self.B = nn.ParameterDict()
         for out_f, in_f in sorted(set(shapes)):
             key = shape_key(out_f, in_f)
-            a = torch.empty(r, in_f)
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-            self.A[key] = nn.Parameter(a)
-            self.B[key] = nn.Parameter(torch.zeros(out_f, r))
+            self.A[key] = nn.Parameter(torch.randn(r, in_f) * INIT_STD)
+            self.B[key] = nn.Parameter(torch.randn(out_f, r) * INIT_STD)
 
 
 class S2LoRALinear(nn.Module):
@@ -63,7 +64,7 @@ class S2LoRALinear(nn.Module):
         self.base = base
         self.key = shape_key(base.out_features, base.in_features)
         self.scale = float(scale)
-        self.coef = nn.Parameter(torch.ones(factors.r))
+        self.coef = nn.Parameter(torch.zeros(factors.r))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # Plain attribute, not a submodule: the shared factors must not be registered (and
         # saved) once per layer.
@@ -126,14 +127,16 @@ class S2LoRA:
 
     @torch.no_grad()
     def prune(self, threshold: float) -> dict:
-        """Zero coefficients with |c| < threshold; returns counts and sparsity."""
+        """Zero coefficients with |c| < threshold * max |c| (over all layers); counts and sparsity."""
+        largest = max(float(layer.coef.abs().max()) for layer in self.layers.values())
+        cut = threshold * largest
         total = nonzero = 0
         for layer in self.layers.values():
-            layer.coef.masked_fill_(layer.coef.abs() < threshold, 0.0)
+            layer.coef.masked_fill_(layer.coef.abs() < cut, 0.0)
             total += layer.coef.numel()
             nonzero += int(torch.count_nonzero(layer.coef))
-        return {"threshold": threshold, "coefficients": total, "nonzero": nonzero,
-                "sparsity": 1.0 - nonzero / total}
+        return {"threshold": threshold, "max_abs_coef": largest, "cut": cut, "coefficients": total,
+                "nonzero": nonzero, "sparsity": 1.0 - nonzero / total}
 
     def rank_allocation(self) -> dict[str, int]:
         """Learned rank per adapted layer = number of non-zero coefficients."""
