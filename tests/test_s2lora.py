@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -59,10 +61,11 @@ def test_update_is_zero_at_init_and_scale_is_alpha_over_r():
     assert layer.scale == 0.5
     assert torch.count_nonzero(layer.delta_weight()) == 0
     assert float(s2.l1_penalty().detach()) == 0.0  # c = 0 everywhere (AdaLoRA's init)
-    # the shared factors are random (N(0, 0.02^2)), so the coefficients get a gradient at once
+    # the shared factors are random (kaiming-uniform), so the coefficients get a gradient at once
     for key in s2.factors.A:
         for t in (s2.factors.A[key], s2.factors.B[key]):
-            assert torch.count_nonzero(t) == t.numel() and 0.01 < float(t.detach().std()) < 0.03
+            bound = 1 / math.sqrt(t.shape[1])
+            assert torch.count_nonzero(t) == t.numel() and float(t.detach().abs().max()) <= bound
 
 
 def test_forward_formula_and_merge_reproduce_the_adapted_model():
@@ -132,10 +135,11 @@ def _fit(l1_weight, steps=400):
 
 def test_l1_penalty_drives_coefficients_to_sparsity():
     dense = _fit(0.0)
-    sparse = _fit(1e-4)
-    # without the penalty most coefficients stay in use at the same relative cut
+    sparse = _fit(3e-4)
+    # without the penalty several layers keep coefficients above the same relative cut
     d = dense.prune(0.1)
-    assert d["coefficients"] == 6 * 4 and d["sparsity"] < 0.6, d
+    assert d["coefficients"] == 6 * 4 and d["nonzero"] >= 8, d
+    assert sum(r > 0 for r in dense.rank_allocation().values()) >= 3
     # with it, all but one coefficient end up (near) zero: relative pruning at 10 % of the largest
     before = {n: layer.coef.detach().clone() for n, layer in sparse.layers.items()}
     s = sparse.prune(0.1)

@@ -14,8 +14,10 @@ W_m in R^{out x in}:
   decoder, attention and MLP, as far as shapes allow (Whisper has three shapes: d x d, 4d x d,
   d x 4d). This is our reading of "globally shared"; it is unconfirmed.
 * c_m in R^r is layer m's rank-coefficient vector, the only per-layer parameter.
-* Init (AdaLoRA's, whose learnable rank coefficient S2-LoRA builds on): A_s, B_s ~ N(0, 0.02²),
-  c_m = 0, hence ΔW_m = 0 and at the first step only the coefficients receive a gradient.
+* Init: c_m = 0 (AdaLoRA's init of its singular values), so ΔW_m = 0; A_s and B_s
+  kaiming-uniform (as VeRA's shared random matrices), so that the coefficients get a gradient
+  from the first step and a coefficient of size c changes W by about c times a fixed random
+  rank-1 direction (which A_s and B_s then also learn).
 * Training loss: task loss + ``l1_weight * sum_m ||c_m||_1`` (``l1_penalty``), whose
   sub-gradient pulls every coefficient that the task does not need back to zero.
 * After training, ``prune(threshold)`` zeroes every coefficient with |c| < threshold * max |c|
@@ -28,6 +30,7 @@ W_m in R^{out x in}:
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -35,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-INIT_STD = 0.02  # of the shared factors (AdaLoRA's lora_A / lora_B init)
 
 
 def shape_key(out_features: int, in_features: int) -> str:
@@ -52,8 +54,11 @@ class SharedFactors(nn.Module):
         self.B = nn.ParameterDict()
         for out_f, in_f in sorted(set(shapes)):
             key = shape_key(out_f, in_f)
-            self.A[key] = nn.Parameter(torch.randn(r, in_f) * INIT_STD)
-            self.B[key] = nn.Parameter(torch.randn(out_f, r) * INIT_STD)
+            a, b = torch.empty(r, in_f), torch.empty(out_f, r)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+            self.A[key] = nn.Parameter(a)
+            self.B[key] = nn.Parameter(b)
 
 
 class S2LoRALinear(nn.Module):
