@@ -1,5 +1,6 @@
 """Tables and figures from hand-made score JSONs and hypothesis JSONLs."""
 
+import csv
 import json
 import math
 import runpy
@@ -233,6 +234,14 @@ def test_write_report_multilingual(ml_files, tmp_path):
               "taskvector_spectra.pdf"):
         assert f in names and (out / f).exists(), f
     assert (out / "README.md").exists() and json.loads((out / "summary.json").read_text())["experiment"] == "multilingual"
+    # training table: each expert on its own test sets against zero-shot (hand numbers of ML_VALUES)
+    training = {(r["job"], r["testset"]): r for r in summary["training"]}
+    assert set(training) == {("expert-de", "de-transcribe"), ("expert-de", "de-translate"),
+                             ("expert-es", "es-transcribe"), ("expert-es", "es-translate")}
+    assert training[("expert-de", "de-transcribe")]["zeroshot"] == 60
+    assert training[("expert-de", "de-transcribe")]["change"] == -40
+    assert training[("expert-es", "es-translate")]["change"] == 12 and training[("expert-es", "es-translate")]["metric"] == "BLEU"
+    assert "| expert-de | de-transcribe | WER | 60.0 | 20.0 | -40.0 |" in (out / "training.md").read_text()
     sweep = summary["tables"]["sweep_ties_lambda"]
     assert sweep["rows"][0]["cells"]["wer:avg-transcribe"]["value"] == pytest.approx(32.5)
     assert not list(tmp_path.glob(".report.*"))  # no temporary left behind
@@ -278,3 +287,8 @@ def test_report_script_peft(tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "14.4k" in md and "72M" in md
     assert (tmp_path / "out" / "rank_allocation.png").exists()
+    # training table: the PEFT methods on the in-domain test set, with their trainable parameters
+    csv_rows = list(csv.DictReader(open(tmp_path / "out" / "training.csv")))
+    assert [(r["job"], r["testset"]) for r in csv_rows] == [("full", "child-transcribe"), ("s2lora", "child-transcribe")]
+    assert float(csv_rows[1]["zeroshot"]) == 30 and float(csv_rows[1]["finetuned"]) == 12  # CER = WER / 2
+    assert int(csv_rows[1]["trainable_params"]) == 14_400

@@ -2,8 +2,9 @@
 
 ``write_report(spec, out_dir, scores=..., hyps=..., ...)`` is what the ``report`` rule calls. The
 directory is written atomically and holds ``table.{csv,md,tex}``, the extra tables of the
-experiment kind, ``significance.csv``, figures, ``README.md`` (every file with its caption) and
-``summary.json`` (the same listing plus every table's numbers).
+experiment kind, ``training.{csv,md}`` (each fine-tuned model against zero-shot, with its dev
+loss, training time and trainable parameters), ``significance.csv``, figures, ``README.md``
+(every file with its caption) and ``summary.json`` (the same listing plus every table's numbers).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechmerge.report import tables as T
+from speechmerge.report import training as TR
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,13 @@ def write_report(
             (tmp / f"{name}.tex").write_text(T.to_latex(t, label=f"{exp}-{name}"))
             for ext in ("csv", "md", "tex"):
                 add(f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""), "table")
+        training_rows = TR.training_rows(spec, store, train_infos)
+        if training_rows:
+            title = f"{exp}: each fine-tuned model on its own test sets, against zero-shot"
+            (tmp / "training.csv").write_text(TR.to_csv(training_rows))
+            (tmp / "training.md").write_text(TR.to_markdown(training_rows, title))
+            for ext in ("csv", "md"):
+                add(f"training.{ext}", title + " (dev loss, training time, trainable parameters)", "table")
         (tmp / "significance.csv").write_text(T.significance_csv(list(tables.values())))
         add("significance.csv", f"Paired bootstrap tests against {spec.get('baseline_for_significance')} "
             "for every cell (and matched-pairs p for error rates)", "table")
@@ -185,11 +194,12 @@ def write_report(
             "experiment": exp, "kind": spec["kind"], "files": files,
             "missing": sorted(set(store.missing)),
             "tables": {name: T.table_json(t) for name, t in tables.items()},
+            "training": training_rows,
             "bootstrap": {"n_boot": n_boot, "seed": seed},
             "provenance": provenance(None, config_hash=spec.get("config_hash")),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"]))
+        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"], training_rows))
     log.info("report %s: %d files, %d missing cells", out_dir, len(files) + 2, len(summary["missing"]))
     return summary
 
@@ -202,8 +212,12 @@ def _json_default(o):
     return str(o)
 
 
-def _readme(exp: str, tables: Mapping[str, T.Table], files: Sequence[Mapping], missing: Sequence[str]) -> str:
-    lines = [f"# Report: {exp}", "", T.to_markdown(tables["table"]), "", "## Files", ""]
+def _readme(exp: str, tables: Mapping[str, T.Table], files: Sequence[Mapping], missing: Sequence[str],
+            training_rows: Sequence[Mapping] = ()) -> str:
+    lines = [f"# Report: {exp}", "", T.to_markdown(tables["table"])]
+    if training_rows:
+        lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against zero-shot")]
+    lines += ["", "## Files", ""]
     for f in files:
         lines.append(f"* `{f['file']}` — {f['caption']}")
     lines += ["* `summary.json` — every table as numbers, this listing, provenance"]
