@@ -5,6 +5,7 @@ import re
 from speechmerge.merging import REGISTRY
 from speechmerge.merging import methods as _register_methods  # noqa: F401
 from speechmerge.plan import build_plan
+from speechmerge.report import report_captions
 from speechmerge.config import validate_config
 
 validate_config(config)

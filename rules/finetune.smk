@@ -21,6 +21,9 @@ rule finetune:
     params:
         spec=_finetune_spec,
     threads: THREADS.get("train", 1)
+    # Training is most of the run and sequential stages form a chain: start them before any
+    # evaluation, so the last minutes are not one lone job on an idle machine.
+    priority: 10
     log:
         "logs/finetune/{experiment}/{job}.log",
     benchmark:

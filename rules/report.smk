@@ -7,12 +7,13 @@ rule report:
     output:
         dir=report(
             directory("results/report/{experiment}"),
-            patterns=["{name}.png"],
+            patterns=["{figure}.png", "{table}.csv"],
             caption="../docs/report_caption.rst",
             category="{experiment}",
         ),
     params:
         spec=lambda wc: PLAN.reports[wc.experiment],
+        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
     log:
         "logs/report/{experiment}.log",
     benchmark:

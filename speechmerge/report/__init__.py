@@ -88,6 +88,45 @@ def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None 
     return tables
 
 
+def report_captions(spec: Mapping) -> dict[str, str]:
+    """Caption of every figure (``.png``) and main table (``.csv``) the report of ``spec`` can
+    hold, by file name: the captions ``snakemake --report`` shows (rules/report.smk) and those of
+    the figures in the report's README."""
+    exp, kind = spec["experiment"], spec["kind"]
+    metric = {"multilingual": "WER (ASR) and BLEU (X→en ST)", "domains": "WER", "peft": "CER"}[kind]
+    caps = {
+        "table.csv": f"{exp}: the paper's main table — {metric} per test set and method, averages"
+                     + (", normalised performance" if spec.get("normalise_to") else "")
+                     + (", trainable parameters" if kind == "peft" else "")
+                     + "; 95 % bootstrap intervals and paired-bootstrap p-values against "
+                     f"{spec.get('baseline_for_significance')} in the extra columns.",
+        "training.csv": f"{exp}: each fine-tuned model on its own test sets against zero-shot, with the dev "
+                        "loss of the selected step, training time and trainable parameters.",
+        "significance.csv": f"{exp}: paired bootstrap tests of every cell against "
+                            f"{spec.get('baseline_for_significance')} (and matched-pairs p for error rates).",
+        "methods.png": f"{exp}: every method on the summary columns, with 95 % bootstrap intervals.",
+        "taskvector_cosine.png": f"{exp}: cosine similarity between the experts' task vectors (all weights).",
+        "taskvector_spectra.png": f"{exp}: singular-value spectra of representative task-vector matrices"
+                                  + (", with what BoostedTSV-M's boosting makes of them"
+                                     if any(r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else "")
+                                  + ".",
+    }
+    if kind == "domains":
+        caps["per_testset.csv"] = f"{exp}: WER of every method on every test set."
+    if spec.get("sequential"):
+        caps["forgetting.csv"] = f"{exp}: error rate per subset after each stage of sequential fine-tuning."
+        caps["forgetting.png"] = f"{exp}: forgetting — error rate per subset after each sequential fine-tuning stage."
+    for sw in spec.get("sweeps", []):
+        name, param = f"sweep_{sw['method']}_{sw['param']}", sw["param"]
+        caps[f"{name}.csv"] = f"{exp}: {sw['method']} with {param} swept over {[p['value'] for p in sw['points']]}."
+        caps[f"{name}.png"] = (f"{exp}: {sw['method']} against {param} (95 % bands); dashed lines: the baseline "
+                               "and the method at its default.")
+    if kind == "peft":
+        caps["rank_allocation.png"] = (f"{exp}: learned rank per adapted module (module type × layer) — "
+                                       "AdaLoRA's final ranks and S2-LoRA's non-zero coefficients.")
+    return caps
+
+
 def _summary_columns(table: T.Table) -> list[str]:
     means = [c.key for c in table.columns if c.kind == "mean" and c.show]
     keys = means or [c.key for c in table.columns if c.kind == "base" and c.show]
@@ -117,6 +156,7 @@ def write_report(
     params = _train_params(train_infos) if spec["kind"] == "peft" else None
     tables = build_tables(spec, store, params=params)
     files: list[dict] = []
+    caps = report_captions(spec)
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         def add(name: str, caption: str, kind: str):
@@ -142,7 +182,7 @@ def write_report(
         main = tables["table"]
         figs = F.method_bars(main, _summary_columns(main), tmp / "methods",
                              title=f"{exp}: methods compared")
-        add("methods.png", f"{exp}: every method on the summary columns with 95 % bootstrap intervals", "figure")
+        add("methods.png", caps["methods.png"], "figure")
         for name, t in tables.items():
             if not name.startswith("sweep_"):
                 continue
@@ -160,10 +200,10 @@ def write_report(
             F.sweep_plot(t, [p["value"] for p in sw["points"]], sw["param"], keys, tmp / name,
                          references=refs, title=t.title,
                          method_label=default.label if default else sw.get("label", sw["method"]))
-            add(f"{name}.png", f"{t.title}: metric against {sw['param']} (95 % bands); dashed: references", "figure")
+            add(f"{name}.png", caps[f"{name}.png"], "figure")
         if "forgetting" in tables:
             F.forgetting_plot(tables["forgetting"], tmp / "forgetting", title=f"{exp}: forgetting in sequential training")
-            add("forgetting.png", "Error rate per subset after each sequential fine-tuning stage", "figure")
+            add("forgetting.png", caps["forgetting.png"], "figure")
 
         experts = spec.get("experts") or {}
         tv_by_job = {Path(p).stem: p for p in taskvectors}
@@ -172,20 +212,20 @@ def write_report(
             labels, paths = [s for s, _ in tv], [p for _, p in tv]
             _, cos = F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
                                       title=f"{exp}: cosine similarity of expert task vectors")
-            add("taskvector_cosine.png", "Cosine similarity between the experts' task vectors", "figure")
+            add("taskvector_cosine.png", caps["taskvector_cosine.png"], "figure")
             beta, energy = _boost_params(merge_infos) if any(
                 r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else (None, "kept")
             F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta, energy=energy,
                            title=f"{exp}: singular values of task-vector matrices")
-            add("taskvector_spectra.png", "Singular-value spectra of representative task-vector matrices"
-                + (f" with the BoostedTSV-M boosted spectrum (β = {beta:g})" if beta else ""), "figure")
+            add("taskvector_spectra.png", caps["taskvector_spectra.png"] + (f" β = {beta:g}." if beta else ""),
+                "figure")
 
         if rank_allocations:
             labels = {r["model"]: r.get("label", r["model"]) for r in spec["rows"]}
             allocs = _rank_allocations(rank_allocations, labels)
             if any(allocs.values()):
                 F.rank_heatmap(allocs, tmp / "rank_allocation", title=f"{exp}: learned rank per module")
-                add("rank_allocation.png", "Learned rank per adapted module (module type × layer)", "figure")
+                add("rank_allocation.png", caps["rank_allocation.png"], "figure")
 
         for f in list(files):
             if f["file"].endswith(".png"):
