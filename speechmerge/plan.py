@@ -4,7 +4,8 @@ The Snakefile asks this module, never the raw config, what exists. Keeping the l
 not in ``rules/*.smk``) makes it testable and keeps the rules declarative.
 
 Names (see docs/ARCHITECTURE.md): datasets are (experiment, subset, split); training jobs are
-``expert-{subset}``, ``joint``, ``seq-{k}`` or a PEFT method name; merge variants are
+``expert-{subset}`` (``expert-{subset}-{task}`` with ``experts_per_task``), ``joint``,
+``seq-{k}`` or a PEFT method name; merge variants are
 ``{method}`` or ``{method}@{param}={value}``; evaluated models are ``zeroshot``, a job, or
 ``merge-{variant}``; test sets are ``{subset}-{task}``.
 """
@@ -291,23 +292,34 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
 
 def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[str], tasks, *,
                               own_tests: dict[str, list[str]], all_tests: list[str],
-                              forgetting_tests: list[str], experts_label: str, joint_label: str):
-    """One expert per subset, the joint and sequential baselines, every merge; their evaluations.
+                              forgetting_tests: list[str], experts_label: str, joint_label: str,
+                              per_task: bool = False):
+    """One expert per subset (``per_task``: per subset x task), the joint and sequential baselines,
+    every merge; their evaluations.
 
     Experts are evaluated on their own test sets, intermediate sequential stages on
-    ``forgetting_tests``, every other model on ``all_tests``.
+    ``forgetting_tests``, every other model on ``all_tests``. Returns the expert table
+    ``{label: (job, own test sets)}`` as its first item.
     """
-    experts = []
+    units: dict[str, tuple[str, list[str]]] = {}
     for subset in subsets:
-        job = f"expert-{subset}"
-        _train_spec(plan, name, exp, job, overrides=None, train=[(name, subset, "train")],
-                    dev=[(name, subset, "dev")], tasks=tasks, init=None)
-        experts.append(job)
-        plan.evaluations += [(name, job, t) for t in own_tests[subset]]
+        if per_task:  # expert-de-transcribe, expert-de-translate: one task each
+            for test in own_tests[subset]:
+                task = test.rsplit("-", 1)[1]
+                units[test] = (f"expert-{test}", [test])
+                _train_spec(plan, name, exp, f"expert-{test}", overrides=None, train=[(name, subset, "train")],
+                            dev=[(name, subset, "dev")], tasks=[task], init=None)
+        else:
+            units[subset] = (f"expert-{subset}", list(own_tests[subset]))
+            _train_spec(plan, name, exp, f"expert-{subset}", overrides=None, train=[(name, subset, "train")],
+                        dev=[(name, subset, "dev")], tasks=tasks, init=None)
+    experts = [job for job, _ in units.values()]
+    for job, tests in units.values():
+        plan.evaluations += [(name, job, t) for t in tests]
     plan.experts[name] = experts
     rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
             {"model": "experts", "label": experts_label, "group": "baseline",
-             "per_subset": {s: f"expert-{s}" for s in subsets}}]
+             "per_testset": {t: job for job, tests in units.values() for t in tests}}]
     evaluated = ["zeroshot"]
     joint = exp.get("joint", {}) or {}
     if joint.get("enabled", True):
@@ -327,7 +339,7 @@ def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[st
     evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]
     for model in dict.fromkeys(evaluated):
         plan.evaluations += [(name, model, t) for t in all_tests]
-    return experts, rows, sweeps, stages, evaluated
+    return units, rows, sweeps, stages, evaluated
 
 
 def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
@@ -341,14 +353,16 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     all_tests = [t for lang in languages for t in testsets[lang]]
 
     asr_tests = [t for t in all_tests if t.endswith("-transcribe")]
-    experts, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+    units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
         plan, name, exp, languages, tasks, own_tests=testsets, all_tests=all_tests,
         forgetting_tests=asr_tests,  # forgetting curve: intermediate stages on ASR only
-        experts_label="Individual experts", joint_label="Multi-lingual multi-task")
+        experts_label="Individual experts", joint_label="Multi-lingual multi-task",
+        per_task=bool(exp.get("experts_per_task", False)))
     plan.reports[name] = {
         "experiment": name, "kind": "multilingual", "subsets": languages, "tasks": tasks, "rows": rows,
         "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
-        "experts": {lang: f"expert-{lang}" for lang in languages},
+        "experts": {label: job for label, (job, _) in units.items()},
+        "expert_testsets": {job: tests for job, tests in units.values()},
         "ood_subsets": [], "retention_subsets": [],
         "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
         "peft_methods": [], "peft_cross_subsets": [],
@@ -380,7 +394,7 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     other_tests += [t for s in retention for t in _testsets(plan, name, s, s[len("lang_"):], tasks)]
     all_tests = id_tests + other_tests
 
-    experts, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+    units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
         plan, name, exp, train_domains, tasks,
         own_tests={d: [f"{d}-transcribe"] for d in train_domains}, all_tests=all_tests,
         forgetting_tests=id_tests,
@@ -388,7 +402,8 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     plan.reports[name] = {
         "experiment": name, "kind": "domains", "subsets": train_domains, "tasks": tasks, "rows": rows,
         "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
-        "experts": {d: f"expert-{d}" for d in train_domains},
+        "experts": {label: job for label, (job, _) in units.items()},
+        "expert_testsets": {job: tests for job, tests in units.values()},
         "ood_subsets": ood, "retention_subsets": retention,
         "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
         "peft_methods": [], "peft_cross_subsets": [],
@@ -428,6 +443,7 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     plan.reports[name] = {
         "experiment": name, "kind": "peft", "subsets": [ind["name"]], "tasks": tasks, "rows": rows,
         "normalise_to": None, "sweeps": [], "sequential": [], "experts": {},
+        "expert_testsets": {m: list(tests[:1]) for m in methods},
         "ood_subsets": [], "retention_subsets": [],
         "baseline_for_significance": "full" if "full" in methods else "zeroshot",
         "peft_methods": list(methods), "peft_cross_subsets": cross,

@@ -126,3 +126,25 @@ def test_paper_presets_validate(preset):
         # the papers' corpora are not public: the preset asks for the user's manifests by name
         with pytest.raises(PlanError, match=r"manifests: no manifest for subset '\w+', split 'train'"):
             build_plan(config)
+
+
+def test_one_expert_per_language_and_task(default):
+    config = copy.deepcopy(default)
+    config["experiments"]["multilingual"]["experts_per_task"] = True
+    validate_config(config)
+    plan = build_plan(config)
+    langs = config["experiments"]["multilingual"]["languages"]
+    experts = [f"expert-{lang}-{task}" for lang in langs for task in ("transcribe", "translate")]
+    assert plan.experts["multilingual"] == experts
+    de_asr = plan.jobs[("multilingual", "expert-de-transcribe")]
+    assert de_asr["tasks"] == ["transcribe"] and de_asr["train"] == [("multilingual", "de", "train")]
+    assert plan.jobs[("multilingual", "expert-de-translate")]["tasks"] == ["translate"]
+    # each expert is evaluated on its own test set only; merges take all ten task vectors
+    assert plan.model_testsets("multilingual", "expert-de-translate") == ["de-translate"]
+    ml_merges = [spec for (e, _), spec in plan.variants.items() if e == "multilingual"]
+    assert ml_merges and all(spec["experts"] == experts for spec in ml_merges)
+    report = plan.reports["multilingual"]
+    row = next(r for r in report["rows"] if r["model"] == "experts")
+    assert row["per_testset"]["es-translate"] == "expert-es-translate"
+    assert report["expert_testsets"]["expert-es-transcribe"] == ["es-transcribe"]
+    assert len(plan.report_inputs("multilingual")["taskvectors"]) == 2 * len(langs)

@@ -64,6 +64,7 @@ ML_SPEC = {
                 "points": [{"value": 0.5, "model": "merge-ties@lambda=0.5"},
                            {"value": 1.0, "model": "merge-ties@lambda=1"}]}],
     "sequential": [], "experts": {"de": "expert-de", "es": "expert-es"},
+    "expert_testsets": {"expert-de": ["de-transcribe", "de-translate"], "expert-es": ["es-transcribe", "es-translate"]},
     "ood_subsets": [], "retention_subsets": [], "baseline_for_significance": "joint",
     "peft_methods": [], "peft_cross_subsets": [],
 }
@@ -117,6 +118,24 @@ def test_multilingual_table_numbers(ml_files):
     assert next(r for r in t.rows if r.model == "joint").cells["wer:de-transcribe"].p is None
     # es WER of experts and joint are equal (10): identical hypotheses -> p = 1
     assert next(r for r in t.rows if r.model == "experts").cells["wer:es-transcribe"].p == pytest.approx(1.0)
+
+
+def test_experts_row_per_language_and_task(tmp_path):
+    """experts_per_task: each column of the experts row comes from that test set's own expert."""
+    values = {"zeroshot": ML_VALUES["zeroshot"],
+              "expert-de-transcribe": {"de-transcribe": 15}, "expert-de-translate": {"de-translate": 33},
+              "expert-es-transcribe": {"es-transcribe": 12}, "expert-es-translate": {"es-translate": 21}}
+    files = [write_model(tmp_path, m, v) for m, v in values.items()]
+    per_testset = {t: f"expert-{t}" for t in ("de-transcribe", "de-translate", "es-transcribe", "es-translate")}
+    spec = {**ML_SPEC, "rows": [ML_SPEC["rows"][0], {**ML_SPEC["rows"][1], "per_testset": per_testset}],
+            "sweeps": [], "experts": per_testset, "expert_testsets": {j: [t] for t, j in per_testset.items()}}
+    del spec["rows"][1]["per_subset"]
+    store = T.ResultStore(T.load_scores([f[0] for f in files]), T.load_hyps([f[1] for f in files]), n_boot=20)
+    t = T.build_main_table(spec, store)
+    assert t.value("experts", "wer:de-transcribe") == 15 and t.value("experts", "bleu:de-translate") == 33
+    assert t.value("experts", "wer:avg-transcribe") == pytest.approx(13.5)
+    assert t.value("experts", "np") == pytest.approx(100.0)
+    assert not store.missing
 
 
 def test_best_marking_and_escapes(ml_files):
@@ -269,6 +288,7 @@ def test_report_script_peft(tmp_path):
                      {"model": "s2lora", "label": "S2-LoRA", "group": "peft", "method": "s2lora"}],
             "normalise_to": None, "sweeps": [], "sequential": [], "experts": {}, "ood_subsets": [],
             "retention_subsets": [], "baseline_for_significance": "full", "peft_methods": ["full", "s2lora"],
+            "expert_testsets": {"full": ["child-transcribe"], "s2lora": ["child-transcribe"]},
             "peft_cross_subsets": ["adult"], "config_hash": "h"}
     snake = SimpleNamespace(
         input=SimpleNamespace(scores=[str(f[0]) for f in files], hyps=[str(f[1]) for f in files],

@@ -212,8 +212,11 @@ class Table:
         return max(vals) if col.higher_is_better else min(vals)
 
 
-def row_model(row: Mapping, subset: str | None) -> str | None:
-    """The model that fills a row's cell for ``subset`` (composite rows: their expert)."""
+def row_model(row: Mapping, subset: str | None, testset: str | None = None) -> str | None:
+    """The model that fills a row's cell for ``subset`` / ``testset`` (composite rows: their
+    expert, by test set -- one expert per language x task -- or by subset)."""
+    if "per_testset" in row:
+        return row["per_testset"].get(testset)
     if "per_subset" in row:
         return row["per_subset"].get(subset)
     return row["model"]
@@ -248,7 +251,7 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
     cols = {c.key: c for c in table.columns}
 
     def base_cell(row_spec, c: Column, with_ci: bool) -> Cell:
-        model = row_model(row_spec, c.subset)
+        model = row_model(row_spec, c.subset, c.testset)
         cell = Cell(value=store.value(model, c.testset, c.metric), model=model)
         if not with_ci:
             return cell
@@ -267,7 +270,7 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
         out = []
         for k in c.parts:
             pc = cols[k]
-            cs = store.corpus_stats(row_model(row_spec, pc.subset), pc.testset, pc.metric)
+            cs = store.corpus_stats(row_model(row_spec, pc.subset, pc.testset), pc.testset, pc.metric)
             if cs is None:
                 return None
             out.append(cs)
@@ -329,7 +332,7 @@ def _significance(table: Table, store: ResultStore, row: Row, baseline: Mapping,
         pairs = []
         for k in keys:
             pc = cols[k]
-            ma, mb = row_model(row.spec, pc.subset), row_model(baseline, pc.subset)
+            ma, mb = row_model(row.spec, pc.subset, pc.testset), row_model(baseline, pc.subset, pc.testset)
             if ma is None or mb is None or ma == mb:
                 pairs = None
                 break
@@ -493,7 +496,7 @@ def _notes(spec, table, reference, baseline, store) -> list[str]:
                      "(per-test-set values in per_testset.*). Rows with missing columns (experts) have no Avg.")
     if spec["kind"] == "peft":
         notes.append("Trainable parameters counted once (proj_out tied to the token embedding); % of the total.")
-    if any(r.spec.get("per_subset") for r in table.rows):
+    if any(r.spec.get("per_subset") or r.spec.get("per_testset") for r in table.rows):
         notes.append("Composite rows (experts) take each column from the model trained on that subset.")
     notes.append("Bold: best in column. 95 % bootstrap intervals (utterances resampled, percentile) in table.csv.")
     notes += _sig_note(spec, baseline, store.n_boot)

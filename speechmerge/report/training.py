@@ -22,24 +22,13 @@ HEADERS = ("Job", "Test set", "Metric", "Zero-shot", "Fine-tuned", "Change", "De
            "Train time (s)", "Samples/s", "Trainable", "Trainable %")
 
 
-def own_testsets(spec: Mapping) -> dict[str, list[str]]:
-    """job -> the test sets that measure it on its own data."""
-    tasks = spec.get("tasks") or ["transcribe"]
-    if spec["kind"] == "peft":
-        return {m: [f"{s}-transcribe" for s in spec["subsets"]] for m in spec.get("peft_methods", [])}
-    out = {}
-    for subset, job in (spec.get("experts") or {}).items():
-        out[job] = [f"{subset}-{t}" for t in tasks if not (t == "translate" and subset == "en")]
-    return out
-
-
 def training_rows(spec: Mapping, store: ResultStore, train_infos: Sequence[str | Path]) -> list[dict]:
     infos = {}
     for p in train_infos:
         info = json.loads(Path(p).read_text())
         infos[info.get("job") or Path(p).parent.name] = info
     rows = []
-    for job, testsets in own_testsets(spec).items():
+    for job, testsets in (spec.get("expert_testsets") or {}).items():
         info = infos.get(job, {})
         for testset in testsets:
             metric = store.metric_for(testset)
