@@ -9,6 +9,8 @@ rule synthesize_corpus:
     params:
         spec=lambda wc: PLAN.datasets[(wc.experiment, wc.subset, wc.split)],
     threads: THREADS.get("synthesize", 1)
+    # Cheap, and every training job waits on it: before training (priority 10) and evaluation.
+    priority: 20
     log:
         "logs/synthesize_corpus/{experiment}/{subset}/{split}.log",
     benchmark:
