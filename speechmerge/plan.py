@@ -303,16 +303,13 @@ def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[st
     """
     units: dict[str, tuple[str, list[str]]] = {}
     for subset in subsets:
-        if per_task:  # expert-de-transcribe, expert-de-translate: one task each
-            for test in own_tests[subset]:
-                task = test.rsplit("-", 1)[1]
-                units[test] = (f"expert-{test}", [test])
-                _train_spec(plan, name, exp, f"expert-{test}", overrides=None, train=[(name, subset, "train")],
-                            dev=[(name, subset, "dev")], tasks=[task], init=None)
-        else:
-            units[subset] = (f"expert-{subset}", list(own_tests[subset]))
-            _train_spec(plan, name, exp, f"expert-{subset}", overrides=None, train=[(name, subset, "train")],
-                        dev=[(name, subset, "dev")], tasks=tasks, init=None)
+        # (label, its test sets, its tasks): expert-de, or expert-de-transcribe + expert-de-translate
+        groups = ([(t, [t], [t.rsplit("-", 1)[1]]) for t in own_tests[subset]] if per_task
+                  else [(subset, list(own_tests[subset]), list(tasks))])
+        for label, tests, job_tasks in groups:
+            units[label] = (f"expert-{label}", tests)
+            _train_spec(plan, name, exp, f"expert-{label}", overrides=None, train=[(name, subset, "train")],
+                        dev=[(name, subset, "dev")], tasks=job_tasks, init=None)
     experts = [job for job, _ in units.values()]
     for job, tests in units.values():
         plan.evaluations += [(name, job, t) for t in tests]

@@ -30,11 +30,18 @@ def _read_json(path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _train_params(train_infos: Sequence[str | os.PathLike]) -> dict[str, dict]:
+def _train_infos(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[str, dict]]:
+    """job -> (path, train_info) of every ``train_info.json``."""
     out = {}
-    for p in train_infos:
+    for p in paths:
         info = _read_json(p)
-        job = info.get("job") or Path(p).parent.name
+        out[info.get("job") or Path(p).parent.name] = (str(p), info)
+    return out
+
+
+def _train_params(infos: Mapping[str, tuple[str, dict]]) -> dict[str, dict]:
+    out = {}
+    for job, (p, info) in infos.items():
         if "trainable_params" not in info or "total_params" not in info:
             raise KeyError(f"{p}: train_info lacks trainable_params / total_params")
         pct = info.get("trainable_percent", 100.0 * info["trainable_params"] / info["total_params"])
@@ -153,7 +160,8 @@ def write_report(
     exp = spec["experiment"]
     store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot, seed=seed,
                           metric_override="cer" if spec["kind"] == "peft" else None)
-    params = _train_params(train_infos) if spec["kind"] == "peft" else None
+    infos = _train_infos(train_infos)
+    params = _train_params(infos) if spec["kind"] == "peft" else None
     tables = build_tables(spec, store, params=params)
     files: list[dict] = []
     caps = report_captions(spec)
@@ -168,16 +176,15 @@ def write_report(
             (tmp / f"{name}.tex").write_text(T.to_latex(t, label=f"{exp}-{name}"))
             for ext in ("csv", "md", "tex"):
                 add(f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""), "table")
-        training_rows = TR.training_rows(spec, store, train_infos)
+        training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})
         if training_rows:
             title = f"{exp}: each fine-tuned model on its own test sets, against zero-shot"
             (tmp / "training.csv").write_text(TR.to_csv(training_rows))
             (tmp / "training.md").write_text(TR.to_markdown(training_rows, title))
             for ext in ("csv", "md"):
-                add(f"training.{ext}", title + " (dev loss, training time, trainable parameters)", "table")
+                add(f"training.{ext}", caps["training.csv"], "table")
         (tmp / "significance.csv").write_text(T.significance_csv(list(tables.values())))
-        add("significance.csv", f"Paired bootstrap tests against {spec.get('baseline_for_significance')} "
-            "for every cell (and matched-pairs p for error rates)", "table")
+        add("significance.csv", caps["significance.csv"], "table")
 
         main = tables["table"]
         figs = F.method_bars(main, _summary_columns(main), tmp / "methods",

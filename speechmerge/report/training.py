@@ -9,9 +9,7 @@ files (``ResultStore``) and the jobs' ``train_info.json``.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from speechmerge.report.tables import ResultStore, human_count, md_escape
@@ -22,11 +20,8 @@ HEADERS = ("Job", "Test set", "Metric", "Zero-shot", "Fine-tuned", "Change", "De
            "Train time (s)", "Samples/s", "Trainable", "Trainable %")
 
 
-def training_rows(spec: Mapping, store: ResultStore, train_infos: Sequence[str | Path]) -> list[dict]:
-    infos = {}
-    for p in train_infos:
-        info = json.loads(Path(p).read_text())
-        infos[info.get("job") or Path(p).parent.name] = info
+def training_rows(spec: Mapping, store: ResultStore, infos: Mapping[str, Mapping]) -> list[dict]:
+    """Rows of the table; ``infos``: job -> its parsed ``train_info.json``."""
     rows = []
     for job, testsets in (spec.get("expert_testsets") or {}).items():
         info = infos.get(job, {})
