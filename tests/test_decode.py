@@ -42,8 +42,9 @@ class Spy:
     def __init__(self, model):
         self.calls, self._orig = [], model.generate
 
-    def __call__(self, feats, **kw):
-        self.calls.append({"batch": feats.shape[0], "frames": feats.shape[-1], **kw})
+    def __call__(self, feats=None, **kw):
+        states = kw["encoder_outputs"].last_hidden_state
+        self.calls.append({"batch": states.shape[0], "positions": states.shape[1], **kw})
         return self._orig(feats, **kw)
 
 
@@ -80,7 +81,7 @@ def test_prompts_sorting_and_bounds(tiny, tmp_path):
     assert len(res.hypotheses) == 5
     # longest first: durations 7.0, 3.0 | 2.5, 1.5 | 1.0 -> languages de, es | es, de | de
     assert [c["language"] for c in spy.calls] == [["de", "es"], ["es", "de"], ["de"]]
-    assert all(c["task"] == "transcribe" and c["frames"] == 600 for c in spy.calls)
+    assert all(c["task"] == "transcribe" and c["positions"] == 300 for c in spy.calls)
     # bound = min(40, ceil(4 * longest) + 2): 30, 12, 6
     assert [c["max_new_tokens"] for c in spy.calls] == [30, 12, 6]
     spy.calls.clear()
@@ -134,3 +135,44 @@ def test_evaluate_script_several_testsets(tiny, tmp_path):
 def test_evaluate_testsets_requires_keys(tiny, tmp_path):
     with pytest.raises(KeyError, match="lacks 'path'"):
         evaluate_testsets(tiny, None, [{"testset": "x", "task": "transcribe"}], model_name="m", progress=False)
+
+
+def test_two_tasks_share_one_encoder_pass(tiny, tmp_path):
+    """decode_tasks encodes each utterance once and gives the hypotheses of separate decodes."""
+    recs = make_split(tmp_path / "t.parquet")
+    model, processor = models.load_whisper(tiny)
+    waves = [np.full(int(16000 * r["duration"]), 0.01 * (i + 1), np.float32) for i, r in enumerate(recs)]
+    langs = [r["language"] for r in recs]
+    kw = dict(batch_size=2, max_new_tokens=8, progress=False)
+    alone = {t: D.decode(model, processor, waves, langs, task=t, **kw).hypotheses for t in D.TASKS}
+    encoded = []
+    encoder = model.get_encoder()
+    hook = encoder.register_forward_hook(lambda m, args, out: encoded.append(args[0].shape[0]))
+    # utterance 4 only for translation
+    tasks = [("transcribe", "translate")] * 4 + [("translate",)]
+    res = D.decode_tasks(model, processor, waves, langs, tasks, **kw)
+    hook.remove()
+    assert sum(encoded) == 5 and res.encoder_passes == 5 and res.n_hypotheses == 9
+    assert res.by_task["translate"] == alone["translate"]
+    assert res.by_task["transcribe"][:4] == alone["transcribe"][:4] and res.by_task["transcribe"][4] is None
+    with pytest.raises(ValueError, match="use by_task"):
+        res.hypotheses
+
+
+def test_evaluate_testsets_equals_one_by_one(tiny, tmp_path):
+    make_split(tmp_path / "de.parquet", langs=("de",) * 3, durations=(1.0, 2.0, 1.5))
+    make_split(tmp_path / "mix.parquet")
+    kw = dict(batch_size=16, max_new_tokens=6, n_boot=0, progress=False)
+    specs = [{"path": tmp_path / "de.parquet", "testset": "de-transcribe", "task": "transcribe", "language": "de"},
+             {"path": tmp_path / "de.parquet", "testset": "de-translate", "task": "translate", "language": "de"},
+             {"path": tmp_path / "mix.parquet", "testset": "mix-translate", "task": "translate"}]
+    recs, scores = evaluate_testsets(tiny, None, specs, model_name="m", **kw)
+    assert [r["testset"] for r in scores["results"]] == ["de-transcribe", "de-translate", "mix-translate"]
+    shared = scores["results"][0]["decoding"]["shared"]
+    assert shared["utterances"] == 8 and shared["hypotheses"] == 11
+    assert [r["decoding"]["n_truncated"] for r in scores["results"]] == [0, 0, 1]
+    for spec, res in zip(specs, scores["results"]):
+        one, sc = evaluate(tiny, None, spec["path"], task=spec["task"], language=spec.get("language"),
+                           testset=spec["testset"], model_name="m", **kw)
+        assert [r["hypothesis"] for r in recs if r["testset"] == spec["testset"]] == [r["hypothesis"] for r in one]
+        assert sc["metrics"] == res["metrics"]

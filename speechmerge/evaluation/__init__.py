@@ -50,63 +50,107 @@ def _model_dir(path: str | os.PathLike) -> Path:
     return p.parent if p.is_file() else p
 
 
-def _evaluate_loaded(
-    model, processor, model_dir: Path, testset_path, *, task: str, language: str | None, batch_size: int,
-    beam_size: int, max_new_tokens: int, model_name: str, experiment: str | None, subset: str | None,
-    testset: str | None, n_boot: int, seed: int, progress: bool, max_tokens_per_second: float | None = None,
-) -> tuple[list[dict], dict[str, Any]]:
-    import torch
-
+def _read_testset(spec: Mapping[str, Any]) -> tuple[list, list[str]]:
+    """The examples of one test set spec and the prompt language of each (checked against
+    ``spec["language"]`` when given)."""
     from speechmerge.data.io import read_examples
 
-    if task not in PRIMARY:
-        raise ValueError(f"unknown task {task!r} (expected one of {sorted(PRIMARY)})")
-    testset = testset or Path(testset_path).stem
-    examples = read_examples(testset_path)
+    for key in ("path", "testset", "task"):
+        if key not in spec:
+            raise KeyError(f"test set spec {dict(spec)} lacks {key!r}")
+    if spec["task"] not in PRIMARY:
+        raise ValueError(f"{spec['path']}: unknown task {spec['task']!r} (expected one of {sorted(PRIMARY)})")
+    examples = read_examples(spec["path"])
     if not examples:
-        raise ValueError(f"{testset_path}: test set is empty")
+        raise ValueError(f"{spec['path']}: test set is empty")
+    language = spec.get("language")
     if language is not None:
         want = metrics.base_language(language)
         other = sorted({e.language for e in examples if metrics.base_language(e.language) != want})
         if other:
-            raise ValueError(f"{testset_path}: evaluation language is {language!r} but the test set holds "
+            raise ValueError(f"{spec['path']}: evaluation language is {language!r} but the test set holds "
                              f"utterances in {other}")
-        prompts = [want] * len(examples)
-    else:
-        prompts = [metrics.base_language(e.language) for e in examples]
-    res = decoding.decode(
-        model, processor, [e.audio for e in examples], prompts, task=task, batch_size=batch_size,
-        beam_size=beam_size, max_new_tokens=max_new_tokens, durations=[e.duration for e in examples],
-        max_tokens_per_second=max_tokens_per_second, testset=f"{testset} ({testset_path})", progress=progress,
+    return examples, [metrics.base_language(e.language) for e in examples]
+
+
+def _evaluate_loaded(
+    model, processor, model_dir: Path, testsets: Sequence[Mapping[str, Any]], *, batch_size: int,
+    beam_size: int, max_new_tokens: int, model_name: str, experiment: str | None, n_boot: int, seed: int,
+    progress: bool, max_tokens_per_second: float | None = None,
+) -> tuple[list[dict], list[dict[str, Any]]]:
+    """Decode every test set with one ``decode_tasks`` call and score each test set on its own.
+
+    A parquet file named by several test sets (e.g. ``de`` for ``de-transcribe`` and
+    ``de-translate``) is read and encoded once.
+    """
+    import torch
+
+    waves, prompts, durations, tasks = [], [], [], []
+    where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
+    loaded = []
+    for spec in testsets:
+        examples, langs = _read_testset(spec)
+        rows = []
+        for k, (e, lang) in enumerate(zip(examples, langs)):
+            key = (str(spec["path"]), k)
+            if key not in where:
+                where[key] = len(waves)
+                waves.append(e.audio)
+                prompts.append(lang)
+                durations.append(e.duration)
+                tasks.append(set())
+            tasks[where[key]].add(spec["task"])
+            rows.append(where[key])
+        loaded.append((spec, examples, rows))
+    names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
+    res = decoding.decode_tasks(
+        model, processor, waves, prompts, tasks, batch_size=batch_size, beam_size=beam_size,
+        max_new_tokens=max_new_tokens, durations=durations, max_tokens_per_second=max_tokens_per_second,
+        testset=f"{model_name} on {len(names)} test set(s)", progress=progress,
     )
-    records = hypothesis_records(examples, res.hypotheses, task=task, model=model_name)
-    for r in records:
-        r["testset"] = testset
-    scored = score_records(records, task=task, n_boot=n_boot, seed=seed, spelling_source=model_dir)
-    langs = sorted({r["language"] for r in records})
-    scores = {
-        "model": model_name, "experiment": experiment, "testset": testset, "subset": subset,
-        "task": task, "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
-        "n": len(records),
-        "metrics": scored["metrics"],
-        "ci95": scored["ci95"],
-        "bootstrap": scored["bootstrap"],
-        "bleu_signature": scored["info"].get("bleu_signature"),
-        "chrf_signature": scored["info"].get("chrf_signature"),
-        "normalizer": scored["info"].get("normalizer"),
-        "primary_metric": scored["info"]["primary_metric"],
-        "decoding": {
-            "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
-            "max_tokens_per_second": res.max_tokens_per_second, "decoder_steps": res.decoder_steps,
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "seconds": round(res.seconds, 3), "utt_per_s": round(res.utt_per_s, 3),
-            "n_truncated": res.n_truncated, "n_hit_max_new_tokens": res.n_hit_max_tokens,
-            "context_seconds": model.config.max_source_positions * 2 / 100.0,
-            "threads": torch.get_num_threads(),
-        },
-    }
-    log.info("%s on %s: %s (%.1f utt/s)", model_name, testset, scores["metrics"], res.utt_per_s)
-    return records, scores
+    log.info("%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)", model_name,
+             res.n_hypotheses, len(waves), res.seconds, res.utt_per_s, res.decoder_steps)
+    n_samples = decoding.encoder_frames(model) * processor.feature_extractor.hop_length
+    all_records, results = [], []
+    for spec, examples, rows in loaded:
+        task = spec["task"]
+        testset = spec.get("testset") or Path(spec["path"]).stem
+        records = hypothesis_records(examples, [res.by_task[task][i] or "" for i in rows], task=task,
+                                     model=model_name)
+        for r in records:
+            r["testset"] = testset
+        scored = score_records(records, task=task, n_boot=n_boot, seed=seed, spelling_source=model_dir)
+        langs = sorted({r["language"] for r in records})
+        language = spec.get("language")
+        scores = {
+            "model": model_name, "experiment": experiment, "testset": testset, "subset": spec.get("subset"),
+            "task": task, "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
+            "n": len(records),
+            "metrics": scored["metrics"],
+            "ci95": scored["ci95"],
+            "bootstrap": scored["bootstrap"],
+            "bleu_signature": scored["info"].get("bleu_signature"),
+            "chrf_signature": scored["info"].get("chrf_signature"),
+            "normalizer": scored["info"].get("normalizer"),
+            "primary_metric": scored["info"]["primary_metric"],
+            "decoding": {
+                "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
+                "max_tokens_per_second": res.max_tokens_per_second,
+                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "n_truncated": sum(len(waves[i]) > n_samples for i in rows),
+                "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
+                "context_seconds": model.config.max_source_positions * 2 / 100.0,
+                "threads": torch.get_num_threads(),
+                # figures of the one decode call shared by all test sets of this model
+                "shared": {"testsets": len(testsets), "utterances": len(waves), "hypotheses": res.n_hypotheses,
+                           "seconds": round(res.seconds, 3), "hyp_per_s": round(res.utt_per_s, 3),
+                           "decoder_steps": res.decoder_steps},
+            },
+        }
+        log.info("%s on %s: %s", model_name, testset, scores["metrics"])
+        all_records += records
+        results.append(scores)
+    return all_records, results
 
 
 def _torch_dtype(name: str):
@@ -157,11 +201,12 @@ def evaluate(
 
     model_dir = _model_dir(model_dir)
     model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
-    records, scores = _evaluate_loaded(
-        model, processor, model_dir, testset_path, task=task, language=language, batch_size=batch_size,
-        beam_size=beam_size, max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment,
-        subset=subset, testset=testset, n_boot=n_boot, seed=seed, progress=progress,
-        max_tokens_per_second=max_tokens_per_second)
+    spec = {"path": testset_path, "testset": testset or Path(testset_path).stem, "task": task,
+            "language": language, "subset": subset}
+    records, (scores,) = _evaluate_loaded(
+        model, processor, model_dir, [spec], batch_size=batch_size, beam_size=beam_size,
+        max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment, n_boot=n_boot, seed=seed,
+        progress=progress, max_tokens_per_second=max_tokens_per_second)
     scores["provenance"] = _provenance(config_hash, model_dir, weights, testset_path=str(testset_path))
     return records, scores
 
@@ -193,18 +238,10 @@ def evaluate_testsets(
 
     model_dir = _model_dir(model_dir)
     model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
-    all_records, results = [], []
-    for t in testsets:
-        for key in ("path", "testset", "task"):
-            if key not in t:
-                raise KeyError(f"test set spec {dict(t)} lacks {key!r}")
-        records, scores = _evaluate_loaded(
-            model, processor, model_dir, t["path"], task=t["task"], language=t.get("language"),
-            batch_size=batch_size, beam_size=beam_size, max_new_tokens=max_new_tokens, model_name=model_name,
-            experiment=experiment, subset=t.get("subset"), testset=t["testset"], n_boot=n_boot, seed=seed,
-            progress=progress, max_tokens_per_second=max_tokens_per_second)
-        all_records += records
-        results.append(scores)
+    all_records, results = _evaluate_loaded(
+        model, processor, model_dir, testsets, batch_size=batch_size, beam_size=beam_size,
+        max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment, n_boot=n_boot, seed=seed,
+        progress=progress, max_tokens_per_second=max_tokens_per_second)
     return all_records, {
         "model": model_name, "experiment": experiment, "results": results,
         "provenance": _provenance(config_hash, model_dir, weights,

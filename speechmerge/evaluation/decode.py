@@ -1,7 +1,11 @@
 """Batched Whisper decoding of a test set, and the hypotheses JSONL format.
 
-``decode`` runs ``model.generate(input_features, language=[...], task=...)`` (greedy, or beam
-search with ``beam_size > 1``) under ``torch.inference_mode``:
+``decode_tasks`` runs the encoder once per batch of utterances and then one
+``model.generate(encoder_outputs=..., language=[...], task=...)`` call per task on those encoder
+states (greedy, or beam search with ``beam_size > 1``) under ``torch.inference_mode``; ``decode``
+is its one-task form. The evaluate rule decodes all test sets of a model in one call, so an
+utterance scored for both transcription and translation is encoded once, and the test sets of a
+model share batches:
 
 * utterances are sorted by duration (longest first) before batching. The encoder input is fixed
   length anyway (``config.max_source_positions * 2`` mel frames, the possibly cropped context),
@@ -37,7 +41,7 @@ import math
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -54,19 +58,33 @@ HYP_FIELDS = ("id", "language", "task", "reference", "hypothesis", "model")
 
 @dataclass
 class DecodeResult:
-    hypotheses: list[str]  # in input order
-    seconds: float  # wall time of feature extraction + generation
+    by_task: dict[str, list[str | None]]  # task -> hypotheses in input order (None: not asked for)
+    seconds: float  # wall time of feature extraction + encoder + generation
     n_truncated: int  # utterances longer than the encoder context
     batch_size: int
     beam_size: int
     max_new_tokens: int
     n_hit_max_tokens: int = 0  # hypotheses that stopped at their token bound (likely runaway)
     max_tokens_per_second: float | None = None
-    decoder_steps: int = 0  # sum over batches of the generated length (what the decoder costs)
+    decoder_steps: int = 0  # sum over generate calls of the generated length (what the decoder costs)
+    encoder_passes: int = 0  # utterances run through the encoder (once each, whatever the tasks)
+    hit_bound: dict[str, list[bool]] = field(default_factory=dict)  # task -> per utterance
+
+    @property
+    def hypotheses(self) -> list[str]:
+        """The hypotheses of a one-task decode, in input order."""
+        if len(self.by_task) != 1:
+            raise ValueError(f"decoded {sorted(self.by_task)}: use by_task[task]")
+        return [h or "" for h in next(iter(self.by_task.values()))]
+
+    @property
+    def n_hypotheses(self) -> int:
+        return sum(h is not None for hyps in self.by_task.values() for h in hyps)
 
     @property
     def utt_per_s(self) -> float:
-        return len(self.hypotheses) / self.seconds if self.seconds > 0 else float("nan")
+        """Hypotheses per second (an utterance decoded for two tasks counts twice)."""
+        return self.n_hypotheses / self.seconds if self.seconds > 0 else float("nan")
 
 
 def encoder_frames(model) -> int:
@@ -132,6 +150,22 @@ def decode(
     languages: Sequence[str],
     *,
     task: str,
+    **kwargs,
+) -> DecodeResult:
+    """Decode 16 kHz waveforms for one task with per-utterance language prompts.
+
+    ``res.hypotheses`` are in input order; keyword arguments as for ``decode_tasks``.
+    """
+    return decode_tasks(model, processor, waves, languages, [(task,)] * len(waves), **kwargs)
+
+
+def decode_tasks(
+    model,
+    processor,
+    waves: Sequence[np.ndarray],
+    languages: Sequence[str],
+    tasks: Sequence[Sequence[str]],
+    *,
     batch_size: int = 16,
     beam_size: int = 1,
     max_new_tokens: int = 128,
@@ -142,16 +176,27 @@ def decode(
     testset: str = "test set",
     progress: bool = True,
 ) -> DecodeResult:
-    """Decode 16 kHz waveforms with per-utterance language prompts; hypotheses in input order."""
+    """Decode every utterance ``i`` for each task in ``tasks[i]`` with one encoder pass.
+
+    Batches of ``batch_size`` utterances (longest first) go through the encoder once; then one
+    greedy / beam ``generate`` call per task runs on the encoder states of the rows that need it
+    (``encoder_outputs=``, which gives the same tokens as passing the features).
+    """
     import torch
     from tqdm.auto import tqdm
+    from transformers.modeling_outputs import BaseModelOutput
 
     n = len(waves)
-    if len(languages) != n:
-        raise ValueError(f"{testset}: {n} waveforms but {len(languages)} languages")
+    if len(languages) != n or len(tasks) != n:
+        raise ValueError(f"{testset}: {n} waveforms but {len(languages)} languages and {len(tasks)} task lists")
     if batch_size < 1 or beam_size < 1 or max_new_tokens < 1:
         raise ValueError(f"{testset}: batch_size, beam_size and max_new_tokens must be >= 1")
-    check_prompts(model, languages, task, testset=testset)
+    wanted = [t for t in TASKS if any(t in ts for ts in tasks)]
+    unknown = sorted({t for ts in tasks for t in ts} - set(TASKS))
+    if unknown:
+        raise ValueError(f"{testset}: unknown task(s) {unknown} (expected one of {TASKS})")
+    for t in wanted:
+        check_prompts(model, [l for l, ts in zip(languages, tasks) if t in ts], t, testset=testset)
     n_frames = encoder_frames(model)
     n_samples = n_frames * processor.feature_extractor.hop_length
     # prompt = <|startoftranscript|> <|xx|> <|task|> <|notimestamps|>
@@ -169,8 +214,9 @@ def decode(
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     model.eval()
-    hyps: list[str | None] = [None] * n
-    n_hit = steps = 0
+    by_task: dict[str, list[str | None]] = {t: [None] * n for t in wanted}
+    hit: dict[str, list[bool]] = {t: [False] * n for t in wanted}
+    steps = 0
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
     t0 = time.perf_counter()
@@ -183,23 +229,33 @@ def decode(
                 longest = max(float(durations[i]) for i in idx)
                 bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
-            out = model.generate(feats, language=[languages[i] for i in idx], task=task, max_new_tokens=bound,
-                                 num_beams=beam_size, do_sample=False, return_timestamps=False)
-            seqs = out.sequences if hasattr(out, "sequences") else out
-            texts = processor.batch_decode(seqs, skip_special_tokens=True)
-            steps += int(seqs.shape[-1])
-            if seqs.shape[-1] >= bound:  # generated tokens only; the longest row's end-of-text is not kept
-                n_hit += sum(int(t) not in eos for t in seqs[:, -1].tolist())
-            for i, t in zip(idx, texts):
-                hyps[i] = t.strip()
+            states = model.get_encoder()(feats).last_hidden_state
+            for task in wanted:
+                rows = [j for j, i in enumerate(idx) if task in tasks[i]]
+                if not rows:
+                    continue
+                sub = states if len(rows) == len(idx) else states[rows]
+                out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
+                                     language=[languages[idx[j]] for j in rows], task=task,
+                                     max_new_tokens=bound, num_beams=beam_size, do_sample=False,
+                                     return_timestamps=False)
+                seqs = out.sequences if hasattr(out, "sequences") else out
+                texts = processor.batch_decode(seqs, skip_special_tokens=True)
+                steps += int(seqs.shape[-1])
+                # generated tokens only; a row that ran to the bound has no end-of-text
+                at_bound = seqs.shape[-1] >= bound
+                for j, text, last in zip(rows, texts, seqs[:, -1].tolist()):
+                    by_task[task][idx[j]] = text.strip()
+                    hit[task][idx[j]] = bool(at_bound and int(last) not in eos)
             bar.update(len(idx))
     seconds = time.perf_counter() - t0
+    n_hit = sum(sum(h) for h in hit.values())
     if n_hit:
         log.warning("%s: %d hypotheses reached their token bound (max_new_tokens=%d%s) without end-of-text",
                     testset, n_hit, max_new_tokens,
                     f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
-    return DecodeResult([h or "" for h in hyps], seconds, n_truncated, batch_size, beam_size, max_new_tokens,
-                        n_hit, max_tokens_per_second, steps)
+    return DecodeResult(by_task, seconds, n_truncated, batch_size, beam_size, max_new_tokens,
+                        n_hit, max_tokens_per_second, steps, n, hit)
 
 
 @contextlib.contextmanager
