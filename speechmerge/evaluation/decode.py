@@ -23,7 +23,7 @@ model share batches:
   hallucination loop makes its whole batch run to the bound; a rate bound well above speech
   (e.g. 12 tokens/s, natural speech is 3-8) only cuts such loops short.
 
-Speed notes (Whisper base, 6 s context, CPU): the encoder costs ~12 GFLOP per utterance
+Speed notes (Whisper base, 5-6 s context, CPU): the encoder costs ~10-12 GFLOP per utterance
 whatever the speech length (fixed input), the decoder is memory-bound per step; so larger
 batches (fewer decoder steps per utterance) and sorting help, and ``torch.bfloat16`` weights
 roughly halve both on CPUs with AVX512-BF16 (not the default: results then differ slightly).
