@@ -176,3 +176,15 @@ def test_evaluate_testsets_equals_one_by_one(tiny, tmp_path):
                            testset=spec["testset"], model_name="m", **kw)
         assert [r["hypothesis"] for r in recs if r["testset"] == spec["testset"]] == [r["hypothesis"] for r in one]
         assert sc["metrics"] == res["metrics"]
+
+
+def test_empty_reference_fails_before_decoding(tiny, tmp_path, monkeypatch):
+    recs = make_split(tmp_path / "t.parquet", langs=("de",) * 2, durations=(1.0, 1.2))
+    recs[1]["translation"] = " "
+    write_split(recs, tmp_path / "t.parquet")
+    calls = []
+    monkeypatch.setattr(D, "decode_tasks", lambda *a, **k: calls.append(1))
+    spec = {"path": tmp_path / "t.parquet", "testset": "de-translate", "task": "translate"}
+    with pytest.raises(ValueError, match=r"t\.parquet: empty translation.*\['utt1'\]"):
+        evaluate_testsets(tiny, None, [spec], model_name="m", n_boot=0, progress=False)
+    assert calls == []

@@ -63,6 +63,11 @@ def _read_testset(spec: Mapping[str, Any]) -> tuple[list, list[str]]:
     examples = read_examples(spec["path"])
     if not examples:
         raise ValueError(f"{spec['path']}: test set is empty")
+    field = "transcript" if spec["task"] == "transcribe" else "translation"
+    empty = [e.id for e in examples if not str(getattr(e, field) or "").strip()]
+    if empty:  # checked before any decoding, not after minutes of it
+        raise ValueError(f"{spec['path']}: empty {field} (the {spec['task']} reference) for utterance(s) "
+                         f"{empty[:5]}{' ...' if len(empty) > 5 else ''}")
     language = spec.get("language")
     if language is not None:
         want = metrics.base_language(language)
