@@ -1,14 +1,18 @@
 """Decoding throughput (utterances/s) of batched Whisper decoding, and stage shares of a run.
 
-Decoding mode (default): Whisper base at the 6 s context, utterances synthesised with eSpeak NG
-from the checked-in corpus (or read from a parquet split), every combination of batch size,
-length sorting, thread count, dtype and tokens-per-second bound given on the command line::
+Decoding mode (default): Whisper base at the model directory's context (the default run imports it
+at 5 s), utterances synthesised with eSpeak NG from the checked-in corpus (or read from a parquet
+split), every combination of batch size, length sorting, thread count, dtype, tokens-per-second
+bound, decoder (``loop``: speechmerge's greedy loop, ``generate``: transformers' ``generate``) and
+task set given on the command line. ``--tasks transcribe translate`` decodes every utterance for
+both tasks from one encoder pass, as the evaluate rule does; utt/s then counts utterances and
+hyp/s hypotheses::
 
     python benchmarks/decode_bench.py --model resources/models/whisper-base \
-        --threads 2 --batch-sizes 8 16 32 --orders sorted unsorted
+        --threads 2 --batch-sizes 8 16 32 --orders sorted unsorted --decoders loop generate
 
 Build the model first: ``python -m speechmerge import-model --spec bundle:whisper-base
---out resources/models/whisper-base --max-seconds 6``. The machine load (``uptime``) is printed
+--out resources/models/whisper-base --max-seconds 5``. The machine load (``uptime``) is printed
 before and after: on a shared CPU the figures are only comparable within one run.
 
 Stage-shares mode: ``python benchmarks/decode_bench.py --stage-shares [benchmarks/out]`` reads
@@ -66,14 +70,14 @@ def bench_decoding(args) -> None:
 
     logging.getLogger("speechmerge").setLevel(logging.ERROR)
 
-    from speechmerge.evaluation.decode import decode
+    from speechmerge.evaluation.decode import decode_tasks
     from speechmerge.evaluation.metrics import wer
     from speechmerge.models import load_whisper
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").exists():
         sys.exit(f"{model_dir}: no model; build it with: python -m speechmerge import-model --spec "
-                 f"bundle:whisper-base --out {model_dir} --max-seconds 6")
+                 f"bundle:whisper-base --out {model_dir} --max-seconds 5")
     print(f"# start: {load_average()}")
     if args.parquet:
         waves, langs, refs = parquet_utterances(args.parquet, args.n)
@@ -84,21 +88,24 @@ def bench_decoding(args) -> None:
     durs = [len(w) / 16000 for w in waves]
     print(f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
           f"max {max(durs):.2f} s; model {model_dir}")
-    print("threads dtype    batch order    tok/s  utt/s   wall_s  dec_steps  at_bound  WER%")
+    print("threads dtype    batch order    tok/s decoder  tasks  utt/s  hyp/s   wall_s  dec_steps  at_bound  WER%")
     models = {}
-    for threads, dtype, bs, order, rate in itertools.product(
-            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates):
+    tasks = tuple(args.tasks)
+    for threads, dtype, bs, order, rate, engine in itertools.product(
+            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates, args.decoders):
         torch.set_num_threads(threads)
         if dtype not in models:
             models[dtype] = load_whisper(model_dir, dtype=getattr(torch, dtype))
         model, processor = models[dtype]
-        decode(model, processor, waves[:2], langs[:2], task="transcribe", batch_size=2, max_new_tokens=4,
-               progress=False)  # warm-up
-        r = decode(model, processor, waves, langs, task="transcribe", batch_size=bs, beam_size=1,
-                   max_new_tokens=args.max_new_tokens, durations=durs, sort_by_length=(order == "sorted"),
-                   max_tokens_per_second=None if rate == 0 else rate, progress=False)
-        w = wer(refs, r.hypotheses, langs)
-        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
+        decode_tasks(model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4,
+                     progress=False, use_generate=engine == "generate")  # warm-up
+        r = decode_tasks(model, processor, waves, langs, [tasks] * len(waves), batch_size=bs, beam_size=1,
+                         max_new_tokens=args.max_new_tokens, durations=durs, sort_by_length=(order == "sorted"),
+                         max_tokens_per_second=None if rate == 0 else rate, progress=False,
+                         use_generate=engine == "generate")
+        w = wer(refs, [h or "" for h in r.by_task["transcribe"]], langs) if "transcribe" in r.by_task else float("nan")
+        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {engine:<8} {len(tasks):>5} "
+              f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
               f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}", flush=True)
     print(f"# end: {load_average()}")
 
@@ -136,14 +143,18 @@ def main(argv=None) -> None:
     ap.add_argument("--parquet", default=None, help="a dataset split to decode instead of synthesised speech")
     ap.add_argument("--n", type=int, default=48, help="number of utterances")
     ap.add_argument("--languages", nargs="+", default=["de", "es", "fr", "it", "nl"])
-    ap.add_argument("--max-seconds", type=float, default=6.0)
+    ap.add_argument("--max-seconds", type=float, default=5.0, help="synthesised audio is cut to this length")
     ap.add_argument("--threads", nargs="+", type=int, default=[2])
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 16, 32])
     ap.add_argument("--orders", nargs="+", choices=["sorted", "unsorted"], default=["sorted", "unsorted"])
     ap.add_argument("--dtypes", nargs="+", default=["float32"], help="float32 and/or bfloat16")
     ap.add_argument("--rates", nargs="+", type=float, default=[0],
                     help="max tokens per second of the longest utterance of a batch (0 = no such bound)")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--decoders", nargs="+", choices=["loop", "generate"], default=["loop"],
+                    help="greedy loop of speechmerge.evaluation.greedy and/or transformers' generate")
+    ap.add_argument("--tasks", nargs="+", choices=["transcribe", "translate"], default=["transcribe"],
+                    help="tasks decoded per utterance (both: one encoder pass, as in the evaluate rule)")
     args = ap.parse_args(argv)
     if args.stage_shares:
         stage_shares(args.stage_shares)

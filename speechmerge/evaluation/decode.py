@@ -177,13 +177,15 @@ def decode_tasks(
     token_margin: int = 8,
     testset: str = "test set",
     progress: bool = True,
+    use_generate: bool = False,
 ) -> DecodeResult:
     """Decode every utterance ``i`` for each task in ``tasks[i]`` with one encoder pass.
 
     Batches of ``batch_size`` utterances (longest first) go through the encoder once. Greedy
     decoding (``beam_size`` 1) then runs one ``greedy.greedy_generate`` loop over every
     (utterance, task) row of the batch; beam search runs one ``generate(encoder_outputs=...)``
-    call per task (the same tokens as passing the features).
+    call per task (the same tokens as passing the features). ``use_generate=True`` sends greedy
+    decoding through ``generate`` too (the reference implementation, for comparisons).
     """
     import torch
     from tqdm.auto import tqdm
@@ -234,7 +236,8 @@ def decode_tasks(
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
             states = model.get_encoder()(feats).last_hidden_state
             outputs, n_steps = _generate(model, states, [languages[i] for i in idx], [tasks[i] for i in idx],
-                                         wanted, bound=bound, beam_size=beam_size)
+                                         wanted, bound=bound, beam_size=beam_size,
+                                         use_generate=use_generate)
             steps += n_steps
             for task, rows, seqs in outputs:
                 texts = processor.batch_decode(seqs, skip_special_tokens=True)
@@ -255,7 +258,7 @@ def decode_tasks(
 
 
 def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[str]], wanted: Sequence[str], *,
-              bound: int, beam_size: int) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
+              bound: int, beam_size: int, use_generate: bool = False) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
     """``([(task, rows, generated ids), ...], decoder steps)`` for one encoded batch.
 
     Greedy: one ``greedy_generate`` loop over every (utterance, task) row of the batch. Beam
@@ -263,7 +266,7 @@ def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[
     """
     import torch
 
-    if beam_size == 1:
+    if beam_size == 1 and not use_generate:
         pairs = [(j, t) for t in wanted for j, ts in enumerate(tasks) if t in ts]
         prompts = torch.tensor([prompt_ids(model.generation_config, languages[j], t) for j, t in pairs],
                                device=states.device)
