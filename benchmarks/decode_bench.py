@@ -2,14 +2,13 @@
 
 Decoding mode (default): Whisper base at the model directory's context (the default run imports it
 at 5 s), utterances synthesised with eSpeak NG from the checked-in corpus (or read from a parquet
-split), every combination of batch size, length sorting, thread count, dtype, tokens-per-second
-bound, decoder (``loop``: speechmerge's greedy loop, ``generate``: transformers' ``generate``) and
-task set given on the command line. ``--tasks transcribe translate`` decodes every utterance for
+split), every combination of batch size, length sorting, thread count, dtype and tokens-per-second
+bound given on the command line. ``--tasks transcribe translate`` decodes every utterance for
 both tasks from one encoder pass, as the evaluate rule does; utt/s then counts utterances and
 hyp/s hypotheses::
 
     python benchmarks/decode_bench.py --model resources/models/whisper-base \
-        --threads 2 --batch-sizes 8 16 32 --orders sorted unsorted --decoders loop generate
+        --threads 2 --batch-sizes 8 16 32 --orders sorted unsorted --tasks transcribe translate
 
 Build the model first: ``python -m speechmerge import-model --spec bundle:whisper-base
 --out resources/models/whisper-base --max-seconds 5``. The machine load (``uptime``) is printed
@@ -88,23 +87,22 @@ def bench_decoding(args) -> None:
     durs = [len(w) / 16000 for w in waves]
     print(f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
           f"max {max(durs):.2f} s; model {model_dir}")
-    print("threads dtype    batch order    tok/s decoder  tasks  utt/s  hyp/s   wall_s  dec_steps  at_bound  WER%")
+    print("threads dtype    batch order    tok/s tasks  utt/s  hyp/s   wall_s  dec_steps  at_bound  WER%")
     models = {}
     tasks = tuple(args.tasks)
-    for threads, dtype, bs, order, rate, engine in itertools.product(
-            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates, args.decoders):
+    for threads, dtype, bs, order, rate in itertools.product(
+            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates):
         torch.set_num_threads(threads)
         if dtype not in models:
             models[dtype] = load_whisper(model_dir, dtype=getattr(torch, dtype))
         model, processor = models[dtype]
         decode_tasks(model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4,
-                     progress=False, use_generate=engine == "generate")  # warm-up
+                     progress=False)  # warm-up
         r = decode_tasks(model, processor, waves, langs, [tasks] * len(waves), batch_size=bs, beam_size=1,
                          max_new_tokens=args.max_new_tokens, durations=durs, sort_by_length=(order == "sorted"),
-                         max_tokens_per_second=None if rate == 0 else rate, progress=False,
-                         use_generate=engine == "generate")
+                         max_tokens_per_second=None if rate == 0 else rate, progress=False)
         w = wer(refs, [h or "" for h in r.by_task["transcribe"]], langs) if "transcribe" in r.by_task else float("nan")
-        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {engine:<8} {len(tasks):>5} "
+        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {len(tasks):>5} "
               f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
               f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}", flush=True)
     print(f"# end: {load_average()}")
@@ -151,8 +149,6 @@ def main(argv=None) -> None:
     ap.add_argument("--rates", nargs="+", type=float, default=[0],
                     help="max tokens per second of the longest utterance of a batch (0 = no such bound)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--decoders", nargs="+", choices=["loop", "generate"], default=["loop"],
-                    help="greedy loop of speechmerge.evaluation.greedy and/or transformers' generate")
     ap.add_argument("--tasks", nargs="+", choices=["transcribe", "translate"], default=["transcribe"],
                     help="tasks decoded per utterance (both: one encoder pass, as in the evaluate rule)")
     args = ap.parse_args(argv)

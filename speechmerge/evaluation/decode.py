@@ -1,10 +1,9 @@
 """Batched Whisper decoding of a test set, and the hypotheses JSONL format.
 
-``decode_tasks`` runs the encoder once per batch of utterances, then decodes every (utterance,
-task) row of the batch from those encoder states under ``torch.inference_mode``: greedy decoding
-in one loop with a prompt per row (``speechmerge.evaluation.greedy``, token for token what
-``generate`` gives), beam search (``beam_size > 1``) with one ``model.generate(encoder_outputs=...,
-language=[...], task=...)`` call per task. ``decode`` is its one-task form. The evaluate rule decodes all test sets of a model in one call, so an
+``decode_tasks`` runs the encoder once per batch of utterances and then one
+``model.generate(encoder_outputs=..., language=[...], task=...)`` call per task on those encoder
+states (greedy, or beam search with ``beam_size > 1``) under ``torch.inference_mode``; ``decode``
+is its one-task form. The evaluate rule decodes all test sets of a model in one call, so an
 utterance scored for both transcription and translation is encoded once, and the test sets of a
 model share batches:
 
@@ -15,8 +14,8 @@ model share batches:
 * log-mel features are computed per batch with one batched call of the processor's feature
   extractor (torch STFT), padded / truncated to the model's context (utterances longer than the
   context are truncated and counted);
-* the language and task prompt is per row. A language the model has no prompt token for raises
-  before any decoding;
+* the language prompt is per utterance (``generate`` accepts one language per sample, the task
+  is one per call). A language the model has no prompt token for raises before any decoding;
 * ``max_new_tokens`` bounds every hypothesis; optionally ``max_tokens_per_second`` lowers the
   bound of a batch to ceil(rate x longest duration in the batch) + ``token_margin``. A decoder
   step costs about the same for one running sequence as for the whole batch (each step streams
@@ -48,7 +47,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from speechmerge.evaluation.greedy import greedy_generate, prompt_ids
 from speechmerge.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -68,7 +66,7 @@ class DecodeResult:
     max_new_tokens: int
     n_hit_max_tokens: int = 0  # hypotheses that stopped at their token bound (likely runaway)
     max_tokens_per_second: float | None = None
-    decoder_steps: int = 0  # decoder steps run, summed over batches (a greedy step serves both tasks)
+    decoder_steps: int = 0  # sum over generate calls of the generated length (what the decoder costs)
     encoder_passes: int = 0  # utterances run through the encoder (once each, whatever the tasks)
     hit_bound: dict[str, list[bool]] = field(default_factory=dict)  # task -> per utterance
 
@@ -177,18 +175,16 @@ def decode_tasks(
     token_margin: int = 8,
     testset: str = "test set",
     progress: bool = True,
-    use_generate: bool = False,
 ) -> DecodeResult:
     """Decode every utterance ``i`` for each task in ``tasks[i]`` with one encoder pass.
 
-    Batches of ``batch_size`` utterances (longest first) go through the encoder once. Greedy
-    decoding (``beam_size`` 1) then runs one ``greedy.greedy_generate`` loop over every
-    (utterance, task) row of the batch; beam search runs one ``generate(encoder_outputs=...)``
-    call per task (the same tokens as passing the features). ``use_generate=True`` sends greedy
-    decoding through ``generate`` too (the reference implementation, for comparisons).
+    Batches of ``batch_size`` utterances (longest first) go through the encoder once; then one
+    greedy / beam ``generate`` call per task runs on the encoder states of the rows that need it
+    (``encoder_outputs=``, which gives the same tokens as passing the features).
     """
     import torch
     from tqdm.auto import tqdm
+    from transformers.modeling_outputs import BaseModelOutput
 
     n = len(waves)
     if len(languages) != n or len(tasks) != n:
@@ -223,7 +219,6 @@ def decode_tasks(
     steps = 0
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
-    eos_any = next(iter(eos))
     t0 = time.perf_counter()
     with torch.inference_mode(), _quiet_transformers(), \
             tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar:
@@ -235,15 +230,21 @@ def decode_tasks(
                 bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
             states = model.get_encoder()(feats).last_hidden_state
-            outputs, n_steps = _generate(model, states, [languages[i] for i in idx], [tasks[i] for i in idx],
-                                         wanted, bound=bound, beam_size=beam_size,
-                                         use_generate=use_generate)
-            steps += n_steps
-            for task, rows, seqs in outputs:
+            for task in wanted:
+                rows = [j for j, i in enumerate(idx) if task in tasks[i]]
+                if not rows:
+                    continue
+                sub = states if len(rows) == len(idx) else states[rows]
+                out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
+                                     language=[languages[idx[j]] for j in rows], task=task,
+                                     max_new_tokens=bound, num_beams=beam_size, do_sample=False,
+                                     return_timestamps=False)
+                seqs = out.sequences if hasattr(out, "sequences") else out
                 texts = processor.batch_decode(seqs, skip_special_tokens=True)
+                steps += int(seqs.shape[-1])
                 # generated tokens only; a row that ran to the bound has no end-of-text
                 at_bound = seqs.shape[-1] >= bound
-                for j, text, last in zip(rows, texts, seqs[:, -1].tolist() if seqs.shape[-1] else [eos_any] * len(rows)):
+                for j, text, last in zip(rows, texts, seqs[:, -1].tolist()):
                     by_task[task][idx[j]] = text.strip()
                     hit[task][idx[j]] = bool(at_bound and int(last) not in eos)
             bar.update(len(idx))
@@ -255,45 +256,6 @@ def decode_tasks(
                     f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
     return DecodeResult(by_task, seconds, n_truncated, batch_size, beam_size, max_new_tokens,
                         n_hit, max_tokens_per_second, steps, n, hit)
-
-
-def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[str]], wanted: Sequence[str], *,
-              bound: int, beam_size: int, use_generate: bool = False) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
-    """``([(task, rows, generated ids), ...], decoder steps)`` for one encoded batch.
-
-    Greedy: one ``greedy_generate`` loop over every (utterance, task) row of the batch. Beam
-    search: one ``generate(encoder_outputs=...)`` call per task.
-    """
-    import torch
-
-    if beam_size == 1 and not use_generate:
-        pairs = [(j, t) for t in wanted for j, ts in enumerate(tasks) if t in ts]
-        prompts = torch.tensor([prompt_ids(model.generation_config, languages[j], t) for j, t in pairs],
-                               device=states.device)
-        rows = [j for j, _ in pairs]
-        sub = states if rows == list(range(states.shape[0])) else states[rows]
-        ids = greedy_generate(model, sub, prompts, max_new_tokens=bound)
-        out = []
-        for t in wanted:
-            sel = [k for k, (_, tt) in enumerate(pairs) if tt == t]
-            if sel:
-                out.append((t, [pairs[k][0] for k in sel], ids[sel]))
-        return out, int(ids.shape[-1])
-    from transformers.modeling_outputs import BaseModelOutput
-
-    out, steps = [], 0
-    for t in wanted:
-        rows = [j for j, ts in enumerate(tasks) if t in ts]
-        if not rows:
-            continue
-        sub = states if len(rows) == states.shape[0] else states[rows]
-        res = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
-                             language=[languages[j] for j in rows], task=t, max_new_tokens=bound,
-                             num_beams=beam_size, do_sample=False, return_timestamps=False)
-        seqs = res.sequences if hasattr(res, "sequences") else res
-        out.append((t, rows, seqs))
-        steps += int(seqs.shape[-1])
-    return out, steps
 
 
 @contextlib.contextmanager
