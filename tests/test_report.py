@@ -312,3 +312,29 @@ def test_report_script_peft(tmp_path):
     assert [(r["job"], r["testset"]) for r in csv_rows] == [("full", "child-transcribe"), ("s2lora", "child-transcribe")]
     assert float(csv_rows[1]["zeroshot"]) == 30 and float(csv_rows[1]["finetuned"]) == 12  # CER = WER / 2
     assert int(csv_rows[1]["trainable_params"]) == 14_400
+
+
+def test_sweep_gets_the_default_point(tmp_path):
+    from speechmerge.report import with_default_points
+
+    info = tmp_path / "ties.json"
+    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 0.75}}))
+    other = tmp_path / "ties-sweep.json"  # a sweep point's info must not count as the default
+    other.write_text(json.dumps({"method": "ties", "variant": "ties@lambda=0.5", "hparams": {"lambda": 0.5}}))
+    spec = with_default_points(ML_SPEC, [other, info])
+    points = spec["sweeps"][0]["points"]
+    assert [p["value"] for p in points] == [0.5, 0.75, 1.0]
+    assert points[1] == {"value": 0.75, "model": "merge-ties", "default": True}
+    assert ML_SPEC["sweeps"][0]["points"][1]["value"] == 1.0 and len(ML_SPEC["sweeps"][0]["points"]) == 2
+    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 1.0}}))
+    assert with_default_points(ML_SPEC, [info])["sweeps"] == ML_SPEC["sweeps"]  # already a point
+    assert with_default_points(ML_SPEC, [])["sweeps"] == ML_SPEC["sweeps"]     # no merge info
+
+
+def test_sweep_table_labels_the_default(ml_files, tmp_path):
+    scores, hyps = ml_files
+    info = tmp_path / "ties.json"
+    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 0.75}}))
+    summary = write_report(ML_SPEC, tmp_path / "report", scores=scores, hyps=hyps, merge_infos=[info], n_boot=20)
+    labels = [r["label"] for r in summary["tables"]["sweep_ties_lambda"]["rows"]]
+    assert labels == ["lambda = 0.5", "lambda = 0.75 (default)", "lambda = 1.0"]

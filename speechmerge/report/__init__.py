@@ -83,6 +83,33 @@ def _boost_params(merge_infos: Sequence[str | os.PathLike]) -> tuple[float, str]
     return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
 
 
+def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike]) -> dict:
+    """``spec`` with each sweep extended by the default merge of its method, at the value of the
+    swept hyperparameter that merge used (read from its merge info), so that a sweep of β over
+    0.1 and 0.5 is drawn and tabled through the default 0.3. Points already present are kept as
+    they are; without the default row or its merge info the sweep is unchanged."""
+    used: dict[str, dict] = {}
+    for path in merge_infos:
+        try:
+            info = _read_json(path)
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("variant") == info.get("method"):
+            used[str(info.get("method"))] = dict(info.get("hparams") or {})
+    rows = {r.get("model") for r in spec.get("rows", [])}
+    sweeps = []
+    for sw in spec.get("sweeps", []):
+        value = used.get(sw["method"], {}).get(sw["param"])
+        model = f"merge-{sw['method']}"
+        points = list(sw["points"])
+        if model in rows and isinstance(value, (int, float)) and \
+                all(float(p["value"]) != float(value) for p in points):
+            points.append({"value": value, "model": model, "default": True})
+            points.sort(key=lambda p: float(p["value"]))
+        sweeps.append({**sw, "points": points})
+    return {**spec, "sweeps": sweeps}
+
+
 def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None = None) -> dict[str, T.Table]:
     tables = {"table": T.build_main_table(spec, store, params=params)}
     if spec["kind"] == "domains":
@@ -158,6 +185,7 @@ def write_report(
     from speechmerge.utils import atomic_path, provenance
 
     exp = spec["experiment"]
+    spec = with_default_points(spec, merge_infos)
     store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot, seed=seed,
                           metric_override="cer" if spec["kind"] == "peft" else None)
     infos = _train_infos(train_infos)
@@ -201,7 +229,7 @@ def write_report(
                     if row:
                         refs[row.label] = {k: c.value for k, c in row.cells.items()}
             default = next((r for r in main.rows if r.spec.get("method") == sw["method"]), None)
-            if default:
+            if default and not any(p.get("default") for p in sw["points"]):
                 refs[f"{default.label} (default)"] = {k: c.value for k, c in default.cells.items()}
             keys = [c.key for c in t.columns if c.show and c.kind in ("mean", "np")]
             F.sweep_plot(t, [p["value"] for p in sw["points"]], sw["param"], keys, tmp / name,

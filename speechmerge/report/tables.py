@@ -522,8 +522,8 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
     """One table per hyperparameter sweep: rows = sweep points, columns = the summary columns."""
     out = []
     for sw in spec.get("sweeps", []):
-        rows = [{"model": p["model"], "label": f"{sw['param']} = {p['value']}", "group": "sweep",
-                 "value": p["value"]} for p in sw["points"]]
+        rows = [{"model": p["model"], "label": f"{sw['param']} = {p['value']}" + (" (default)" if p.get("default") else ""),
+                 "group": "sweep", "value": p["value"]} for p in sw["points"]]
         if spec["kind"] == "multilingual":
             cols = multilingual_columns(spec, store)
             for c in cols:
