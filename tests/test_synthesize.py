@@ -153,3 +153,21 @@ def test_workflow_script(corpus, tmp_path, monkeypatch):
     assert split_provenance(out)["config_hash"] == "h"
     assert not list(out.parent.glob(".*.tmp"))
     assert "wrote 2 utterances" in (tmp_path / "log.txt").read_text()
+
+
+def test_read_examples_matches_load_split_and_checks_columns(corpus, tmp_path):
+    recs = _synth(corpus, renderings=1)
+    path = tmp_path / "t.parquet"
+    write_split(recs, path)
+    rows = list(load_split(path))
+    for ex, row in zip(read_examples(path), rows, strict=True):
+        assert {k: getattr(ex, k) for k in COLUMNS if k != "audio"} == {k: row[k] for k in COLUMNS if k != "audio"}
+        assert np.array_equal(ex.audio, decode_audio(row["audio"]))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"]}), str(tmp_path / "other.parquet"))
+    with pytest.raises(ValueError, match=r"other\.parquet: not a speechmerge split.*'audio'"):
+        read_examples(tmp_path / "other.parquet")
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        read_examples(tmp_path / "missing.parquet")

@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import firwin, resample_poly
 
 SAMPLE_RATE = 16_000
 
@@ -22,6 +21,8 @@ def _polyphase_filter(up: int, down: int) -> np.ndarray:
     """scipy's default ``resample_poly`` low-pass (Kaiser β=5, cutoff 1/max(up, down) of Nyquist,
     2·10·max(up, down)+1 taps), designed once per ratio; read-only, scipy copies it."""
     max_rate = max(up, down)
+    from scipy.signal import firwin  # scipy.signal takes ~2 s to import: only jobs that resample pay it
+
     h = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
     h.setflags(write=False)
     return h
@@ -36,6 +37,8 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np
         return np.asarray(wave, dtype=np.float32)
     ratio = Fraction(int(target_sr), int(orig_sr))
     up, down = ratio.numerator, ratio.denominator
+    from scipy.signal import resample_poly
+
     out = resample_poly(np.asarray(wave, dtype=np.float64), up, down, window=_polyphase_filter(up, down))
     return out.astype(np.float32)
 
