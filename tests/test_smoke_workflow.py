@@ -61,6 +61,11 @@ def _check_domains_and_peft_tables(smoke_run):
     for column in ("wer:id", "wer:ood", "wer:en", "wer:avg"):
         assert column in domains.columns
     assert domains.loc[domains["model"] == "zeroshot", "wer:ood"].notna().all()
+    # the beta sweep (1.0 in the preset) is drawn through the default merge (beta 0.3)
+    sweep = pd.read_csv(workdir / "results" / "report" / "domains" / "sweep_boosted_tsv_m_beta.csv")
+    assert list(sweep["row"]) == ["beta = 0.3 (default)", "beta = 1.0"]
+    assert list(sweep["model"]) == ["merge-boosted_tsv_m", "merge-boosted_tsv_m@beta=1"]
+    assert sweep["wer:avg"].notna().all()
     peft = _table(workdir, "peft").set_index("model")
     # trainable parameters: full > LoRA-like > 0, and S2-LoRA well below LoRA's share
     assert peft.loc["full", "params_pct"] > 90
