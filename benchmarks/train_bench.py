@@ -136,7 +136,7 @@ def report(label: str, times: list[float], flops: float, batch: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resources/models/whisper-base")
-    ap.add_argument("--seconds", type=int, default=6, help="context if the model is built randomly")
+    ap.add_argument("--seconds", type=int, default=5, help="context if the model is built randomly (the default run: 5 s)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=24, help="target text tokens per example")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per configuration and round")
