@@ -470,3 +470,12 @@ def test_merge_stream_matches_merge_tensor(name, ctx):
     parts = list(method.merge_stream(_SmallChunks(ctx.key, base, taus), ctx))
     assert [p.shape[0] for p in parts] == [3, 3, 3, 1]
     assert torch.equal(torch.cat(parts, 0), whole)
+
+
+@pytest.mark.parametrize("name", ["lors", "lors_lowrank", "lors_sparse"])
+def test_lors_resolved_scaling_is_one_over_n(name):
+    m = get_method(name)
+    assert m.hparams["scaling"] is None and m.resolved_hparams(5)["scaling"] == pytest.approx(0.2)
+    assert get_method(name, {"scaling": 0.4}).resolved_hparams(5)["scaling"] == 0.4
+    ties = get_method("ties")
+    assert ties.resolved_hparams(5) == ties.hparams  # nothing N-dependent

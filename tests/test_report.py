@@ -338,3 +338,19 @@ def test_sweep_table_labels_the_default(ml_files, tmp_path):
     summary = write_report(ML_SPEC, tmp_path / "report", scores=scores, hyps=hyps, merge_infos=[info], n_boot=20)
     labels = [r["label"] for r in summary["tables"]["sweep_ties_lambda"]["rows"]]
     assert labels == ["lambda = 0.5", "lambda = 0.75 (default)", "lambda = 1.0"]
+
+
+def test_sweep_default_point_resolves_n_dependent_defaults(tmp_path):
+    """LoRS' default scaling None means 1/N: with 5 experts the default merge sits at 0.2."""
+    from speechmerge.report import with_default_points
+
+    spec = {**ML_SPEC, "rows": ML_SPEC["rows"] + [{"model": "merge-lors", "label": "LoRS", "group": "merge",
+                                                    "method": "lors"}],
+            "sweeps": [{"method": "lors", "param": "scaling",
+                        "points": [{"value": 0.4, "model": "merge-lors@scaling=0.4"}]}]}
+    info = tmp_path / "lors.json"
+    info.write_text(json.dumps({"method": "lors", "variant": "lors", "experts": [f"e{i}" for i in range(5)],
+                                "hparams": {"scaling": None, "rank_fraction": 0.01, "rank": None,
+                                            "keep_fraction": 0.2}}))
+    points = with_default_points(spec, [info])["sweeps"][0]["points"]
+    assert [(p["value"], p.get("default", False)) for p in points] == [(pytest.approx(0.2), True), (0.4, False)]

@@ -66,6 +66,12 @@ class MergeMethod:
     def validate(self) -> None:
         """Check hyperparameter values; raise ValueError naming the key."""
 
+    def resolved_hparams(self, n_tasks: int) -> dict[str, Any]:
+        """The hyperparameters as applied to ``n_tasks`` task vectors: defaults that depend on N
+        (e.g. LoRS' ``scaling`` None = 1/N) filled in. Reports use it to place the default merge
+        on a sweep."""
+        return dict(self.hparams)
+
     def merge_tensor(
         self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext
     ) -> torch.Tensor:

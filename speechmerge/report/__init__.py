@@ -83,10 +83,23 @@ def _boost_params(merge_infos: Sequence[str | os.PathLike]) -> tuple[float, str]
     return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
 
 
+def _resolved(info: Mapping) -> dict:
+    """A merge info's hyperparameters with N-dependent defaults filled in by the method
+    (``MergeMethod.resolved_hparams``); as recorded if the registry cannot be imported."""
+    hp = dict(info.get("hparams") or {})
+    try:
+        from speechmerge.merging import get_method
+
+        return get_method(str(info["method"]), hp).resolved_hparams(len(info.get("experts") or []) or 1)
+    except Exception:  # unknown method or hyperparameters: keep what the info says
+        return hp
+
+
 def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike]) -> dict:
     """``spec`` with each sweep extended by the default merge of its method, at the value of the
-    swept hyperparameter that merge used (read from its merge info), so that a sweep of β over
-    0.1 and 0.5 is drawn and tabled through the default 0.3. Points already present are kept as
+    swept hyperparameter that merge used (read from its merge info, N-dependent defaults such as
+    LoRS' scaling = 1/N resolved), so that a sweep of β over 0.1 and 0.5 is drawn and tabled
+    through the default 0.3. Points already present are kept as
     they are; without the default row or its merge info the sweep is unchanged."""
     used: dict[str, dict] = {}
     for path in merge_infos:
@@ -95,7 +108,7 @@ def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike])
         except (OSError, json.JSONDecodeError):
             continue
         if info.get("variant") == info.get("method"):
-            used[str(info.get("method"))] = dict(info.get("hparams") or {})
+            used[str(info.get("method"))] = _resolved(info)
     rows = {r.get("model") for r in spec.get("rows", [])}
     sweeps = []
     for sw in spec.get("sweeps", []):

@@ -63,6 +63,9 @@ class _PrunedTaskArithmetic(MatrixOrElementwiseMethod):
         scaling = self.hparams["scaling"]
         return 1.0 / n_tasks if scaling is None else float(scaling)
 
+    def resolved_hparams(self, n_tasks: int) -> dict[str, Any]:
+        return {**self.hparams, "scaling": self.scaling(n_tasks)}
+
     def merge_matrix(self, taus: list[torch.Tensor]) -> torch.Tensor:
         acc = torch.zeros_like(taus[0])
         for tau in taus:
