@@ -115,7 +115,6 @@ def _evaluate_loaded(
     )
     log.info("%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)", model_name,
              res.n_hypotheses, len(waves), res.seconds, res.utt_per_s, res.decoder_steps)
-    n_samples = decoding.encoder_frames(model) * processor.feature_extractor.hop_length
     all_records, results = [], []
     for spec, examples, rows in loaded:
         task = spec["task"]
@@ -142,7 +141,7 @@ def _evaluate_loaded(
                 "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
                 "max_tokens_per_second": res.max_tokens_per_second,
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-                "n_truncated": sum(len(waves[i]) > n_samples for i in rows),
+                "n_truncated": sum(res.truncated[i] for i in rows),
                 "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
                 "context_seconds": model.config.max_source_positions * 2 / 100.0,
                 "threads": torch.get_num_threads(),

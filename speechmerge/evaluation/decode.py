@@ -41,7 +41,7 @@ import math
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -60,15 +60,26 @@ HYP_FIELDS = ("id", "language", "task", "reference", "hypothesis", "model")
 class DecodeResult:
     by_task: dict[str, list[str | None]]  # task -> hypotheses in input order (None: not asked for)
     seconds: float  # wall time of feature extraction + encoder + generation
-    n_truncated: int  # utterances longer than the encoder context
+    truncated: list[bool]  # per utterance: longer than the encoder context (each is encoded once)
+    hit_bound: dict[str, list[bool]]  # task -> per utterance: stopped at its token bound (likely runaway)
     batch_size: int
     beam_size: int
     max_new_tokens: int
-    n_hit_max_tokens: int = 0  # hypotheses that stopped at their token bound (likely runaway)
     max_tokens_per_second: float | None = None
     decoder_steps: int = 0  # sum over generate calls of the generated length (what the decoder costs)
-    encoder_passes: int = 0  # utterances run through the encoder (once each, whatever the tasks)
-    hit_bound: dict[str, list[bool]] = field(default_factory=dict)  # task -> per utterance
+
+    @property
+    def encoder_passes(self) -> int:
+        """Utterances run through the encoder (once each, whatever the tasks)."""
+        return len(self.truncated)
+
+    @property
+    def n_truncated(self) -> int:
+        return sum(self.truncated)
+
+    @property
+    def n_hit_max_tokens(self) -> int:
+        return sum(sum(h) for h in self.hit_bound.values())
 
     @property
     def hypotheses(self) -> list[str]:
@@ -207,10 +218,10 @@ def decode_tasks(
     if durations is None:
         durations = [len(w) / SAMPLE_RATE for w in waves]
     order = length_order(durations, sort_by_length)
-    n_truncated = sum(len(w) > n_samples for w in waves)
-    if n_truncated:
+    truncated = [len(w) > n_samples for w in waves]
+    if any(truncated):
         log.warning("%s: %d of %d utterances are longer than the %.1f s encoder context and are truncated",
-                    testset, n_truncated, n, n_samples / SAMPLE_RATE)
+                    testset, sum(truncated), n, n_samples / SAMPLE_RATE)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     model.eval()
@@ -248,14 +259,13 @@ def decode_tasks(
                     by_task[task][idx[j]] = text.strip()
                     hit[task][idx[j]] = bool(at_bound and int(last) not in eos)
             bar.update(len(idx))
-    seconds = time.perf_counter() - t0
-    n_hit = sum(sum(h) for h in hit.values())
-    if n_hit:
+    res = DecodeResult(by_task, time.perf_counter() - t0, truncated, hit, batch_size, beam_size, max_new_tokens,
+                       max_tokens_per_second, steps)
+    if res.n_hit_max_tokens:
         log.warning("%s: %d hypotheses reached their token bound (max_new_tokens=%d%s) without end-of-text",
-                    testset, n_hit, max_new_tokens,
+                    testset, res.n_hit_max_tokens, max_new_tokens,
                     f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
-    return DecodeResult(by_task, seconds, n_truncated, batch_size, beam_size, max_new_tokens,
-                        n_hit, max_tokens_per_second, steps, n, hit)
+    return res
 
 
 @contextlib.contextmanager

@@ -61,58 +61,48 @@ def _rank_allocations(paths: Sequence[str | os.PathLike], labels: Mapping[str, s
     return out
 
 
-def _boost_params(merge_infos: Sequence[str | os.PathLike]) -> tuple[float, str]:
-    """(β, energy) of the default BoostedTSV-M merge (from its merge info), else the method's
-    defaults, else (0.3, "kept")."""
-    hp: dict = {}
-    try:
-        from speechmerge.merging import get_method
-        from speechmerge.merging import methods as _methods  # noqa: F401
-
-        hp = dict(get_method("boosted_tsv_m", {}).hparams)
-    except Exception:  # registry not importable: the paper's best value
-        hp = {"beta": DEFAULT_BETA, "energy": "kept"}
-    for p in merge_infos:
-        try:
-            info = _read_json(p)
-        except (OSError, json.JSONDecodeError):
-            continue
-        if info.get("method") == "boosted_tsv_m" and "@" not in str(info.get("variant", "")):
-            hp.update(info.get("hparams") or info.get("hyperparameters") or {})
-            break
-    return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
-
-
-def _resolved(info: Mapping) -> dict:
-    """A merge info's hyperparameters with N-dependent defaults filled in by the method
-    (``MergeMethod.resolved_hparams``); as recorded if the registry cannot be imported."""
-    hp = dict(info.get("hparams") or {})
-    try:
-        from speechmerge.merging import get_method
-
-        return get_method(str(info["method"]), hp).resolved_hparams(len(info.get("experts") or []) or 1)
-    except Exception:  # unknown method or hyperparameters: keep what the info says
-        return hp
-
-
-def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike]) -> dict:
-    """``spec`` with each sweep extended by the default merge of its method, at the value of the
-    swept hyperparameter that merge used (read from its merge info, N-dependent defaults such as
-    LoRS' scaling = 1/N resolved), so that a sweep of β over 0.1 and 0.5 is drawn and tabled
-    through the default 0.3. Points already present are kept as
-    they are; without the default row or its merge info the sweep is unchanged."""
-    used: dict[str, dict] = {}
+def _default_merges(merge_infos: Sequence[str | os.PathLike]) -> dict[str, dict]:
+    """method -> hyperparameters of its default merge (variant == method, not a sweep point), as
+    applied: N-dependent defaults such as LoRS' scaling = 1/N resolved by the method
+    (``MergeMethod.resolved_hparams``), or as recorded if the method cannot be built."""
+    out: dict[str, dict] = {}
     for path in merge_infos:
         try:
             info = _read_json(path)
         except (OSError, json.JSONDecodeError):
             continue
-        if info.get("variant") == info.get("method"):
-            used[str(info.get("method"))] = _resolved(info)
+        if info.get("variant") != info.get("method"):
+            continue
+        hp = dict(info.get("hparams") or {})
+        try:
+            from speechmerge.merging import get_method
+
+            hp = get_method(str(info["method"]), hp).resolved_hparams(len(info.get("experts") or []) or 1)
+        except Exception:  # unknown method or hyperparameters: keep what the info says
+            pass
+        out[str(info.get("method"))] = hp
+    return out
+
+
+def _boost_params(defaults: Mapping[str, dict]) -> tuple[float, str]:
+    """(β, energy) of the default BoostedTSV-M merge (``_default_merges``), else the method's
+    defaults, else (0.3, "kept")."""
+    hp = defaults.get("boosted_tsv_m")
+    if hp is None:
+        try:
+            from speechmerge.merging import get_method
+
+            hp = dict(get_method("boosted_tsv_m", {}).hparams)
+        except Exception:  # registry not importable: the paper's best value
+            hp = {}
+    return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
+
+
+def _add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
     rows = {r.get("model") for r in spec.get("rows", [])}
     sweeps = []
     for sw in spec.get("sweeps", []):
-        value = used.get(sw["method"], {}).get(sw["param"])
+        value = defaults.get(sw["method"], {}).get(sw["param"])
         model = f"merge-{sw['method']}"
         points = list(sw["points"])
         if model in rows and isinstance(value, (int, float)) and \
@@ -121,6 +111,14 @@ def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike])
             points.sort(key=lambda p: float(p["value"]))
         sweeps.append({**sw, "points": points})
     return {**spec, "sweeps": sweeps}
+
+
+def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike]) -> dict:
+    """``spec`` with each sweep extended by the default merge of its method, at the value of the
+    swept hyperparameter that merge used (``_default_merges``), so that a sweep of β over 0.1 and
+    0.5 is drawn and tabled through the default 0.3. Points already present are kept as they
+    are; without the default row or its merge info the sweep is unchanged."""
+    return _add_default_points(spec, _default_merges(merge_infos))
 
 
 def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None = None) -> dict[str, T.Table]:
@@ -198,7 +196,8 @@ def write_report(
     from speechmerge.utils import atomic_path, provenance
 
     exp = spec["experiment"]
-    spec = with_default_points(spec, merge_infos)
+    default_merges = _default_merges(merge_infos)
+    spec = _add_default_points(spec, default_merges)
     store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot, seed=seed,
                           metric_override="cer" if spec["kind"] == "peft" else None)
     infos = _train_infos(train_infos)
@@ -261,7 +260,7 @@ def write_report(
             _, cos = F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
                                       title=f"{exp}: cosine similarity of expert task vectors")
             add("taskvector_cosine.png", caps["taskvector_cosine.png"], "figure")
-            beta, energy = _boost_params(merge_infos) if any(
+            beta, energy = _boost_params(default_merges) if any(
                 r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else (None, "kept")
             F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta, energy=energy,
                            title=f"{exp}: singular values of task-vector matrices")
