@@ -155,6 +155,16 @@ def test_workflow_script(corpus, tmp_path, monkeypatch):
     assert "wrote 2 utterances" in (tmp_path / "log.txt").read_text()
 
 
+def test_arrow_schema_equals_the_datasets_features_schema():
+    """write_split builds its schema without importing datasets; it must be the very schema
+    (and huggingface metadata) that datasets derives from the split's Features."""
+    from speechmerge.data.io import _features, arrow_schema
+
+    ours, theirs = arrow_schema(), _features().arrow_schema
+    assert ours.equals(theirs, check_metadata=True)
+    assert ours.metadata == theirs.metadata
+
+
 def test_read_examples_matches_load_split_and_checks_columns(corpus, tmp_path):
     recs = _synth(corpus, renderings=1)
     path = tmp_path / "t.parquet"

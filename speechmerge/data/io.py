@@ -21,7 +21,11 @@ from speechmerge.utils import atomic_path
 COLUMNS = ("id", "audio", "language", "domain", "transcript", "translation", "voice", "split", "duration")
 
 
+_STRING_COLUMNS = ("id", "language", "domain", "transcript", "translation", "voice", "split")
+
+
 def _features():
+    """The ``datasets.Features`` of a split (used when reading through ``datasets``)."""
     from datasets import Audio, Features, Value
 
     return Features({
@@ -35,6 +39,25 @@ def _features():
         "split": Value("string"),
         "duration": Value("float32"),
     })
+
+
+def arrow_schema():
+    """The pyarrow schema of a split, equal to ``_features().arrow_schema`` (tested) including
+    the ``huggingface`` metadata that tells ``datasets`` the column features; built without
+    importing ``datasets`` (≈ 2 s per synthesis job)."""
+    import pyarrow as pa
+
+    def value(dtype):
+        return {"dtype": dtype, "_type": "Value"}
+
+    types = {c: pa.string() for c in _STRING_COLUMNS}
+    types["audio"] = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    types["duration"] = pa.float32()
+    feats = {c: value("string") for c in _STRING_COLUMNS}
+    feats["audio"] = {"sampling_rate": 16_000, "decode": False, "_type": "Audio"}
+    feats["duration"] = value("float32")
+    meta = json.dumps({"info": {"features": {c: feats[c] for c in COLUMNS}}})
+    return pa.schema([(c, types[c]) for c in COLUMNS], metadata={"huggingface": meta})
 
 
 def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenance: Mapping | None = None) -> int:
@@ -63,7 +86,7 @@ def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenan
         if not isinstance(cell, Mapping) or not cell.get("bytes"):
             raise ValueError(f"{path}: record {i} ({rows['id'][i]}) has no audio bytes")
         rows["audio"][i] = {"bytes": bytes(cell["bytes"]), "path": cell.get("path")}
-    schema = _features().arrow_schema
+    schema = arrow_schema()
     if provenance is not None:
         schema = schema.with_metadata({**schema.metadata, b"speechmerge": json.dumps(provenance, sort_keys=True, default=str).encode()})
     table = pa.Table.from_pydict(rows, schema=schema)
