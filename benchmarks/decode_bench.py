@@ -14,6 +14,10 @@ Build the model first: ``python -m speechmerge import-model --spec bundle:whispe
 --out resources/models/whisper-base --max-seconds 5``. The machine load (``uptime``) is printed
 before and after: on a shared CPU the figures are only comparable within one run.
 
+Compare mode: ``--compare-generate`` times greedy decoding by ``greedy_generate`` (ended rows
+dropped from the batch) against ``model.generate`` on the same encoder states, per batch size and
+task, and counts hypotheses that differ (expected: none).
+
 Stage-shares mode: ``python benchmarks/decode_bench.py --stage-shares [benchmarks/out]`` reads
 the Snakemake ``benchmark:`` TSVs under the folder (``{rule}/...tsv``) and prints, per rule, the
 number of jobs, summed wall seconds, its share of the summed job time, mean seconds, peak RSS.
@@ -27,6 +31,7 @@ import csv
 import itertools
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +113,50 @@ def bench_decoding(args) -> None:
     print(f"# end: {load_average()}")
 
 
+def compare_generate(args) -> None:
+    """Greedy decoding by ``greedy_generate`` (rows dropped as they end) against
+    ``model.generate`` on the same encoder states: seconds of each and differing hypotheses."""
+    import logging
+
+    import torch
+    from transformers.modeling_outputs import BaseModelOutput
+
+    logging.getLogger("speechmerge").setLevel(logging.ERROR)
+    from speechmerge.evaluation.decode import _quiet_transformers, encoder_frames, length_order, log_mel
+    from speechmerge.evaluation.greedy import greedy_generate, prompt_ids
+    from speechmerge.models import load_whisper
+
+    torch.set_num_threads(args.threads[0])
+    model, processor = load_whisper(args.model)
+    waves, langs, _ = synth_utterances(args.n, args.languages, args.max_seconds)
+    order = length_order([len(w) for w in waves])
+    waves, langs = [waves[i] for i in order], [langs[i] for i in order]
+    print(f"# {len(waves)} utterances, {args.threads[0]} threads, max_new_tokens {args.max_new_tokens}; "
+          f"tasks {' '.join(args.tasks)}; {load_average()}")
+    print("batch  task        generate_s  greedy_s  speed-up  differing/hypotheses")
+    with torch.inference_mode(), _quiet_transformers():
+        enc = model.get_encoder()(log_mel(processor, waves, encoder_frames(model))).last_hidden_state
+        for bs, task in itertools.product(args.batch_sizes, args.tasks):
+            t_gen = t_greedy = 0.0
+            differ = 0
+            for s in range(0, len(waves), bs):
+                states, batch_langs = enc[s:s + bs], langs[s:s + bs]
+                t = time.perf_counter()
+                ref = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language=batch_langs,
+                                     task=task, max_new_tokens=args.max_new_tokens, do_sample=False,
+                                     return_timestamps=False)
+                t_gen += time.perf_counter() - t
+                prompts = torch.tensor([prompt_ids(model.generation_config, l, task) for l in batch_langs])
+                t = time.perf_counter()
+                got = greedy_generate(model, states, prompts, max_new_tokens=args.max_new_tokens)
+                t_greedy += time.perf_counter() - t
+                a = processor.batch_decode(ref, skip_special_tokens=True)
+                b = processor.batch_decode(got, skip_special_tokens=True)
+                differ += sum(x != y for x, y in zip(a, b))
+            print(f"{bs:>5}  {task:<10} {t_gen:>10.2f} {t_greedy:>9.2f} {t_gen / t_greedy:>8.2f}x "
+                  f"{differ:>10}/{len(waves)}", flush=True)
+
+
 def stage_shares(folder: str) -> None:
     root = Path(folder)
     files = sorted(root.rglob("*.tsv"))
@@ -151,9 +200,14 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--tasks", nargs="+", choices=["transcribe", "translate"], default=["transcribe"],
                     help="tasks decoded per utterance (both: one encoder pass, as in the evaluate rule)")
+    ap.add_argument("--compare-generate", action="store_true",
+                    help="time greedy_generate against model.generate on the same encoder states and count "
+                         "differing hypotheses (first --threads value)")
     args = ap.parse_args(argv)
     if args.stage_shares:
         stage_shares(args.stage_shares)
+    elif args.compare_generate:
+        compare_generate(args)
     else:
         bench_decoding(args)
 

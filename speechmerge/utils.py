@@ -118,8 +118,15 @@ def setup_script_logging(log_path: str | os.PathLike | None) -> logging.Logger:
 
 
 def set_threads(n: int | None) -> None:
-    """Limit torch's intra-op threads to what Snakemake gave the job."""
-    if n:
-        import torch
+    """Limit torch's (and OpenMP / BLAS) intra-op threads to what Snakemake gave the job.
 
-        torch.set_num_threads(max(1, int(n)))
+    Sets ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS``, which torch reads
+    when it is first imported, so a job that never needs torch (synthesis) does not pay its
+    1.4 s import; if torch is already imported its thread count is set directly.
+    """
+    if n:
+        n = max(1, int(n))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(n)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(n)

@@ -11,6 +11,7 @@ import torch
 from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import write_split
 from speechmerge.evaluation import decode as D
+from speechmerge.evaluation import greedy as G
 from speechmerge.evaluation import evaluate, evaluate_testsets, read_hypotheses
 
 models = pytest.importorskip("speechmerge.models", reason="model loader (speechmerge.models) not available")
@@ -37,15 +38,18 @@ def make_split(path, langs=("de", "es", "de", "es", "de"), durations=(1.0, 2.5, 
 
 
 class Spy:
-    """Wrap model.generate and record what each call asked for."""
+    """Wrap greedy.greedy_generate and record what each call asked for."""
 
     def __init__(self, model):
-        self.calls, self._orig = [], model.generate
+        self.calls, self._orig = [], G.greedy_generate
+        self._lang = {v: k.strip("<|>") for k, v in model.generation_config.lang_to_id.items()}
+        self._task = {v: k for k, v in model.generation_config.task_to_id.items()}
 
-    def __call__(self, feats=None, **kw):
-        states = kw["encoder_outputs"].last_hidden_state
-        self.calls.append({"batch": states.shape[0], "positions": states.shape[1], **kw})
-        return self._orig(feats, **kw)
+    def __call__(self, model, states, prompts, *, max_new_tokens, **kw):
+        self.calls.append({"batch": states.shape[0], "positions": states.shape[1], "max_new_tokens": max_new_tokens,
+                           "language": [self._lang[int(p[1])] for p in prompts],
+                           "task": [self._task[int(p[2])] for p in prompts]})
+        return self._orig(model, states, prompts, max_new_tokens=max_new_tokens, **kw)
 
 
 def test_evaluate_writes_wellformed_records(tiny, tmp_path):
@@ -68,11 +72,11 @@ def test_evaluate_writes_wellformed_records(tiny, tmp_path):
     assert read_hypotheses(tmp_path / "h.jsonl", expect_model="zeroshot")[3]["reference"] == "sentence number 3"
 
 
-def test_prompts_sorting_and_bounds(tiny, tmp_path):
+def test_prompts_sorting_and_bounds(tiny, tmp_path, monkeypatch):
     recs = make_split(tmp_path / "t.parquet")
     model, processor = models.load_whisper(tiny)
     spy = Spy(model)
-    model.generate = spy
+    monkeypatch.setattr(G, "greedy_generate", spy)
     waves = [np.zeros(int(16000 * r["duration"]), np.float32) + 0.01 for r in recs]
     langs = [r["language"] for r in recs]
     durs = [r["duration"] for r in recs]
@@ -81,7 +85,7 @@ def test_prompts_sorting_and_bounds(tiny, tmp_path):
     assert len(res.hypotheses) == 5
     # longest first: durations 7.0, 3.0 | 2.5, 1.5 | 1.0 -> languages de, es | es, de | de
     assert [c["language"] for c in spy.calls] == [["de", "es"], ["es", "de"], ["de"]]
-    assert all(c["task"] == "transcribe" and c["positions"] == 300 for c in spy.calls)
+    assert all(set(c["task"]) == {"transcribe"} and c["positions"] == 300 for c in spy.calls)
     # bound = min(40, ceil(4 * longest) + 2): 30, 12, 6
     assert [c["max_new_tokens"] for c in spy.calls] == [30, 12, 6]
     spy.calls.clear()
@@ -196,3 +200,107 @@ def test_beam_search_shares_the_encoder_too(tiny):
     res = D.decode_tasks(model, processor, waves, ["de"] * 3, [D.TASKS] * 3, beam_size=2, max_new_tokens=5,
                          progress=False)
     assert res.encoder_passes == 3 and all(len(h) == 3 and None not in h for h in res.by_task.values())
+
+
+def _encoded(model, processor, n=6, seed=1):
+    rng = np.random.default_rng(seed)
+    waves = [(0.1 * rng.standard_normal(8000 * (1 + i))).astype(np.float32) for i in range(n)]
+    with torch.inference_mode():
+        return model.get_encoder()(D.log_mel(processor, waves, D.encoder_frames(model))).last_hidden_state
+
+
+def _generate_ref(model, states, langs, task, bound):
+    from transformers.modeling_outputs import BaseModelOutput
+
+    with torch.inference_mode():
+        return model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language=langs,
+                              task=task, max_new_tokens=bound, do_sample=False)
+
+
+@pytest.mark.parametrize("task", D.TASKS)
+def test_greedy_loop_gives_generate_tokens(tiny, task):
+    """greedy_generate == model.generate(encoder_outputs=...) token for token, bound hit or not."""
+    model, processor = models.load_whisper(tiny)
+    states = _encoded(model, processor, n=4)
+    langs = ["de", "es", "de", "fr"]
+    prompts = torch.tensor([G.prompt_ids(model.generation_config, l, task) for l in langs])
+    for bound in (3, 40):
+        ref = _generate_ref(model, states, langs, task, bound)
+        for compact in (None, 0.75):
+            got = G.greedy_generate(model, states, prompts, max_new_tokens=bound, compact=compact)
+            assert torch.equal(got, ref), (bound, compact, got, ref)
+
+
+END_AT = [2, 5, 5, 9, 14, None, 3, 7]  # the step at which each of 8 rows produces end-of-text
+
+
+@pytest.fixture
+def scheduled(tiny):
+    """The tiny model made to end row i at generated step END_AT[i] (the random model alone
+    rarely ends a hypothesis). Rows are recognised by their encoder states, which follow the
+    rows through any reordering, and steps are counted per decoder call; end-of-text gets a
+    large logit at that row's step."""
+    model, processor = models.load_whisper(tiny)
+    states = _encoded(model, processor, n=len(END_AT), seed=3)
+    end_of = {float(states[i, 0, 0]): e for i, e in enumerate(END_AT)}
+    eos = model.generation_config.eos_token_id
+    seen = {}
+
+    def before_decoder(module, args, kw):
+        seen["step"] = 0 if kw["input_ids"].shape[1] > 1 else seen["step"] + 1
+        seen["rows"] = [end_of[float(x)] for x in kw["encoder_hidden_states"][:, 0, 0]]
+
+    class Scheduled(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.out_features = inner, inner.out_features
+
+        def forward(self, hidden):
+            logits = self.inner(hidden)
+            hit = torch.tensor([e == seen["step"] for e in seen["rows"]], dtype=logits.dtype)
+            logits[..., eos] += 1e4 * hit.view(-1, *[1] * (logits.dim() - 2))
+            return logits
+
+    model.get_decoder().register_forward_pre_hook(before_decoder, with_kwargs=True)
+    model.proj_out = Scheduled(model.proj_out)
+    return model, states
+
+
+def test_dropping_ended_rows_changes_no_token(scheduled):
+    model, states = scheduled
+    eos = model.generation_config.eos_token_id
+    langs = ["de", "es", "fr", "it"] * 2
+    prompts = torch.tensor([G.prompt_ids(model.generation_config, l, "transcribe") for l in langs])
+    for bound in (10, 30):
+        ref = _generate_ref(model, states, langs, "transcribe", bound)
+        ends = [int((r == eos).nonzero()[0]) if (r == eos).any() else None for r in ref]
+        assert ends == [e if e is not None and e < bound else None for e in END_AT]  # the harness works
+        for compact in (None, 0.75, 0.5, 0.01):
+            got = G.greedy_generate(model, states, prompts, max_new_tokens=bound, compact=compact)
+            assert torch.equal(got, ref), (bound, compact, got, ref)
+    # every row ended: the last row's end step is dropped, as generate does
+    ended = G.greedy_generate(model, states[[0, 1, 6]], prompts[[0, 1, 6]], max_new_tokens=30)
+    assert ended.shape[1] == 5 and torch.equal(ended, _generate_ref(model, states[[0, 1, 6]], ["de", "es", "fr"],
+                                                                      "transcribe", 30))
+
+
+def test_greedy_rows_shrink_as_they_end(scheduled):
+    """With compaction, the steps after rows ended run on fewer rows (never more)."""
+    model, states = scheduled
+    prompts = torch.tensor([G.prompt_ids(model.generation_config, "de", "transcribe")] * len(END_AT))
+    batch = []
+    hook = model.get_decoder().register_forward_pre_hook(
+        lambda m, args, kw: batch.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        G.greedy_generate(model, states, prompts, max_new_tokens=20, compact=0.75)
+        shrinking, batch[:] = list(batch), []
+        G.greedy_generate(model, states, prompts, max_new_tokens=20, compact=None)
+    finally:
+        hook.remove()
+    assert batch == [8] * 20
+    # rows end at steps 2, 3, 5, 5, 7, 9, 14 (one never); compaction once running <= 3/4 of the batch:
+    # after step 3: 6 of 8 -> 6 rows; step 5: 4 of 6 -> 4; step 7: 3 of 4 -> 3; step 9: 2 of 3 -> 2;
+    # step 14: 1 of 2 -> 1. (After step 2, 7 of 8 > 6 runs on.)
+    assert shrinking == [8] * 4 + [6] * 2 + [4] * 2 + [3] * 2 + [2] * 5 + [1] * 5
+    with pytest.raises(ValueError, match="compact"):
+        G.greedy_generate(model, states, prompts, max_new_tokens=3, compact=1.5)

@@ -1,32 +1,35 @@
 """Batched Whisper decoding of a test set, and the hypotheses JSONL format.
 
-``decode_tasks`` runs the encoder once per batch of utterances and then one
-``model.generate(encoder_outputs=..., language=[...], task=...)`` call per task on those encoder
-states (greedy, or beam search with ``beam_size > 1``) under ``torch.inference_mode``; ``decode``
-is its one-task form. The evaluate rule decodes all test sets of a model in one call, so an
+``decode_tasks`` runs the encoder once per batch of utterances, then decodes every (utterance,
+task) row of the batch from those encoder states under ``torch.inference_mode``: greedy decoding
+in one loop with a prompt per row that drops rows as they end (``speechmerge.evaluation.greedy``;
+token for token what ``generate`` gives), beam search (``beam_size > 1``) with one
+``model.generate(encoder_outputs=..., language=[...], task=...)`` call per task. ``decode`` is
+its one-task form. The evaluate rule decodes all test sets of a model in one call, so an
 utterance scored for both transcription and translation is encoded once, and the test sets of a
 model share batches:
 
 * utterances are sorted by duration (longest first) before batching. The encoder input is fixed
   length anyway (``config.max_source_positions * 2`` mel frames, the possibly cropped context),
-  but the decoder runs until the *longest* hypothesis of a batch ends, and the output length
-  grows with the duration, so sorting keeps the utterances of one batch finishing together;
+  but the output length grows with the duration, so sorting keeps the rows of one batch ending
+  at similar steps;
 * log-mel features are computed per batch with one batched call of the processor's feature
   extractor (torch STFT), padded / truncated to the model's context (utterances longer than the
   context are truncated and counted);
-* the language prompt is per utterance (``generate`` accepts one language per sample, the task
-  is one per call). A language the model has no prompt token for raises before any decoding;
+* the language and task prompt is per row. A language the model has no prompt token for raises
+  before any decoding;
 * ``max_new_tokens`` bounds every hypothesis; optionally ``max_tokens_per_second`` lowers the
-  bound of a batch to ceil(rate x longest duration in the batch) + ``token_margin``. A decoder
-  step costs about the same for one running sequence as for the whole batch (each step streams
-  all decoder weights and the 51,865-way output projection from memory), so a single
-  hallucination loop makes its whole batch run to the bound; a rate bound well above speech
-  (e.g. 12 tokens/s, natural speech is 3-8) only cuts such loops short.
+  bound of a batch to ceil(rate x longest duration in the batch) + ``token_margin`` (a rate well
+  above speech, e.g. 12 tokens/s where natural speech is 3-8, only cuts hallucination loops
+  short).
 
-Speed notes (Whisper base, 5-6 s context, CPU): the encoder costs ~10-12 GFLOP per utterance
-whatever the speech length (fixed input), the decoder is memory-bound per step; so larger
-batches (fewer decoder steps per utterance) and sorting help, and ``torch.bfloat16`` weights
-roughly halve both on CPUs with AVX512-BF16 (not the default: results then differ slightly).
+Speed notes (Whisper base, 5 s context, 2 CPU cores): the encoder costs ~11 GFLOP per utterance
+whatever the speech length (fixed input), ~0.1 s; a decoder step is dominated by the
+51,865-way output projection and streams all decoder weights, so it costs ~65 ms at 16 rows and
+~190 ms at 64. Larger batches spread the weight traffic; dropping ended rows keeps one runaway
+hypothesis from holding a whole batch in the decoder (1.6x faster greedy decoding at batch 64
+than ``generate``). ``torch.bfloat16`` weights roughly halve both on CPUs with AVX512-BF16 (not
+the default: results then differ slightly).
 
 Hypotheses JSONL: one line per utterance ``{"id", "language", "task", "reference",
 "hypothesis", "model"}``; the reference is the transcript (transcribe) or the English
@@ -66,7 +69,7 @@ class DecodeResult:
     beam_size: int
     max_new_tokens: int
     max_tokens_per_second: float | None = None
-    decoder_steps: int = 0  # sum over generate calls of the generated length (what the decoder costs)
+    decoder_steps: int = 0  # decoder steps run, summed over batches (a greedy step serves both tasks)
 
     @property
     def encoder_passes(self) -> int:
@@ -189,14 +192,13 @@ def decode_tasks(
 ) -> DecodeResult:
     """Decode every utterance ``i`` for each task in ``tasks[i]`` with one encoder pass.
 
-    Batches of ``batch_size`` utterances (longest first) go through the encoder once; then one
-    greedy / beam ``generate`` call per task runs on the encoder states of the rows that need it
-    (``encoder_outputs=``, which gives the same tokens as passing the features).
+    Batches of ``batch_size`` utterances (longest first) go through the encoder once. Greedy
+    decoding (``beam_size`` 1) then runs one ``greedy.greedy_generate`` loop over every
+    (utterance, task) row of the batch; beam search runs one ``generate(encoder_outputs=...)``
+    call per task (the same tokens as passing the features).
     """
     import torch
     from tqdm.auto import tqdm
-    from transformers.modeling_outputs import BaseModelOutput
-
     n = len(waves)
     if len(languages) != n or len(tasks) != n:
         raise ValueError(f"{testset}: {n} waveforms but {len(languages)} languages and {len(tasks)} task lists")
@@ -241,21 +243,15 @@ def decode_tasks(
                 bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
             states = model.get_encoder()(feats).last_hidden_state
-            for task in wanted:
-                rows = [j for j, i in enumerate(idx) if task in tasks[i]]
-                if not rows:
-                    continue
-                sub = states if len(rows) == len(idx) else states[rows]
-                out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
-                                     language=[languages[idx[j]] for j in rows], task=task,
-                                     max_new_tokens=bound, num_beams=beam_size, do_sample=False,
-                                     return_timestamps=False)
-                seqs = out.sequences if hasattr(out, "sequences") else out
+            outputs, n_steps = _generate(model, states, [languages[i] for i in idx], [tasks[i] for i in idx],
+                                         wanted, bound=bound, beam_size=beam_size)
+            steps += n_steps
+            for task, rows, seqs in outputs:
                 texts = processor.batch_decode(seqs, skip_special_tokens=True)
-                steps += int(seqs.shape[-1])
                 # generated tokens only; a row that ran to the bound has no end-of-text
                 at_bound = seqs.shape[-1] >= bound
-                for j, text, last in zip(rows, texts, seqs[:, -1].tolist()):
+                lasts = seqs[:, -1].tolist() if seqs.shape[-1] else [next(iter(eos))] * len(rows)
+                for j, text, last in zip(rows, texts, lasts):
                     by_task[task][idx[j]] = text.strip()
                     hit[task][idx[j]] = bool(at_bound and int(last) not in eos)
             bar.update(len(idx))
@@ -266,6 +262,47 @@ def decode_tasks(
                     testset, res.n_hit_max_tokens, max_new_tokens,
                     f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
     return res
+
+
+def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[str]], wanted: Sequence[str], *,
+              bound: int, beam_size: int) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
+    """``([(task, rows of the batch, generated ids), ...], decoder steps)`` for one encoded batch.
+
+    Greedy: one ``greedy_generate`` loop over every (utterance, task) row of the batch, ended rows
+    dropped as it goes. Beam search: one ``generate(encoder_outputs=...)`` call per task.
+    """
+    import torch
+
+    if beam_size == 1:
+        from speechmerge.evaluation.greedy import greedy_generate, prompt_ids
+
+        pairs = [(j, t) for t in wanted for j, ts in enumerate(tasks) if t in ts]
+        prompts = torch.tensor([prompt_ids(model.generation_config, languages[j], t) for j, t in pairs],
+                               device=states.device)
+        rows = [j for j, _ in pairs]
+        ids = greedy_generate(model, states if rows == list(range(states.shape[0])) else states[rows], prompts,
+                              max_new_tokens=bound)
+        out = []
+        for t in wanted:
+            sel = [k for k, (_, tt) in enumerate(pairs) if tt == t]
+            if sel:
+                out.append((t, [pairs[k][0] for k in sel], ids[sel]))
+        return out, int(ids.shape[-1])
+    from transformers.modeling_outputs import BaseModelOutput
+
+    out, steps = [], 0
+    for t in wanted:
+        rows = [j for j, ts in enumerate(tasks) if t in ts]
+        if not rows:
+            continue
+        sub = states if len(rows) == states.shape[0] else states[rows]
+        res = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
+                             language=[languages[j] for j in rows], task=t, max_new_tokens=bound,
+                             num_beams=beam_size, do_sample=False, return_timestamps=False)
+        seqs = res.sequences if hasattr(res, "sequences") else res
+        out.append((t, rows, seqs))
+        steps += int(seqs.shape[-1])
+    return out, steps
 
 
 @contextlib.contextmanager
