@@ -182,6 +182,17 @@ def test_evaluate_testsets_equals_one_by_one(tiny, tmp_path):
         assert sc["metrics"] == res["metrics"]
 
 
+def test_a_file_named_by_two_testsets_is_read_once(tiny, tmp_path, monkeypatch):
+    from speechmerge.data import io
+
+    make_split(tmp_path / "de.parquet", langs=("de",) * 2, durations=(1.0, 1.5))
+    reads, orig = [], io.read_examples
+    monkeypatch.setattr(io, "read_examples", lambda path, **kw: reads.append(str(path)) or orig(path, **kw))
+    specs = [{"path": tmp_path / "de.parquet", "testset": f"de-{t}", "task": t, "language": "de"} for t in D.TASKS]
+    recs, _ = evaluate_testsets(tiny, None, specs, model_name="m", max_new_tokens=3, n_boot=0, progress=False)
+    assert reads == [str(tmp_path / "de.parquet")] and len(recs) == 4
+
+
 def test_empty_reference_fails_before_decoding(tiny, tmp_path, monkeypatch):
     recs = make_split(tmp_path / "t.parquet", langs=("de",) * 2, durations=(1.0, 1.2))
     recs[1]["translation"] = " "

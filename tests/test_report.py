@@ -315,20 +315,20 @@ def test_report_script_peft(tmp_path):
 
 
 def test_sweep_gets_the_default_point(tmp_path):
-    from speechmerge.report import with_default_points
+    from speechmerge.report import add_default_points, default_merges
 
     info = tmp_path / "ties.json"
     info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 0.75}}))
     other = tmp_path / "ties-sweep.json"  # a sweep point's info must not count as the default
     other.write_text(json.dumps({"method": "ties", "variant": "ties@lambda=0.5", "hparams": {"lambda": 0.5}}))
-    spec = with_default_points(ML_SPEC, [other, info])
+    spec = add_default_points(ML_SPEC, default_merges([other, info]))
     points = spec["sweeps"][0]["points"]
     assert [p["value"] for p in points] == [0.5, 0.75, 1.0]
     assert points[1] == {"value": 0.75, "model": "merge-ties", "default": True}
     assert ML_SPEC["sweeps"][0]["points"][1]["value"] == 1.0 and len(ML_SPEC["sweeps"][0]["points"]) == 2
     info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 1.0}}))
-    assert with_default_points(ML_SPEC, [info])["sweeps"] == ML_SPEC["sweeps"]  # already a point
-    assert with_default_points(ML_SPEC, [])["sweeps"] == ML_SPEC["sweeps"]     # no merge info
+    assert add_default_points(ML_SPEC, default_merges([info]))["sweeps"] == ML_SPEC["sweeps"]  # already a point
+    assert add_default_points(ML_SPEC, default_merges([]))["sweeps"] == ML_SPEC["sweeps"]     # no merge info
 
 
 def test_sweep_table_labels_the_default(ml_files, tmp_path):
@@ -342,7 +342,7 @@ def test_sweep_table_labels_the_default(ml_files, tmp_path):
 
 def test_sweep_default_point_resolves_n_dependent_defaults(tmp_path):
     """LoRS' default scaling None means 1/N: with 5 experts the default merge sits at 0.2."""
-    from speechmerge.report import with_default_points
+    from speechmerge.report import add_default_points, default_merges
 
     spec = {**ML_SPEC, "rows": ML_SPEC["rows"] + [{"model": "merge-lors", "label": "LoRS", "group": "merge",
                                                     "method": "lors"}],
@@ -352,5 +352,5 @@ def test_sweep_default_point_resolves_n_dependent_defaults(tmp_path):
     info.write_text(json.dumps({"method": "lors", "variant": "lors", "experts": [f"e{i}" for i in range(5)],
                                 "hparams": {"scaling": None, "rank_fraction": 0.01, "rank": None,
                                             "keep_fraction": 0.2}}))
-    points = with_default_points(spec, [info])["sweeps"][0]["points"]
+    points = add_default_points(spec, default_merges([info]))["sweeps"][0]["points"]
     assert [(p["value"], p.get("default", False)) for p in points] == [(pytest.approx(0.2), True), (0.4, False)]

@@ -50,9 +50,10 @@ def _model_dir(path: str | os.PathLike) -> Path:
     return p.parent if p.is_file() else p
 
 
-def _read_testset(spec: Mapping[str, Any]) -> tuple[list, list[str]]:
+def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list, list[str]]:
     """The examples of one test set spec and the prompt language of each (checked against
-    ``spec["language"]`` when given)."""
+    ``spec["language"]`` when given). ``read`` caches the examples per path, so a file named by
+    several test sets is read once."""
     from speechmerge.data.io import read_examples
 
     for key in ("path", "testset", "task"):
@@ -60,7 +61,10 @@ def _read_testset(spec: Mapping[str, Any]) -> tuple[list, list[str]]:
             raise KeyError(f"test set spec {dict(spec)} lacks {key!r}")
     if spec["task"] not in PRIMARY:
         raise ValueError(f"{spec['path']}: unknown task {spec['task']!r} (expected one of {sorted(PRIMARY)})")
-    examples = read_examples(spec["path"])
+    path = str(spec["path"])
+    if path not in read:
+        read[path] = read_examples(path)
+    examples = read[path]
     if not examples:
         raise ValueError(f"{spec['path']}: test set is empty")
     field = "transcript" if spec["task"] == "transcribe" else "translation"
@@ -92,9 +96,9 @@ def _evaluate_loaded(
 
     waves, prompts, durations, tasks = [], [], [], []
     where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
-    loaded = []
+    loaded, read = [], {}
     for spec in testsets:
-        examples, langs = _read_testset(spec)
+        examples, langs = _read_testset(spec, read)
         rows = []
         for k, (e, lang) in enumerate(zip(examples, langs)):
             key = (str(spec["path"]), k)

@@ -27,9 +27,9 @@ Speed notes (Whisper base, 5 s context, 2 CPU cores): the encoder costs ~11 GFLO
 whatever the speech length (fixed input), ~0.1 s; a decoder step is dominated by the
 51,865-way output projection and streams all decoder weights, so it costs ~65 ms at 16 rows and
 ~190 ms at 64. Larger batches spread the weight traffic; dropping ended rows keeps one runaway
-hypothesis from holding a whole batch in the decoder (1.6x faster greedy decoding at batch 64
-than ``generate``). ``torch.bfloat16`` weights roughly halve both on CPUs with AVX512-BF16 (not
-the default: results then differ slightly).
+hypothesis from holding a whole batch in the decoder (greedy decoding 1.7-1.9x faster than
+``generate`` at batch 64, the same tokens). ``torch.bfloat16`` weights roughly halve both on
+CPUs with AVX512-BF16 (not the default: results then differ slightly).
 
 Hypotheses JSONL: one line per utterance ``{"id", "language", "task", "reference",
 "hypothesis", "model"}``; the reference is the transcript (transcribe) or the English

@@ -61,7 +61,7 @@ def _rank_allocations(paths: Sequence[str | os.PathLike], labels: Mapping[str, s
     return out
 
 
-def _default_merges(merge_infos: Sequence[str | os.PathLike]) -> dict[str, dict]:
+def default_merges(merge_infos: Sequence[str | os.PathLike]) -> dict[str, dict]:
     """method -> hyperparameters of its default merge (variant == method, not a sweep point), as
     applied: N-dependent defaults such as LoRS' scaling = 1/N resolved by the method
     (``MergeMethod.resolved_hparams``), or as recorded if the method cannot be built."""
@@ -85,7 +85,7 @@ def _default_merges(merge_infos: Sequence[str | os.PathLike]) -> dict[str, dict]
 
 
 def _boost_params(defaults: Mapping[str, dict]) -> tuple[float, str]:
-    """(β, energy) of the default BoostedTSV-M merge (``_default_merges``), else the method's
+    """(β, energy) of the default BoostedTSV-M merge (``default_merges``), else the method's
     defaults, else (0.3, "kept")."""
     hp = defaults.get("boosted_tsv_m")
     if hp is None:
@@ -98,7 +98,11 @@ def _boost_params(defaults: Mapping[str, dict]) -> tuple[float, str]:
     return float(hp.get("beta", DEFAULT_BETA)), str(hp.get("energy", "kept"))
 
 
-def _add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
+def add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
+    """``spec`` with each sweep extended by the default merge of its method, at the value of the
+    swept hyperparameter that merge used (``defaults`` from ``default_merges``), so that a sweep
+    of β over 0.1 and 0.5 is drawn and tabled through the default 0.3. Points already present are
+    kept as they are; without the default row or its merge info the sweep is unchanged."""
     rows = {r.get("model") for r in spec.get("rows", [])}
     sweeps = []
     for sw in spec.get("sweeps", []):
@@ -111,14 +115,6 @@ def _add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
             points.sort(key=lambda p: float(p["value"]))
         sweeps.append({**sw, "points": points})
     return {**spec, "sweeps": sweeps}
-
-
-def with_default_points(spec: Mapping, merge_infos: Sequence[str | os.PathLike]) -> dict:
-    """``spec`` with each sweep extended by the default merge of its method, at the value of the
-    swept hyperparameter that merge used (``_default_merges``), so that a sweep of β over 0.1 and
-    0.5 is drawn and tabled through the default 0.3. Points already present are kept as they
-    are; without the default row or its merge info the sweep is unchanged."""
-    return _add_default_points(spec, _default_merges(merge_infos))
 
 
 def build_tables(spec: Mapping, store: T.ResultStore, *, params: Mapping | None = None) -> dict[str, T.Table]:
@@ -196,8 +192,8 @@ def write_report(
     from speechmerge.utils import atomic_path, provenance
 
     exp = spec["experiment"]
-    default_merges = _default_merges(merge_infos)
-    spec = _add_default_points(spec, default_merges)
+    defaults = default_merges(merge_infos)
+    spec = add_default_points(spec, defaults)
     store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot, seed=seed,
                           metric_override="cer" if spec["kind"] == "peft" else None)
     infos = _train_infos(train_infos)
@@ -260,7 +256,7 @@ def write_report(
             _, cos = F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
                                       title=f"{exp}: cosine similarity of expert task vectors")
             add("taskvector_cosine.png", caps["taskvector_cosine.png"], "figure")
-            beta, energy = _boost_params(default_merges) if any(
+            beta, energy = _boost_params(defaults) if any(
                 r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else (None, "kept")
             F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta, energy=energy,
                            title=f"{exp}: singular values of task-vector matrices")
