@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -62,26 +63,79 @@ def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
     return rec
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def _temporary_pattern(path: Path) -> "re.Pattern[str]":
+    """Names ``atomic_path`` gives the temporaries of ``path``: ``.{name}.{8 random chars}.tmp``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer of ``path`` left beside it: only names ``atomic_path`` makes
+    for ``path`` (``.{name}.XXXXXXXX.tmp``), never another file. Returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temporary_pattern(path)
+    removed = []
+    for entry in path.parent.iterdir():
+        if pattern.fullmatch(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask(path: str | os.PathLike, umask: int | None = None) -> None:
+    """Give ``path`` (and, for a directory, everything in it) the usual permissions under the
+    umask: 0666 & ~umask for files, 0777 & ~umask for directories. Some writers (``mkstemp``,
+    ``safetensors``) create files 0600 whatever the umask, which breaks shared and cluster use."""
+    umask = current_umask() if umask is None else umask
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o777 & ~umask)
+            for f in files:
+                if not os.path.islink(os.path.join(root, f)):
+                    os.chmod(os.path.join(root, f), 0o666 & ~umask)
+        os.chmod(path, 0o777 & ~umask)
+    elif path.exists() and not path.is_symlink():
+        os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto ``path`` only if the block succeeds.
 
-    Snakemake never sees a half-written output: on error the temporary is removed.
+    Snakemake never sees a half-written output: on error the temporary is removed. Temporaries
+    that a killed run left for the same ``path`` are removed first (``remove_stale_temporaries``).
+    What is moved in gets the umask's permissions (``apply_umask``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)
-    os.umask(umask)
+    for stale in remove_stale_temporaries(path):
+        logging.getLogger("speechmerge").info("removed %s, left by an interrupted run", stale)
+    umask = current_umask()
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual permissions
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+    apply_umask(tmp, umask)
     try:
         yield tmp
+        apply_umask(tmp, umask)
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -73,4 +73,7 @@ def decode_audio(cell, *, target_sr: int = SAMPLE_RATE, what: str = "audio") -> 
     wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
     if wave.size == 0:
         raise AudioError(f"{what}: audio is empty")
+    if not np.all(np.isfinite(wave)):
+        bad = int(np.flatnonzero(~np.isfinite(wave))[0])
+        raise AudioError(f"{what}: audio contains NaN or infinite samples (first at sample {bad})")
     return resample(wave, sr, target_sr)

@@ -1,13 +1,16 @@
 """``python -m speechmerge merge`` and ``python -m speechmerge list-methods``.
 
     python -m speechmerge merge --method ties --base DIR --experts DIR [DIR ...] --out DIR \\
-        [--set key=value ...] [--seed N] [--delta-only] [--threads N]
+        [--set key=value ...] [--seed N] [--delta-only] [--threads N] [--overwrite]
 
 Base and experts are Whisper checkpoints in Hugging Face format (directories with
 ``model.safetensors`` or a sharded index); the experts are full fine-tuned models, their task
 vectors are computed tensor by tensor. The output directory is a loadable model: the base's
 configuration, generation config and tokenizer files, the merged ``model.safetensors`` and
 ``merge_info.json`` (with ``--delta-only``: ``delta.safetensors``, the merged task vector).
+The output is written into a temporary directory beside ``--out`` and moved in when complete.
+An existing ``--out`` must be empty; one that holds a previous merge (its ``merge_info.json``
+lists every file in it) is replaced only with ``--overwrite``; anything else is refused.
 ``--set`` values are parsed as JSON when they parse (numbers, true/false, null, lists), else
 kept as strings: ``--set keep_fraction=0.1 --set weights=[0.7,0.3]``.
 """
@@ -48,7 +51,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return 2
     try:
         info = merge_models(args.base, args.experts, method, args.out, seed=args.seed,
-                            delta_only=args.delta_only, progress=not args.quiet)  # fmt: skip
+                            delta_only=args.delta_only, progress=not args.quiet,
+                            overwrite=args.overwrite)  # fmt: skip
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -81,7 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="merge method (see list-methods)")
     p.add_argument("--base", required=True, help="base model directory (HF format)")
     p.add_argument("--experts", required=True, nargs="+", help="fine-tuned model directories")
-    p.add_argument("--out", required=True, help="output model directory (replaced if it exists)")
+    p.add_argument("--out", required=True,
+                   help="output model directory: new or empty (a previous merge output with --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds a previous merge output (and nothing else)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of randomised methods (DARE)")
     p.add_argument("--delta-only", action="store_true", help="write the merged task vector, not the model")

@@ -25,7 +25,8 @@ and dtype is known from the base). Nothing of the merged model is held in memory
   (zeros with ``delta_only``).
 * Checks before anything is written: every input has exactly the base's keys (a tied alias the
   base omits, ``proj_out.weight`` of Whisper, is ignored with a warning), the same shapes, and
-  a floating dtype (task vectors) or the base's dtype (expert checkpoints). A non-finite merged
+  a floating dtype (task vectors) or the base's dtype (expert checkpoints). A NaN or Inf in a
+  tensor read (base or expert) is an error naming the file and the tensor; a non-finite merged
   value is an error naming the tensor. The output is written atomically (``atomic_path``).
 * Determinism: the same inputs, hyperparameters, seed and thread count give a bit-identical
   file (no timestamps in it; randomness comes from ``TensorContext.generator()``).
@@ -199,6 +200,8 @@ class Checkpoint:
             if not n:
                 raise ValueError(f"{self.label}: {file} ends inside tensor {key!r}")
             got += n
+        if spec.is_float and not bool(torch.isfinite(out).all()):
+            raise ValueError(f"{self.label}: tensor {key!r} in {file} has non-finite values (NaN or Inf)")
         return out
 
     def close(self) -> None:
@@ -270,7 +273,7 @@ class SafetensorsWriter:
     ) -> None:
         header: dict[str, Any] = {}
         if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+            header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
         offset = 0
         for key, spec in specs.items():
             end = offset + spec.nbytes
@@ -326,6 +329,24 @@ class SafetensorsWriter:
             self.close()
         else:
             self._f.close()
+
+
+def write_safetensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """A whole state dict as one safetensors file, byte-reproducible: tensors in a fixed order
+    (widest dtype first, then by name), metadata keys sorted (``safetensors.torch.save_file`` orders metadata differently from
+    run to run). Written atomically with the umask's permissions."""
+    for key, t in tensors.items():
+        if t.dtype not in DTYPE_NAMES:
+            raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {t.dtype}")
+    # widest elements first, then by name (safetensors' own order): every tensor stays aligned
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    specs = {k: TensorSpec(DTYPE_NAMES[tensors[k].dtype], tuple(tensors[k].shape)) for k in order}
+    with atomic_path(path) as tmp, SafetensorsWriter(tmp, specs, metadata) as writer:
+        for key, spec in specs.items():
+            if spec.nbytes:
+                writer.write(key, tensors[key].detach().cpu().contiguous())
 
 
 class MemorySink:
@@ -586,16 +607,21 @@ def merge_models(
     delta_only: bool = False,
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Merge full fine-tuned checkpoints (τ_i computed on the fly) into a loadable HF directory.
 
     ``out_dir`` gets the base directory's configuration and tokenizer files, ``model.safetensors``
-    (or ``delta.safetensors`` with ``delta_only``) and ``merge_info.json``; written atomically.
+    (or ``delta.safetensors`` with ``delta_only``) and ``merge_info.json`` (which lists them);
+    written into a fresh temporary directory beside ``out_dir`` and moved in at the end. An
+    existing ``out_dir`` must be empty, or be a previous output of this function and
+    ``overwrite`` be true (see ``check_output_dir``): nothing else is ever deleted.
     """
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     protected = {Path(p).resolve() for p in (base_dir, *expert_dirs)}
     if out_dir.resolve() in protected:
         raise ValueError(f"output directory {out_dir} is one of the inputs")
+    check_output_dir(out_dir, overwrite=overwrite)
     with atomic_path(out_dir, is_dir=True) as tmp:
         if base_dir.is_dir():
             for f in sorted(base_dir.iterdir()):
@@ -608,8 +634,48 @@ def merge_models(
             seed=seed, delta_only=delta_only, metadata=metadata, progress=progress,
         )  # fmt: skip
         info["out_path"] = str(out_dir / name)
-        write_json(tmp / "merge_info.json", info)
+        info["files"] = sorted([f.name for f in tmp.iterdir()] + [MERGE_INFO_NAME])
+        write_json(tmp / MERGE_INFO_NAME, info)
+        check_output_dir(out_dir, overwrite=overwrite)  # nothing has appeared there meanwhile
     return info
+
+
+MERGE_INFO_NAME = "merge_info.json"
+
+
+def check_output_dir(out_dir: str | Path, *, overwrite: bool) -> None:
+    """Raise ValueError naming ``out_dir`` unless writing a merge there deletes nothing of the user's.
+
+    Allowed: a path that does not exist, an empty directory, or (with ``overwrite``) a previous
+    output of ``merge_models``: a directory whose ``merge_info.json`` lists every file in it.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory; refusing to replace it")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    listed = None
+    try:
+        listed = set(json.loads((out_dir / MERGE_INFO_NAME).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if listed is None:
+        raise ValueError(
+            f"--out {out_dir}: directory is not empty ({len(entries)} entries, e.g. {entries[:3]}) and is not a "
+            f"speechmerge merge output (no {MERGE_INFO_NAME} listing its files); refusing to replace it. "
+            "Choose a new or empty directory."
+        )
+    foreign = [e for e in entries if e not in listed or (out_dir / e).is_dir()]
+    if foreign:
+        raise ValueError(
+            f"--out {out_dir}: holds a previous merge plus files it did not write ({foreign[:5]}); "
+            "refusing to replace it. Move those files or choose another directory."
+        )
+    if not overwrite:
+        raise ValueError(f"--out {out_dir}: holds a previous merge; pass --overwrite to replace it")
 
 
 def merge_state_dicts(
@@ -633,6 +699,10 @@ def merge_state_dicts(
 
     base_specs = specs_of(base_sd, "base")
     labels = [f"task vector {i}" for i in range(len(task_vector_sds))]
+    for label, sd in [("base", base_sd), *zip(labels, task_vector_sds)]:
+        for k, t in sd.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{label}: tensor {k!r} has non-finite values (NaN or Inf)")
     check_inputs(base_specs, [(lb, specs_of(sd, lb)) for lb, sd in zip(labels, task_vector_sds)], same_dtype=False)
     out_specs = output_specs(base_specs, delta_only)
     sink = MemorySink()
@@ -647,5 +717,6 @@ def merge_state_dicts(
 
 __all__ = [
     "Checkpoint", "FileSource", "SafetensorsWriter", "TensorSpec", "check_inputs",
-    "merge_files", "merge_models", "merge_state_dicts", "peak_rss_mb", "read_header", "row_chunks", "weights_files",
+    "check_output_dir", "merge_files", "merge_models", "merge_state_dicts", "peak_rss_mb", "read_header", "row_chunks", "weights_files",
+    "write_safetensors",
 ]  # fmt: skip

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from transformers import (GenerationConfig, WhisperConfig, WhisperForConditionalGeneration,
                           WhisperProcessor)
 
+from speechmerge.merging.engine import write_safetensors
 from speechmerge.models import crop
 from speechmerge.models.bundle import locate_bundle
 from speechmerge.models.convert import WHISPER_MAX_REVISION, WHISPER_SPEC, ct2_whisper_state_dict
@@ -203,7 +203,7 @@ def write_model_dir(built: BuiltModel, out_dir: str | Path, info: dict[str, Any]
         built.config.save_pretrained(tmp)
         built.generation_config.save_pretrained(tmp)
         built.processor.save_pretrained(tmp)
-        save_file(built.state_dict, str(tmp / WEIGHTS_NAME), metadata=meta)
+        write_safetensors(tmp / WEIGHTS_NAME, built.state_dict, meta)  # fixed order: byte-reproducible
         info["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         info["size_bytes"] = sum(info["files"].values())
         now = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Tensors are read one at a time through ``safetensors.safe_open`` (memory holds the output
 dict plus two tensors, not two full models). Keys and shapes of the two weight files must
-match exactly; otherwise the error names the tensor. Metadata (string -> string): ``format``
+match exactly and every value must be finite; otherwise the error names the tensor (and the
+file). The file is byte-reproducible (fixed tensor and metadata order). Metadata (string -> string): ``format``
 = "pt", ``kind`` = "task_vector", ``job``, ``experiment``, plus every entry of ``metadata``
 (non-strings JSON-encoded), e.g. data, steps, seed, provenance.
 
@@ -19,7 +20,6 @@ from typing import Mapping
 
 import torch
 
-from speechmerge.utils import atomic_path
 
 
 def weights_file(path: str | os.PathLike) -> Path:
@@ -48,7 +48,8 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
     summary ``{"tensors", "parameters", "l2_norm"}``.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from speechmerge.merging.engine import write_safetensors
 
     mpath, bpath = weights_file(model_weights), weights_file(base_weights)
     out: dict[str, torch.Tensor] = {}
@@ -63,6 +64,9 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
         for key in sorted(mkeys):
             a = fm.get_tensor(key).to(torch.float32)
             b = fb.get_tensor(key).to(torch.float32)
+            for t, path in ((a, mpath), (b, bpath)):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"task vector: tensor {key!r} in {path} has non-finite values (NaN or Inf)")
             if a.shape != b.shape:
                 raise ValueError(f"task vector: tensor {key} has shape {tuple(a.shape)} in {mpath} "
                                  f"but {tuple(b.shape)} in base {bpath}")
@@ -70,8 +74,7 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
             sq += float(torch.sum(d.double() ** 2))
             out[key] = d
     meta = {"format": "pt", "kind": "task_vector", **_metadata_strings(metadata)}
-    with atomic_path(out_path) as tmp:
-        save_file(out, str(tmp), metadata=meta)
+    write_safetensors(out_path, out, meta)  # byte-reproducible, atomic
     return {"tensors": len(out), "parameters": sum(t.numel() for t in out.values()), "l2_norm": sq ** 0.5}
 
 
