@@ -186,11 +186,19 @@ def write_report(
     merge_infos: Sequence[str | os.PathLike] = (),
     n_boot: int = 1000,
     seed: int = 0,
+    verify: bool = True,
 ) -> dict:
-    """Write the whole report directory atomically; return the summary dict."""
+    """Write the whole report directory atomically; return the summary dict.
+
+    First (``verify``) every score is checked against its hypotheses
+    (``speechmerge.report.verify``): a mismatch stops the report before any table is written.
+    """
     from speechmerge.report import figures as F
+    from speechmerge.report.verify import verify_results
     from speechmerge.utils import atomic_path, provenance
 
+    if verify:
+        verify_results(scores, hyps)
     exp = spec["experiment"]
     defaults = default_merges(merge_infos)
     spec = add_default_points(spec, defaults)
