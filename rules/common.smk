@@ -5,17 +5,22 @@ import re
 from speechmerge.merging import REGISTRY
 from speechmerge.merging import methods as _register_methods  # noqa: F401
 from speechmerge.plan import build_plan
+from speechmerge.plan_checks import check_plan
+from speechmerge.data.adapters import manifest_audio_paths
 from speechmerge.report import report_captions
 from speechmerge.config import validate_config
 
 validate_config(config)
-PLAN = build_plan(config, merge_methods=set(REGISTRY))
-THREADS = config.get("threads", {})
 # Relative input paths in the config are read from the working directory if present there,
 # else from the repository (so a run in another --directory still finds the checked-in corpus).
 CORPUS = config.get("corpus", "resources/text/corpus.tsv")
 if not os.path.isabs(CORPUS) and not os.path.exists(CORPUS):
     CORPUS = os.path.join(workflow.basedir, CORPUS)
+PLAN = build_plan(config, merge_methods=set(REGISTRY))
+# Hyperparameters, PEFT settings, audio.max_seconds, the corpus and the sentence counts are
+# checked now, so `snakemake -n` names a bad config key before any job runs.
+check_plan(PLAN, corpus=CORPUS)
+THREADS = config.get("threads", {})
 
 
 def _alternatives(values):

@@ -1,9 +1,46 @@
-# synthesize_corpus: corpus sentences -> eSpeak NG speech in an acoustic domain -> parquet split.
+# synthesize_corpus: corpus sentences -> eSpeak NG speech in an acoustic domain -> parquet split
+# (or a local manifest's audio, or a hub dataset). audio_checksum: what a manifest split is made of.
+
+
+def _manifest(wc):
+    return PLAN.datasets[(wc.experiment, wc.subset, wc.split)].get("manifest")
+
+
+def _manifest_audio(wc):
+    """The manifest and every audio file it names: editing either reruns the checksum job."""
+    manifest = _manifest(wc)
+    if manifest is None or not os.path.isfile(manifest):
+        return [manifest] if manifest else []  # a missing manifest: Snakemake names it
+    return [manifest] + [str(p) for p in manifest_audio_paths(manifest)]
+
+
+def _split_inputs(wc):
+    """Corpus for every source; for a manifest split also the checksum of its audio."""
+    inputs = {"corpus": CORPUS}
+    if _manifest(wc):
+        inputs["audio_checksum"] = f"results/data/{wc.experiment}/{wc.subset}/{wc.split}.audio.json"
+    return inputs
+
+
+rule audio_checksum:
+    input:
+        _manifest_audio,
+    output:
+        "results/data/{experiment}/{subset}/{split}.audio.json",
+    params:
+        manifest=_manifest,
+    log:
+        "logs/audio_checksum/{experiment}/{subset}/{split}.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    script:
+        "../workflow_scripts/audio_checksum.py"
 
 
 rule synthesize_corpus:
     input:
-        corpus=CORPUS,
+        unpack(_split_inputs),
     output:
         "results/data/{experiment}/{subset}/{split}.parquet",
     params:

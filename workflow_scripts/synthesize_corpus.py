@@ -1,6 +1,8 @@
 """Rule synthesize_corpus: one dataset split (experiment, subset, split) -> parquet.
 
-input.corpus: the parallel text corpus TSV; output[0]: the split's parquet;
+input.corpus: the parallel text corpus TSV; input.audio_checksum (manifest splits): the
+checksum JSON of the manifest's audio, recorded in the parquet's provenance; output[0]: the
+split's parquet;
 params.spec: {"experiment", "subset", "language", "domain", "transforms", "split", "sentences",
 "renderings", "seed", "voice_profile", "source"} with source "synth" (eSpeak NG, default),
 "manifest" (+ "manifest": TSV path) or "covost2" | "fleurs" | "common_voice" (+ optional
@@ -10,7 +12,7 @@ params.spec: {"experiment", "subset", "language", "domain", "transforms", "split
 from speechmerge.data.adapters import from_manifest, load_real
 from speechmerge.data.io import write_split
 from speechmerge.data.synthesize import synthesize_split
-from speechmerge.utils import job_spec, provenance, set_threads, setup_script_logging
+from speechmerge.utils import job_spec, provenance, read_json, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
@@ -44,7 +46,10 @@ else:
     raise ValueError(f"params.spec.source: unknown data source {source!r} "
                      "(synth, manifest, covost2, fleurs, common_voice)")
 
-prov = provenance(config_hash=spec.get("config_hash"), spec=spec)
+recorded = {}
+if getattr(snakemake.input, "audio_checksum", None):  # noqa: F821
+    recorded["audio_sha256"] = read_json(snakemake.input.audio_checksum)["sha256"]  # noqa: F821
+prov = provenance(config_hash=spec.get("config_hash"), spec=spec, **recorded)
 n = write_split(records, snakemake.output[0], provenance=prov)  # noqa: F821
 hours = sum(r["duration"] for r in records) / 3600
 log.info("wrote %d utterances (%.3f h) to %s", n, hours, snakemake.output[0])  # noqa: F821

@@ -141,10 +141,8 @@ def _first(row: Mapping, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def from_manifest(tsv_path: str | os.PathLike, *, split: str = "test", language: str | None = None,
-                  domain: str = "clean", subset: str = "", progress: bool = True) -> list[dict]:
-    """Records from a manifest TSV (see the module docstring for its columns)."""
-    tsv_path = Path(tsv_path)
+def _read_manifest(tsv_path: Path) -> tuple[list[dict], str, str]:
+    """Rows of a manifest TSV, its audio column and its text column (errors name the file)."""
     if not tsv_path.is_file():
         raise FileNotFoundError(f"manifest not found: {tsv_path}")
     with open(tsv_path, encoding="utf-8", newline="") as fh:
@@ -157,6 +155,51 @@ def from_manifest(tsv_path: str | os.PathLike, *, split: str = "test", language:
     if audio_col is None or text_col is None:
         raise AdapterError(f"{tsv_path}: manifest needs an 'audio' (or 'path') and a 'transcript' "
                            f"(or 'text'/'sentence') column; it has {sorted(header)}")
+    return rows, audio_col, text_col
+
+
+def manifest_audio_paths(tsv_path: str | os.PathLike) -> list[Path]:
+    """The audio files a manifest names, in row order without repeats (relative paths are
+    resolved against the manifest's folder). The rows are not checked beyond their audio cell."""
+    tsv_path = Path(tsv_path)
+    rows, audio_col, _ = _read_manifest(tsv_path)
+    out = []
+    for i, row in enumerate(rows):
+        rel = (row.get(audio_col) or "").strip()
+        if not rel:
+            raise AdapterError(f"{tsv_path} row {i + 1} (line {i + 2}): empty audio path")
+        out.append(Path(rel) if os.path.isabs(rel) else tsv_path.parent / rel)
+    return list(dict.fromkeys(out))
+
+
+def audio_checksums(tsv_path: str | os.PathLike) -> dict:
+    """SHA-256 of the manifest and of every audio file it names, plus one over all of them:
+    what a split built from the manifest was made of (a changed file changes ``sha256``)."""
+    import hashlib
+
+    tsv_path = Path(tsv_path)
+    files = {}
+    for path in manifest_audio_paths(tsv_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{tsv_path}: audio file not found: {path}")
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        files[str(path)] = h.hexdigest()
+    manifest_sha = hashlib.sha256(tsv_path.read_bytes()).hexdigest()
+    total = hashlib.sha256(manifest_sha.encode())
+    for name, digest in files.items():
+        total.update(f"{name}\t{digest}\n".encode())
+    return {"manifest": str(tsv_path), "manifest_sha256": manifest_sha, "files": files, "sha256": total.hexdigest()}
+
+
+def from_manifest(tsv_path: str | os.PathLike, *, split: str = "test", language: str | None = None,
+                  domain: str = "clean", subset: str = "", progress: bool = True) -> list[dict]:
+    """Records from a manifest TSV (see the module docstring for its columns)."""
+    tsv_path = Path(tsv_path)
+    rows, audio_col, text_col = _read_manifest(tsv_path)
+    header = set(rows[0])
     if "language" not in header and not language:
         raise AdapterError(f"{tsv_path}: no 'language' column and no language given")
     subset = subset or tsv_path.stem

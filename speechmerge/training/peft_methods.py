@@ -71,7 +71,59 @@ def method_hparams(method: str, given: dict | None) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"method {method!r}: unknown hyperparameters {unknown}; "
                        f"known: {sorted(DEFAULTS[method])}")
-    return {**DEFAULTS[method], **given}
+    h = {**DEFAULTS[method], **given}
+    check_hparams(method, h)
+    return h
+
+
+def _number(method: str, h: dict, key: str, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
+    v = h[key]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    if ok and integer:
+        ok = float(v) == int(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        kind = "an integer" if integer else "a number"
+        bounds = " and ".join(b for b in (lo_s, hi_s) if b)
+        raise ValueError(f"method {method!r}: peft.{key} must be {kind}{' ' + bounds if bounds else ''}, got {v!r}")
+
+
+def check_hparams(method: str, h: dict) -> None:
+    """Value checks of a method's hyperparameters; ValueError naming ``peft.<key>``."""
+    if method == "lora":
+        _number(method, h, "r", lo=1, integer=True)
+        _number(method, h, "lora_alpha", lo=0, lo_open=True)
+        _number(method, h, "lora_dropout", lo=0, hi=1, hi_open=True)
+    elif method == "adalora":
+        _number(method, h, "init_r", lo=1, integer=True)
+        _number(method, h, "target_r", lo=1, hi=h["init_r"], integer=True)
+        _number(method, h, "lora_alpha", lo=0, lo_open=True)
+        _number(method, h, "lora_dropout", lo=0, hi=1, hi_open=True)
+        _number(method, h, "orth_reg_weight", lo=0)
+        for key in ("beta1", "beta2"):
+            _number(method, h, key, lo=0, hi=1, hi_open=True)
+        for key in ("tinit", "tfinal"):
+            if h[key] is not None:
+                _number(method, h, key, lo=0, integer=True)
+        if h["deltaT"] is not None:
+            _number(method, h, "deltaT", lo=1, integer=True)
+    elif method == "s2lora":
+        _number(method, h, "r", lo=1, integer=True)
+        _number(method, h, "alpha", lo=0, lo_open=True)
+        _number(method, h, "dropout", lo=0, hi=1, hi_open=True)
+        _number(method, h, "l1_weight", lo=0)
+        _number(method, h, "threshold", lo=0, hi=1, hi_open=True)
+    if method in ("lora", "adalora", "s2lora"):
+        targets = h["target_modules"]
+        if not isinstance(targets, (list, tuple)) or not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ValueError(f"method {method!r}: peft.target_modules must be a non-empty list of module names, "
+                             f"got {targets!r}")
 
 
 def adalora_schedule(total_steps: int, tinit=None, tfinal=None, deltaT=None) -> dict[str, int]:

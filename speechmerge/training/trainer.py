@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from speechmerge.training import batching
-from speechmerge.training.peft_methods import METHODS, build_method, count_parameters, method_hparams
+from speechmerge.training.peft_methods import (METHODS, adalora_schedule, build_method, count_parameters,
+                                               method_hparams)
 from speechmerge.utils import atomic_path, config_hash, provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ class TrainSpec:
             raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"{where}: precision must be auto, float32 or bfloat16")
-        method_hparams(self.method, self.peft)  # unknown PEFT keys fail early
+        h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
+        if self.method == "adalora":
+            adalora_schedule(int(self.steps), h["tinit"], h["tfinal"], h["deltaT"])
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
