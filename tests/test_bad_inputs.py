@@ -508,6 +508,7 @@ def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # three Snakemake runs (about a minute on 2 busy cores)
 def test_editing_a_manifest_audio_file_rebuilds_its_split(tmp_path):
     """The manifest and its audio are inputs (through the split's audio checksum)."""
     tsv, clip = manifest_with(tmp_path, np.zeros(8000, dtype=np.float32), subtype="PCM_16")
