@@ -203,7 +203,7 @@ def test_inf_in_the_base_names_file_and_tensor(tv_files, tmp_path):
 def test_nan_in_memory_merge_names_the_tensor():
     tv = tensors(1)
     tv[FC][0, 0] = float("-inf")
-    with pytest.raises(ValueError, match=re.escape(f"task vector 1: tensor {FC!r}")):
+    with pytest.raises(ValueError, match=re.escape(f"task vector 1: non-finite values (NaN or Inf) in tensor {FC!r}")):
         merge_state_dicts(tensors(0), [tensors(2), tv], "ties")
 
 

@@ -201,7 +201,7 @@ class Checkpoint:
                 raise ValueError(f"{self.label}: {file} ends inside tensor {key!r}")
             got += n
         if spec.is_float and not bool(torch.isfinite(out).all()):
-            raise ValueError(f"{self.label}: tensor {key!r} in {file} has non-finite values (NaN or Inf)")
+            raise ValueError(f"{self.label}: non-finite values (NaN or Inf) in tensor {key!r} of {file}")
         return out
 
     def close(self) -> None:
@@ -702,7 +702,7 @@ def merge_state_dicts(
     for label, sd in [("base", base_sd), *zip(labels, task_vector_sds)]:
         for k, t in sd.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{label}: tensor {k!r} has non-finite values (NaN or Inf)")
+                raise ValueError(f"{label}: non-finite values (NaN or Inf) in tensor {k!r}")
     check_inputs(base_specs, [(lb, specs_of(sd, lb)) for lb, sd in zip(labels, task_vector_sds)], same_dtype=False)
     out_specs = output_specs(base_specs, delta_only)
     sink = MemorySink()

@@ -66,7 +66,7 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
             b = fb.get_tensor(key).to(torch.float32)
             for t, path in ((a, mpath), (b, bpath)):
                 if not bool(torch.isfinite(t).all()):
-                    raise ValueError(f"task vector: tensor {key!r} in {path} has non-finite values (NaN or Inf)")
+                    raise ValueError(f"task vector: non-finite values (NaN or Inf) in tensor {key!r} of {path}")
             if a.shape != b.shape:
                 raise ValueError(f"task vector: tensor {key} has shape {tuple(a.shape)} in {mpath} "
                                  f"but {tuple(b.shape)} in base {bpath}")
