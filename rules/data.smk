@@ -15,11 +15,14 @@ def _manifest_audio(wc):
 
 
 def _split_inputs(wc):
-    """Corpus for every source; for a manifest split also the checksum of its audio."""
-    inputs = {"corpus": CORPUS}
+    """What a split is made from: the corpus (synthesised speech) or the checksum of a manifest's
+    audio (a manifest split); a hub dataset is named by params only."""
+    source = PLAN.datasets[(wc.experiment, wc.subset, wc.split)].get("source", "synth")
+    if source == "synth":
+        return {"corpus": CORPUS}
     if _manifest(wc):
-        inputs["audio_checksum"] = f"results/data/{wc.experiment}/{wc.subset}/{wc.split}.audio.json"
-    return inputs
+        return {"audio_checksum": f"results/data/{wc.experiment}/{wc.subset}/{wc.split}.audio.json"}
+    return {}
 
 
 rule audio_checksum:

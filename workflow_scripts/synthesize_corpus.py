@@ -1,8 +1,8 @@
 """Rule synthesize_corpus: one dataset split (experiment, subset, split) -> parquet.
 
-input.corpus: the parallel text corpus TSV; input.audio_checksum (manifest splits): the
-checksum JSON of the manifest's audio, recorded in the parquet's provenance; output[0]: the
-split's parquet;
+input.corpus (synthesised splits): the parallel text corpus TSV; input.audio_checksum (manifest
+splits): the checksum JSON of the manifest's audio, recorded in the parquet's provenance;
+output[0]: the split's parquet;
 params.spec: {"experiment", "subset", "language", "domain", "transforms", "split", "sentences",
 "renderings", "seed", "voice_profile", "source"} with source "synth" (eSpeak NG, default),
 "manifest" (+ "manifest": TSV path) or "covost2" | "fleurs" | "common_voice" (+ optional
