@@ -32,6 +32,10 @@ Every method exposes the same small interface (``Method``) to the trainer: the t
 parameters by stable name, an extra regularisation term, a hook after each optimizer step,
 what to do after training (prune), the merged plain Whisper model, and the learned rank
 allocation for adalora / s2lora.
+
+``method_hparams`` (used by ``TrainSpec.validate``, hence at plan time too) rejects unknown keys
+and out-of-range values (``check_hparams``: ranks >= 1, AdaLoRA ``target_r`` <= ``init_r``,
+dropouts in [0, 1), S2-LoRA ``l1_weight`` >= 0 and ``threshold`` in [0, 1)), naming ``peft.<key>``.
 """
 
 from __future__ import annotations
