@@ -2,7 +2,8 @@
 
 Formulation used here (the paper's abstract says the two low-rank matrices are "globally
 shared" and each weight matrix only owns a sparse rank-coefficient vector; the exact sharing
-granularity is not public, see docs REFERENCES.md). For every adapted linear layer m
+granularity is not public; docs/methods.md, "S2-LoRA", lists what is confirmed and what is
+ours). For every adapted linear layer m
 (``target_modules``: q_proj k_proj v_proj out_proj fc1 fc2) with frozen weight
 W_m in R^{out x in}:
 

@@ -1,7 +1,7 @@
 """BoostedTSV-M: TSV-M w/ NS whose per-task kept spectra are boosted before concatenation
 (Carvalho et al. 2026, arXiv 2603.05354, "mitigates rank collapse via singular-value boosting and
 improves numerical stability"; the paper's code is not public: the formula below is a
-reconstruction, documented in /work/shared/REFERENCES.md).
+reconstruction; docs/methods.md, "BoostedTSV-M", gives its sources).
 
 Matrix tensors, N task vectors τ_i = U_i diag(σ_i) V_iᵀ, r = min(m, n), k = max(1, r // N):
     boosting (``linalg.boost_spectrum``), per task, on its kept spectrum σ = σ_i[:k]
