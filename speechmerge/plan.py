@@ -14,32 +14,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 TASKS = ("transcribe", "translate")
 SPLITS = ("train", "dev", "test")
 PEFT_METHODS = ("full", "bitfit", "lora", "adalora", "s2lora")
 
-METHOD_LABELS = {
-    "soup": "SOUP",
-    "model_stock": "Model Stock",
-    "karcher": "Karcher mean",
-    "multislerp": "Multi-SLERP",
-    "task_arithmetic": "Task Arithmetic",
-    "ties": "TIES",
-    "dare_linear": "DARE (linear)",
-    "dare_ties": "DARE-TIES",
-    "pcb": "PCB",
-    "sce": "SCE",
-    "iso_c": "Iso-C",
-    "iso_cts": "Iso-CTS",
-    "tsv_m": "TSV-M",
-    "tsv_m_ns": "TSV-M w/ NS",
-    "boosted_tsv_m": "BoostedTSV-M",
-    "lors": "LoRS-Merging",
-    "lors_lowrank": "LoRS low-rank only",
-    "lors_sparse": "LoRS sparse only",
-}
 PEFT_LABELS = {"full": "Full fine-tuning", "bitfit": "BitFit", "lora": "LoRA",
                "adalora": "AdaLoRA", "s2lora": "S2-LoRA"}
 
@@ -148,8 +128,17 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------------
-def build_plan(config: dict, merge_methods: set[str] | None = None) -> Plan:
-    """Expand a (schema-validated) config into the plan; ``merge_methods`` = registry names."""
+def merge_method_labels() -> dict[str, str]:
+    """Name -> display label of every registered merging method (the ``label`` of its class)."""
+    from speechmerge.merging import REGISTRY
+    from speechmerge.merging import methods  # noqa: F401  (imports register every method)
+
+    return {name: cls.label for name, cls in REGISTRY.items()}
+
+
+def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan:
+    """Expand a (schema-validated) config into the plan; ``merge_methods`` = the names a merge may
+    use (default: no check). Row labels of merges come from the method classes."""
     plan = Plan(config=config)
     experiments = config.get("experiments", {})
     for name, exp in experiments.items():
@@ -257,7 +246,7 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
     for method in exp.get("merges", []):
         plan.variants[(exp_name, method)] = {"method": method, "hparams": dict(overrides.get(method) or {}),
                                              "seed": seed, "experts": experts, "variant": method}
-        rows.append({"model": f"merge-{method}", "label": METHOD_LABELS.get(method, method),
+        rows.append({"model": f"merge-{method}", "label": merge_method_labels().get(method, method),
                      "group": "merge", "method": method})
     for sweep in exp.get("sweeps", []):
         method, param = sweep["method"], sweep["param"]

@@ -24,7 +24,7 @@ from speechmerge.merging.engine import (
     merge_state_dicts,
     read_header,
 )
-from speechmerge.merging.methods import _common
+from speechmerge.merging import streaming as _common
 
 REPO = Path(__file__).resolve().parents[1]
 EMBED = "model.decoder.embed_tokens.weight"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from speechmerge.merging import TensorContext, get_method
-from speechmerge.merging.methods import _common
+from speechmerge.merging import streaming as _common
 
 MATRIX_KEY = "model.encoder.layers.0.fc1.weight"
 BIAS_KEY = "model.encoder.layers.0.fc1.bias"

@@ -33,7 +33,7 @@ from speechmerge.merging.methods import (  # noqa: F401  (registers the methods)
     tsv_m,
     tsv_m_ns,
 )
-from speechmerge.merging.methods._common import InMemorySource
+from speechmerge.merging.streaming import InMemorySource
 from speechmerge.merging.methods.iso_cts import iso_cts_sizes
 from speechmerge.merging.methods.lors import lors_rank
 from speechmerge.merging.methods.tsv_m import tsv_bases, tsv_components
@@ -479,3 +479,21 @@ def test_lors_resolved_scaling_is_one_over_n(name):
     assert get_method(name, {"scaling": 0.4}).resolved_hparams(5)["scaling"] == 0.4
     ties = get_method("ties")
     assert ties.resolved_hparams(5) == ties.hparams  # nothing N-dependent
+
+
+def test_every_method_module_registers_a_labelled_method():
+    from speechmerge.merging import methods
+    from speechmerge.merging.base import MergeMethod, register
+
+    registered_modules = {cls.__module__.rsplit(".", 1)[1] for cls in REGISTRY.values()}
+    assert set(methods.MODULES) == registered_modules  # found by pkgutil, nothing listed by hand
+    for name, cls in REGISTRY.items():
+        assert cls.label and cls.reference_url.startswith("https://"), name
+
+    class Unlabelled(MergeMethod):
+        name = "unlabelled_test_method"
+        reference_url = "https://example.org"
+
+    with pytest.raises(ValueError, match="Unlabelled has no label"):
+        register(Unlabelled)
+    assert "unlabelled_test_method" not in REGISTRY

@@ -8,7 +8,10 @@ themselves. The streaming engine (``speechmerge.merging.engine``) feeds tensors 
 no method ever holds more than one tensor per expert.
 
 Adding a method = one module in ``speechmerge/merging/methods/`` with a subclass decorated by
-``@register``; it is then available to the ``merge`` rule, the config and the CLI.
+``@register`` that sets ``name``, ``label`` (how tables show it), ``reference_url`` (the paper or
+reference code), ``defaults`` and ``source``. ``speechmerge.merging.methods`` imports every module
+of its package, so the method is then available to the ``merge`` rule, the config, the report and
+the CLI with no other edit.
 """
 
 from __future__ import annotations
@@ -47,9 +50,12 @@ class TensorContext:
 
 
 class MergeMethod:
-    """Base class. Subclasses set ``name``, ``defaults`` (paper defaults), ``source`` (citation)."""
+    """Base class. Subclasses set ``name`` (config and file names), ``label`` (tables and
+    figures), ``reference_url``, ``defaults`` (paper defaults) and ``source`` (citation)."""
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    reference_url: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     source: ClassVar[str] = ""
 
@@ -86,8 +92,9 @@ REGISTRY: dict[str, type[MergeMethod]] = {}
 
 
 def register(cls: type[MergeMethod]) -> type[MergeMethod]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
+    for attr in ("name", "label", "reference_url"):
+        if not getattr(cls, attr):
+            raise ValueError(f"merge method class {cls.__name__} has no {attr}")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"merge method {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls

@@ -67,11 +67,13 @@ def cmd_list_methods(args: argparse.Namespace) -> int:
         cls = REGISTRY[name]
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         print(f"{name}")
+        print(f"    label:    {cls.label}")
         if doc:
             print(f"    {doc[0]}")
         defaults = ", ".join(f"{k}={json.dumps(v)}" for k, v in cls.defaults.items()) or "(none)"
         print(f"    defaults: {defaults}")
         print(f"    source:   {cls.source}")
+        print(f"    see:      {cls.reference_url}")
     return 0
 
 

@@ -16,7 +16,7 @@ and dtype is known from the base). Nothing of the merged model is held in memory
   model directory (``model.safetensors`` or a sharded ``model.safetensors.index.json``) or such
   an index file.
 * Methods that implement the chunked protocol (``merge_stream``, see
-  ``speechmerge.merging.methods._common``) see row chunks of at most ``CHUNK_ELEMS`` elements
+  ``speechmerge.merging.streaming``) see row chunks of at most ``CHUNK_ELEMS`` elements
   per expert plus a few whole-tensor buffers; the others get whole tensors via
   ``merge_tensor``. Either way memory does not grow with N beyond one tensor (or one chunk)
   per expert.
@@ -49,8 +49,8 @@ import torch
 from tqdm.auto import tqdm
 
 from speechmerge.merging.base import MergeMethod, TensorContext, get_method, is_matrix
-from speechmerge.merging.methods import _common
-from speechmerge.merging.methods._common import InMemorySource, TensorSource, row_chunks
+from speechmerge.merging import streaming
+from speechmerge.merging.streaming import InMemorySource, TensorSource, row_chunks
 from speechmerge.utils import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class Checkpoint:
 class FileSource(TensorSource):
     """``TensorSource`` over checkpoints; task vectors read directly or computed as θ_i − θ_0.
 
-    The last chunk read (at most ``_common.CHUNK_ELEMS`` per expert) is cached, so the several passes a
+    The last chunk read (at most ``streaming.CHUNK_ELEMS`` per expert) is cached, so the several passes a
     method makes over a small tensor read it once.
     """
 
@@ -232,7 +232,7 @@ class FileSource(TensorSource):
             r = rows if rows is not None else slice(0, self.shape[0])
             span = (r.start or 0, self.shape[0] if r.stop is None else r.stop)
         rows_numel = (span[1] - span[0]) * (self.numel // max(1, self.shape[0]) if len(self.shape) else 1)
-        if rows_numel > _common.CHUNK_ELEMS:
+        if rows_numel > streaming.CHUNK_ELEMS:
             return load()
         if span != self._cache_rows:
             self._cache_rows, self._cache = span, {}

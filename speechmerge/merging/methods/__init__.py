@@ -1,41 +1,13 @@
-"""Every merging method, one module each; importing this package registers them all."""
+"""Every merging method, one module each; importing this package imports every module in it,
+which registers its method (``speechmerge.merging.base.register``). A module that fails to import
+fails the import of the package: no method goes missing silently."""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-# Parameter space, task-vector space (engine owner).
-CORE_METHODS = (
-    "soup",
-    "model_stock",
-    "karcher",
-    "multislerp",
-    "task_arithmetic",
-    "ties",
-    "dare_linear",
-    "dare_ties",
-    "pcb",
-    "sce",
-)
-# Subspace and low-rank/sparse methods (written in parallel; a module still missing is skipped).
-SUBSPACE_METHODS = (
-    "iso_c",
-    "iso_cts",
-    "tsv_m",
-    "tsv_m_ns",
-    "boosted_tsv_m",
-    "lors",
-    "lors_lowrank",
-    "lors_sparse",
-)
+MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
 
-for _name in CORE_METHODS:
+for _name in MODULES:
     importlib.import_module(f"{__name__}.{_name}")
-
-for _name in SUBSPACE_METHODS:
-    _module = f"{__name__}.{_name}"
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as err:  # only the module itself being absent is tolerated
-        if err.name != _module:
-            raise

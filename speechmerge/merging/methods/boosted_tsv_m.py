@@ -18,7 +18,8 @@ then keeps [:k] (same function applied before truncation).
 β = 1: j* is the last index, σ_{j*} is the smallest kept value, nothing changes: the output is
 bit-for-bit that of ``tsv_m_ns`` (``boost_spectrum`` returns its input for β = 1). Smaller β
 flattens more (β → 0: every kept value becomes σ_1, a flat spectrum like Iso-C's).
-Other tensors: as TSV-M: Δ = α · mean_i τ_i (``non_matrix="mean"``) or α · Σ_i τ_i ("sum").
+Other tensors: as TSV-M: Δ = α · mean_i τ_i (``non_matrix="mean"``) or α · Σ_i τ_i ("sum");
+the SVD merge is restricted to attention/MLP matrices, as in ``tsv_m`` (docs/methods.md).
 
 Defaults: β = 0.3 (best value of the paper's 0.1–1.0 sweep), energy "kept", α = 1.0,
 ns_steps = 5, Muon coefficients.
@@ -30,7 +31,7 @@ from typing import Any
 
 from speechmerge.merging.base import register
 from speechmerge.merging.linalg import boost_spectrum  # noqa: F401  (re-exported for figures)
-from speechmerge.merging.methods._subspace_common import check_choice, check_number
+from speechmerge.merging.checks import check_choice, check_number
 from speechmerge.merging.methods.tsv_m import BOOST_ENERGY
 from speechmerge.merging.methods.tsv_m_ns import TSVMNewtonSchulz
 
@@ -40,13 +41,15 @@ class BoostedTSVM(TSVMNewtonSchulz):
     """BoostedTSV-M (see module docstring)."""
 
     name = "boosted_tsv_m"
+    label = "BoostedTSV-M"
+    reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVMNewtonSchulz.defaults, "beta": 0.3, "energy": "kept"}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (BoostedTSV-M; boosting rule reconstructed)"
 
     def validate(self) -> None:
         super().validate()
-        check_number(self.name, self.hparams, "beta", lo=0.0, hi=1.0, lo_open=True)
-        check_choice(self.name, self.hparams, "energy", BOOST_ENERGY)
+        check_number(self, "beta", lo=0.0, hi=1.0, lo_open=True)
+        check_choice(self, "energy", BOOST_ENERGY)
 
     def boosting(self) -> dict[str, Any]:
         return {"beta": float(self.hparams["beta"]), "energy": self.hparams["energy"]}

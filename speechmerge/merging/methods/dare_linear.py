@@ -22,16 +22,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    check_bool,
-    check_number,
-    check_weights,
-    dare_drop,
-    expert_weights,
-    weighted_sum,
-)
+from speechmerge.merging.checks import check_bool, check_number, check_weights, expert_weights
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import dare_drop, weighted_sum
 
 
 class DareMethod(StreamingMethod):
@@ -56,6 +49,8 @@ class DareLinear(DareMethod):
     """DARE + task arithmetic: Δ = λ Σ_i w_i DARE_p(τ_i)."""
 
     name = "dare_linear"
+    label = "DARE (linear)"
+    reference_url = "https://arxiv.org/abs/2311.03099"
     defaults = {"drop_rate": 0.9, "rescale": True, "scaling": 0.3, "weights": None, "matrices_only": False}
     source = "Yu et al. 2024 (DARE, p=0.9) + task arithmetic (lambda=0.3, project default)"
 

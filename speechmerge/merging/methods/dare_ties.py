@@ -1,6 +1,6 @@
 """DARE + TIES ("dare_ties"): DARE drop-and-rescale replaces TIES' magnitude trim, then sign
 election and a disjoint (weighted) mean (Yu et al., ICML 2024; mergekit ``dare_ties`` =
-``generalized_task_arithmetic`` with random sparsification, "sum" consensus, normalize=True).
+``generalized_task_arithmetic`` with random sparsification and "sum" consensus).
 
     τ̃_i = DARE(τ_i) (see ``dare_linear``), u_i = w_i τ̃_i,
     γ = sign(Σ_i u_i) with γ = +1 where the sum is 0 (mergekit's ``>= 0``),
@@ -8,6 +8,11 @@ election and a disjoint (weighted) mean (Yu et al., ICML 2024; mergekit ``dare_t
 
 Defaults: ``drop_rate`` p = 0.9 (paper), ``rescale`` True, ``scaling`` λ = 1.0 (TIES' default,
 which this merge step follows), ``weights`` None (all 1: a plain disjoint mean; must be > 0).
+Deviation from mergekit: its ``dare_ties`` does not normalise by default (``normalize: false``),
+i.e. it *sums* the agreeing entries; we divide by Σ_i w_i [sign u_i = γ], the disjoint mean of
+TIES (mergekit's ``normalize: true``), so that DARE's drop is the only change from ``ties``.
+Its rescale is also different: an L1-norm ratio, where the DARE paper, MergeLM, peft and
+FusionBench use 1/(1 − p), as we do.
 ``matrices_only`` as in ``dare_linear``. Randomness as in ``dare_linear`` (one generator per
 tensor, seeded from the run seed and the tensor name).
 """
@@ -19,13 +24,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    TensorSource,
-    agree_mask,
-    check_weights,
-    elect_sign,
-    expert_weights,
-)
+from speechmerge.merging.checks import check_weights, expert_weights
+from speechmerge.merging.streaming import TensorSource
+from speechmerge.merging.tensor_ops import agree_mask, elect_sign
 from speechmerge.merging.methods.dare_linear import DareMethod
 
 
@@ -34,6 +35,8 @@ class DareTies(DareMethod):
     """DARE + TIES: DARE_p(τ_i), sign election, weighted disjoint mean, times λ."""
 
     name = "dare_ties"
+    label = "DARE-TIES"
+    reference_url = "https://arxiv.org/abs/2311.03099"
     defaults = {"drop_rate": 0.9, "rescale": True, "scaling": 1.0, "weights": None, "matrices_only": False}
     source = "Yu et al. 2024 (DARE, p=0.9); mergekit dare_ties (sum consensus, weighted disjoint mean)"
 

@@ -20,7 +20,13 @@ Matrix tensors (``ctx.is_matrix``), N task vectors τ_i of shape m×n, r = min(m
        Δ = α · σ̄ · U⊥ V⊥ᵀ.
    The order of the blocks does not matter (polar(A P) = polar(A) P for a permutation P).
    common_space_fraction = 1 (or d = 0) gives exactly Iso-C.
-Other tensors: Δ = α · mean_i τ_i (``non_matrix="mean"``, the reference) or α · Σ_i τ_i ("sum").
+Other tensors: Δ = α · mean_i τ_i (``non_matrix="mean"``, the reference's rule for non-2-D
+tensors) or α · Σ_i τ_i ("sum").
+Scope: the reference code SVD-merges every 2-D tensor, the token embedding included; we SVD-merge
+only the attention/MLP matrices and merge every other tensor by the non-matrix rule. Whisper's
+token embedding is tied to the output projection (a vocabulary table, not a linear map whose
+subspaces the method reasons about), and its SVD would need the whole 51865×d tensor of every
+expert in memory, which the streaming engine avoids (docs/methods.md).
 
 Defaults: scaling α = 1.0, common_space_fraction = 0.8 (FusionBench
 ``config/method/isotropic_merging/iso_cts.yaml``; iso-merging ``config/method/iso_cts.yaml``;
@@ -35,13 +41,8 @@ import torch
 
 from speechmerge.merging.base import register
 from speechmerge.merging.linalg import newton_schulz, polar_factor, svd, truncated_svd
-from speechmerge.merging.methods._subspace_common import (
-    NON_MATRIX_RULES,
-    MatrixOrElementwiseMethod,
-    check_choice,
-    check_number,
-    combine,
-)
+from speechmerge.merging.checks import check_choice, check_number
+from speechmerge.merging.streaming import MatrixOrElementwiseMethod, NON_MATRIX_RULES, combine
 
 ORTHOGONALIZERS = ("polar", "newton_schulz")
 
@@ -83,14 +84,16 @@ class IsoCTS(MatrixOrElementwiseMethod):
     """Iso-CTS (see module docstring)."""
 
     name = "iso_cts"
+    label = "Iso-CTS"
+    reference_url = "https://arxiv.org/abs/2502.04959"
     defaults = {"scaling": 1.0, "common_space_fraction": 0.8, "orthogonalizer": "polar", "non_matrix": "mean"}
     source = "Marczak et al. 2025, arXiv 2502.04959 (Iso-CTS); FusionBench iso_utils.iso_cts"
 
     def validate(self) -> None:
-        check_number(self.name, self.hparams, "scaling")
-        check_number(self.name, self.hparams, "common_space_fraction", lo=0.0, hi=1.0)
-        check_choice(self.name, self.hparams, "orthogonalizer", ORTHOGONALIZERS)
-        check_choice(self.name, self.hparams, "non_matrix", NON_MATRIX_RULES)
+        check_number(self, "scaling")
+        check_number(self, "common_space_fraction", lo=0.0, hi=1.0)
+        check_choice(self, "orthogonalizer", ORTHOGONALIZERS)
+        check_choice(self, "non_matrix", NON_MATRIX_RULES)
 
     def merge_matrix(self, taus: list[torch.Tensor]) -> torch.Tensor:
         hp = self.hparams

@@ -26,14 +26,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    check_number,
-    check_weights,
-    expert_weights,
-    gram,
-)
+from speechmerge.merging.checks import check_number, check_weights, expert_weights
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import gram
 
 
 def karcher_coefficients(
@@ -90,6 +85,8 @@ class Karcher(StreamingMethod):
     """Karcher mean of the experts' weights on the unit sphere, mean norm restored."""
 
     name = "karcher"
+    label = "Karcher mean"
+    reference_url = "https://github.com/arcee-ai/mergekit/blob/main/mergekit/merge_methods/karcher.py"
     defaults = {"max_iter": 10, "tol": 1e-5, "weights": None}
     source = "mergekit karcher.py (max_iter=10, tol=1e-5, uniform weights)"
 

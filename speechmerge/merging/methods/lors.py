@@ -31,7 +31,8 @@ import torch
 
 from speechmerge.merging.base import register
 from speechmerge.merging.linalg import lowrank_sparse_split
-from speechmerge.merging.methods._subspace_common import MatrixOrElementwiseMethod, check_number
+from speechmerge.merging.checks import check_number
+from speechmerge.merging.streaming import MatrixOrElementwiseMethod
 
 
 def lors_rank(shape: Sequence[int], rank_fraction: float, rank: int | None = None) -> int:
@@ -45,12 +46,12 @@ class _PrunedTaskArithmetic(MatrixOrElementwiseMethod):
     """Δ = λ Σ_i prune(τ_i) on matrices, λ Σ_i τ_i elsewhere; λ = scaling or 1/N."""
 
     def validate(self) -> None:
-        check_number(self.name, self.hparams, "scaling", allow_none=True)
+        check_number(self, "scaling", allow_none=True)
         if "rank_fraction" in self.hparams:
-            check_number(self.name, self.hparams, "rank_fraction", lo=0.0, hi=1.0, lo_open=True)
-            check_number(self.name, self.hparams, "rank", lo=0, integer=True, allow_none=True)
+            check_number(self, "rank_fraction", lo=0.0, hi=1.0, lo_open=True)
+            check_number(self, "rank", lo=0, integer=True, allow_none=True)
         if "keep_fraction" in self.hparams:
-            check_number(self.name, self.hparams, "keep_fraction", lo=0.0, hi=1.0)
+            check_number(self, "keep_fraction", lo=0.0, hi=1.0)
 
     def rank_for(self, shape: Sequence[int]) -> int:
         rank = self.hparams.get("rank")
@@ -84,6 +85,8 @@ class LoRS(_PrunedTaskArithmetic):
     """LoRS-Merging (see module docstring)."""
 
     name = "lors"
+    label = "LoRS-Merging"
+    reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None, "keep_fraction": 0.2}
     source = "Zhao et al. 2025, arXiv 2502.17380 (LoRS-Merging); qmgzhao/LoRS-Merging merge_fft-lors-merge.py"
 

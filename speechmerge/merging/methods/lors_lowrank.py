@@ -24,6 +24,8 @@ class LoRSLowRank(_PrunedTaskArithmetic):
     """Low-rank-only LoRS (see module docstring)."""
 
     name = "lors_lowrank"
+    label = "LoRS low-rank only"
+    reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None}
     source = "Zhao et al. 2025, arXiv 2502.17380; qmgzhao/LoRS-Merging merge_fft-svp-merge.py"
 

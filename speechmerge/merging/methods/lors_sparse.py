@@ -25,6 +25,8 @@ class LoRSSparse(_PrunedTaskArithmetic):
     """Sparse-only LoRS (see module docstring)."""
 
     name = "lors_sparse"
+    label = "LoRS sparse only"
+    reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "keep_fraction": 0.2}
     source = "Zhao et al. 2025, arXiv 2502.17380; qmgzhao/LoRS-Merging merge_fft-mp-merge.py"
 

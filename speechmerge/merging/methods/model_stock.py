@@ -23,13 +23,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    check_bool,
-    cosine_matrix,
-    gram,
-)
+from speechmerge.merging.checks import check_bool
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import cosine_matrix, gram
 
 DEN_EPS = 1e-12
 
@@ -53,6 +49,8 @@ class ModelStock(StreamingMethod):
     """Model Stock: Δ = t · mean_i τ_i, t = N cos θ / (1 + (N − 1) cos θ) per tensor."""
 
     name = "model_stock"
+    label = "Model Stock"
+    reference_url = "https://arxiv.org/abs/2403.19522"
     defaults = {"filter_wise": False}
     source = "Jang et al. 2024 (Model Stock); mergekit model_stock.py (mean pairwise cosine)"
 

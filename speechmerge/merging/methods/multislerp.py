@@ -25,16 +25,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    check_bool,
-    check_number,
-    check_weights,
-    expert_weights,
-    gram,
-    weighted_sum,
-)
+from speechmerge.merging.checks import check_bool, check_number, check_weights, expert_weights
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import gram, weighted_sum
 
 
 def multislerp_coefficients(G: torch.Tensor, w: list[float], eps: float) -> torch.Tensor | None:
@@ -63,6 +56,8 @@ class MultiSlerp(StreamingMethod):
     """Multi-SLERP: barycentric spherical interpolation of the task vectors around the base."""
 
     name = "multislerp"
+    label = "Multi-SLERP"
+    reference_url = "https://github.com/arcee-ai/mergekit/blob/main/mergekit/merge_methods/multislerp.py"
     defaults = {"weights": None, "normalize_weights": True, "eps": 1e-8}
     source = "mergekit multislerp.py (base-relative, normalize_weights=true, eps=1e-8)"
 

@@ -30,14 +30,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    abs_values,
-    check_bool,
-    check_number,
-    kth_smallest_,
-)
+from speechmerge.merging.checks import check_bool, check_number
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import abs_values, kth_smallest_
 
 
 def _index(d: int, pos: float) -> int:
@@ -80,6 +75,8 @@ class Pcb(StreamingMethod):
     """PCB: intra × inter balancing scores, keep the top fraction, score-weighted mean."""
 
     name = "pcb"
+    label = "PCB"
+    reference_url = "https://arxiv.org/abs/2410.02396"
     defaults = {"keep_fraction": 0.1, "clamp_ratio": 1e-4, "scaling": 1.0, "matrices_only": False}
     source = "Du et al. 2024 (PCB-Merging); duguodong7/pcb-merging pcb-merging.py (ratio 0.1, clamp 1e-4)"
 

@@ -27,15 +27,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    agree_mask,
-    check_bool,
-    check_number,
-    elect_sign,
-    kth_smallest_,
-)
+from speechmerge.merging.checks import check_bool, check_number
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import agree_mask, elect_sign, kth_smallest_
 
 
 def variance(ds: list[torch.Tensor]) -> torch.Tensor:
@@ -54,6 +48,8 @@ class Sce(StreamingMethod):
     """SCE: select top-variance entries, weight by squared magnitude, erase minority signs."""
 
     name = "sce"
+    label = "SCE"
+    reference_url = "https://arxiv.org/abs/2408.07990"
     defaults = {"keep_fraction": 0.1, "matrices_only": False}
     source = "Wan et al. 2024 (FuseChat-2.0 SCE, select_topk=0.1); mergekit sce.py"
 

@@ -15,13 +15,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    check_weights,
-    expert_weights,
-    weighted_sum,
-)
+from speechmerge.merging.checks import check_weights, expert_weights
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import weighted_sum
 
 
 @register
@@ -29,6 +25,8 @@ class Soup(StreamingMethod):
     """SOUP: Δ = Σ_i w_i τ_i with weights normalised to 1 (uniform soup by default)."""
 
     name = "soup"
+    label = "SOUP"
+    reference_url = "https://arxiv.org/abs/2203.05482"
     defaults = {"weights": None}
     source = "Wortsman et al. 2022 (uniform model soup); mergekit linear.py (normalize=true)"
 

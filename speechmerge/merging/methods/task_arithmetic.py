@@ -2,9 +2,9 @@
 
     Δ = λ · Σ_i τ_i.
 
-Defaults: ``scaling`` λ = 0.3, the project's choice: the paper has no fixed λ (it picks λ on
-held-out validation data from a 0.05-step grid in [0, 1]) and FusionBench's
-``config/method/task_arithmetic.yaml`` sets ``scaling_factor: 0.5``; sweep it with
+Defaults: ``scaling`` λ = 0.3: the paper has no fixed λ (it picks λ on held-out validation data
+from a 0.05-step grid in [0, 1]); FusionBench's ``config/method/task_arithmetic.yaml`` sets
+``scaling_factor: 0.3`` (0.5 before April 2025), the value we follow; sweep it with
 ``task_arithmetic@scaling=...`` variants. Every tensor (matrices and the rest) is treated alike.
 """
 
@@ -15,7 +15,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import StreamingMethod, TensorSource, check_number, weighted_sum
+from speechmerge.merging.checks import check_number
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import weighted_sum
 
 
 @register
@@ -23,8 +25,10 @@ class TaskArithmetic(StreamingMethod):
     """Task Arithmetic: Δ = λ Σ_i τ_i."""
 
     name = "task_arithmetic"
+    label = "Task Arithmetic"
+    reference_url = "https://arxiv.org/abs/2212.04089"
     defaults = {"scaling": 0.3}
-    source = "Ilharco et al. 2023 (lambda tuned on validation; 0.3 = project default, FusionBench 0.5)"
+    source = "Ilharco et al. 2023 (lambda tuned on validation); lambda=0.3 as FusionBench task_arithmetic.yaml"
 
     def validate(self) -> None:
         check_number(self, "scaling")

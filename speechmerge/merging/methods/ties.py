@@ -28,15 +28,9 @@ from typing import Iterator
 import torch
 
 from speechmerge.merging.base import TensorContext, register
-from speechmerge.merging.methods._common import (
-    StreamingMethod,
-    TensorSource,
-    agree_mask,
-    check_bool,
-    check_number,
-    elect_sign,
-    magnitude_threshold,
-)
+from speechmerge.merging.checks import check_bool, check_number
+from speechmerge.merging.streaming import StreamingMethod, TensorSource
+from speechmerge.merging.tensor_ops import agree_mask, elect_sign, magnitude_threshold
 
 
 def trim(t: torch.Tensor, threshold: float | None) -> torch.Tensor:
@@ -64,6 +58,8 @@ class Ties(StreamingMethod):
     """TIES: keep the top-k |τ_i|, elect signs by mass, disjoint mean, times λ."""
 
     name = "ties"
+    label = "TIES"
+    reference_url = "https://arxiv.org/abs/2306.01708"
     defaults = {"keep_fraction": 0.2, "scaling": 1.0, "matrices_only": False}
     source = "Yadav et al. 2023 (TIES; k=20%, lambda=1 without validation); prateeky2806/ties-merging"
 

@@ -15,7 +15,12 @@ directions (unique partial isometry) where the reference keeps LAPACK's arbitrar
 identical for full-rank stacks, and well defined for identical task vectors (N identical τ give
 Δ = α · rank-k truncation of τ).
 Other tensors (biases, norms, embeddings, convolutions): Δ = α · mean_i τ_i (``non_matrix="mean"``,
-the reference's rule, followed by its global α) or α · Σ_i τ_i ("sum").
+the reference's rule for non-2-D tensors, followed by its global α) or α · Σ_i τ_i ("sum").
+Scope: the reference code SVD-merges every 2-D tensor, the token embedding included; we SVD-merge
+only the attention/MLP matrices and merge every other tensor by the non-matrix rule. Whisper's
+token embedding is tied to the output projection (a vocabulary table, not a linear map whose
+subspaces the method reasons about), and its SVD would need the whole 51865×d tensor of every
+expert in memory, which the streaming engine avoids (docs/methods.md).
 
 Defaults: α (``scaling``) = 1.0 (official code / FusionBench ``TaskSingularVectorMerging.yaml``).
 ``tsv_bases`` exposes (U⊥, S, V⊥); ``tsv_components`` the stacked, unorthogonalised factors.
@@ -30,13 +35,8 @@ import torch
 
 from speechmerge.merging.base import register
 from speechmerge.merging.linalg import boost_spectrum, polar_factor, svd
-from speechmerge.merging.methods._subspace_common import (
-    NON_MATRIX_RULES,
-    MatrixOrElementwiseMethod,
-    check_choice,
-    check_number,
-    combine,
-)
+from speechmerge.merging.checks import check_choice, check_number
+from speechmerge.merging.streaming import MatrixOrElementwiseMethod, NON_MATRIX_RULES, combine
 
 BOOST_ENERGY = ("kept", "full")
 
@@ -99,12 +99,14 @@ class TSVM(MatrixOrElementwiseMethod):
     """TSV-M (see module docstring)."""
 
     name = "tsv_m"
+    label = "TSV-M"
+    reference_url = "https://arxiv.org/abs/2412.00081"
     defaults: dict[str, Any] = {"scaling": 1.0, "non_matrix": "mean"}
     source = "Gargiulo et al. 2025, arXiv 2412.00081 (TSV-M); AntoAndGar/task_singular_vectors TSVM_utils"
 
     def validate(self) -> None:
-        check_number(self.name, self.hparams, "scaling")
-        check_choice(self.name, self.hparams, "non_matrix", NON_MATRIX_RULES)
+        check_number(self, "scaling")
+        check_choice(self, "non_matrix", NON_MATRIX_RULES)
 
     # Overridden by TSV-M w/ NS and BoostedTSV-M.
     def orthogonalize(self, m: torch.Tensor) -> torch.Tensor:

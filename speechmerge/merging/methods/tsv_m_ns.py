@@ -15,7 +15,8 @@ orthonormal: every singular value s of the stack with s/‖A‖_F ≥ 2e-3 ends 
 5 steps; directions where the tasks' subspaces overlap strongly (tiny s) are damped rather than
 blown up, which is the intended stabilising effect. ``ns_coefficients="cubic"`` (1.5, −0.5, 0)
 with many steps (≈ 30+) converges to the exact polar factor, i.e. to TSV-M, for comparison.
-Other tensors: as TSV-M: Δ = α · mean_i τ_i (``non_matrix="mean"``) or α · Σ_i τ_i ("sum").
+Other tensors: as TSV-M: Δ = α · mean_i τ_i (``non_matrix="mean"``) or α · Σ_i τ_i ("sum");
+the SVD merge is restricted to attention/MLP matrices, as in ``tsv_m`` (docs/methods.md).
 
 Defaults: scaling α = 1.0 (TSV-M's), ns_steps = 5, ns_coefficients = Muon's.
 """
@@ -28,7 +29,7 @@ import torch
 
 from speechmerge.merging.base import register
 from speechmerge.merging.linalg import NS_PRESETS, ns_schedule, newton_schulz
-from speechmerge.merging.methods._subspace_common import check_number
+from speechmerge.merging.checks import check_number
 from speechmerge.merging.methods.tsv_m import TSVM
 
 
@@ -37,12 +38,14 @@ class TSVMNewtonSchulz(TSVM):
     """TSV-M with Newton–Schulz orthogonalisation (see module docstring)."""
 
     name = "tsv_m_ns"
+    label = "TSV-M w/ NS"
+    reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVM.defaults, "ns_steps": 5, "ns_coefficients": list(NS_PRESETS["muon"])}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (TSV-M w/ NS); Muon Newton–Schulz quintic (K. Jordan 2024)"
 
     def validate(self) -> None:
         super().validate()
-        check_number(self.name, self.hparams, "ns_steps", lo=1, integer=True)
+        check_number(self, "ns_steps", lo=1, integer=True)
         try:
             ns_schedule(int(self.hparams["ns_steps"]), self.hparams["ns_coefficients"])
         except (ValueError, TypeError) as err:
