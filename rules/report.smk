@@ -6,20 +6,22 @@ rule report:
         unpack(lambda wc: PLAN.report_inputs(wc.experiment)),
     output:
         dir=report(
-            directory("results/report/{experiment}"),
+            directory(N.REPORT_DIR),
             patterns=["{figure}.png", "{table}.csv"],
             caption="../docs/report_caption.rst",
             category="{experiment}",
         ),
-    params:
-        spec=lambda wc: PLAN.reports[wc.experiment],
-        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
     log:
         "logs/report/{experiment}.log",
     benchmark:
         "benchmarks/out/report/{experiment}.tsv"
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=3000,
         runtime=20,
+    params:
+        spec=lambda wc: PLAN.reports[wc.experiment],
+        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
     script:
         "../workflow_scripts/report.py"

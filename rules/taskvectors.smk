@@ -3,18 +3,20 @@
 
 rule task_vector:
     input:
-        model="results/models/{experiment}/{job}/model.safetensors",
-        base=base_files()["weights"],
+        model=N.MODEL_WEIGHTS,
+        base=BASE_MODEL["weights"],
     output:
-        "results/taskvectors/{experiment}/{job}.safetensors",
-    params:
-        spec=lambda wc: {"experiment": wc.experiment, "job": wc.job},
+        N.TASK_VECTOR,
     log:
         "logs/task_vector/{experiment}/{job}.log",
     benchmark:
         "benchmarks/out/task_vector/{experiment}/{job}.tsv"
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        spec=lambda wc: {"experiment": wc.experiment, "job": wc.job},
     script:
         "../workflow_scripts/task_vector.py"

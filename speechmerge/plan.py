@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
-TASKS = ("transcribe", "translate")
-SPLITS = ("train", "dev", "test")
+from speechmerge import names as N
+from speechmerge.names import SPLITS, TASKS, format_value  # noqa: F401  (re-exported)
 PEFT_METHODS = ("full", "bitfit", "lora", "adalora", "s2lora")
 
 PEFT_LABELS = {"full": "Full fine-tuning", "bitfit": "BitFit", "lora": "LoRA",
@@ -39,15 +39,6 @@ def _merge_dicts(*dicts: dict | None) -> dict:
     return out
 
 
-def format_value(value: Any) -> str:
-    """How a sweep value appears in a variant name: 0.30 -> '0.3', 1.0 -> '1', 'x' -> 'x'."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return f"{value:g}"
-    return str(value)
-
-
 @dataclass
 class Plan:
     config: dict
@@ -66,37 +57,41 @@ class Plan:
 
     @property
     def base_dir(self) -> str:
-        return f"resources/models/{self.base_name}"
+        return N.BASE_MODEL_DIR.format(model_name=self.base_name)
 
     @property
     def experiments(self) -> list[str]:
         return list(self.reports)
 
     def dataset_path(self, experiment: str, subset: str, split: str) -> str:
-        return f"results/data/{experiment}/{subset}/{split}.parquet"
+        return N.DATASET.format(experiment=experiment, subset=subset, split=split)
 
     def model_dir(self, experiment: str, job: str) -> str:
-        return f"results/models/{experiment}/{job}"
+        return N.MODEL_DIR.format(experiment=experiment, job=job)
 
     def taskvector_path(self, experiment: str, job: str) -> str:
-        return f"results/taskvectors/{experiment}/{job}.safetensors"
+        return N.TASK_VECTOR.format(experiment=experiment, job=job)
 
     def merged_path(self, experiment: str, variant: str) -> str:
-        return f"results/merged/{experiment}/{variant}.safetensors"
+        return N.MERGED_WEIGHTS.format(experiment=experiment, variant=variant)
+
+    def merge_info_path(self, experiment: str, variant: str) -> str:
+        return N.MERGE_INFO.format(experiment=experiment, variant=variant)
 
     def weights_path(self, experiment: str, model: str) -> str:
         """The safetensors file with the full weights of an evaluated model."""
-        if model == "zeroshot":
-            return f"{self.base_dir}/model.safetensors"
-        if model.startswith("merge-"):
-            return self.merged_path(experiment, model[len("merge-"):])
+        if model == N.ZEROSHOT:
+            return N.BASE_MODEL_WEIGHTS.format(model_name=self.base_name)
+        variant = N.merge_variant(model)
+        if variant is not None:
+            return self.merged_path(experiment, variant)
         if (experiment, model) in self.jobs:
-            return f"{self.model_dir(experiment, model)}/model.safetensors"
+            return N.MODEL_WEIGHTS.format(experiment=experiment, job=model)
         raise KeyError(f"experiment {experiment!r} has no model {model!r}")
 
     def eval_prefix(self, experiment: str, model: str) -> str:
         """One evaluation job per model: ``{prefix}.json`` (scores) and ``{prefix}.jsonl`` (hyps)."""
-        return f"results/eval/{experiment}/{model}"
+        return N.EVAL_PREFIX.format(experiment=experiment, model=model)
 
     def model_testsets(self, experiment: str, model: str) -> list[str]:
         """The test sets a model is evaluated on, in plan order, without repeats."""
@@ -106,7 +101,7 @@ class Plan:
         return list(dict.fromkeys(m for e, m, _ in self.evaluations if e == experiment))
 
     def report_dir(self, experiment: str) -> str:
-        return f"results/report/{experiment}"
+        return N.REPORT_DIR.format(experiment=experiment)
 
     # ----- what the report rule needs --------------------------------------------------
     def report_inputs(self, experiment: str) -> dict[str, list[str]]:
@@ -114,14 +109,49 @@ class Plan:
         jobs = [j for (e, j) in self.jobs if e == experiment]
         peft_jobs = [j for j in jobs if self.jobs[(experiment, j)]["method"] in ("adalora", "s2lora")]
         return {
-            "scores": [self.eval_prefix(experiment, m) + ".json" for m in models],
-            "hyps": [self.eval_prefix(experiment, m) + ".jsonl" for m in models],
-            "train_infos": [f"{self.model_dir(experiment, j)}/train_info.json" for j in jobs],
-            "rank_allocations": [f"{self.model_dir(experiment, j)}/rank_allocation.json" for j in peft_jobs],
+            "scores": [N.SCORES.format(experiment=experiment, model=m) for m in models],
+            "hyps": [N.HYPOTHESES.format(experiment=experiment, model=m) for m in models],
+            "train_infos": [N.TRAIN_INFO.format(experiment=experiment, job=j) for j in jobs],
+            "rank_allocations": [N.RANK_ALLOCATION.format(experiment=experiment, job=j) for j in peft_jobs],
             "taskvectors": [self.taskvector_path(experiment, j) for j in self.experts.get(experiment, [])],
-            "merge_infos": [self.merged_path(experiment, v)[: -len(".safetensors")] + ".json"
-                            for (e, v) in self.variants if e == experiment],
+            "merge_infos": [self.merge_info_path(experiment, v) for (e, v) in self.variants if e == experiment],
         }
+
+    # ----- what the other rules need ---------------------------------------------------
+    def evaluation_testsets(self, experiment: str, model: str) -> list[dict]:
+        """The test sets of one evaluation job, in plan order: ``{"testset", "subset", "task", "language"}``."""
+        return [{"testset": t, **self.testsets[(experiment, t)]} for t in self.model_testsets(experiment, model)]
+
+    def evaluation_spec(self, experiment: str, model: str) -> dict:
+        """params.spec of the evaluate rule: the model, its test sets and the ``evaluation`` config."""
+        return {"experiment": experiment, "model": model, "testsets": self.evaluation_testsets(experiment, model),
+                **self.config.get("evaluation", {})}
+
+    def evaluation_files(self, experiment: str, model: str) -> list[str]:
+        """The test split of every test set of one evaluation job, in the order of its spec."""
+        return [self.dataset_path(experiment, t["subset"], "test") for t in self.evaluation_testsets(experiment, model)]
+
+    def finetune_spec(self, experiment: str, job: str) -> dict:
+        """params.spec of the finetune rule: the job spec without its input files."""
+        spec = dict(self.jobs[(experiment, job)])
+        for key in ("train", "dev", "init"):
+            spec.pop(key)
+        return spec
+
+    def finetune_start(self, experiment: str, job: str) -> str:
+        """config.json of the model a job starts from: the imported base, or a previous stage."""
+        init = self.jobs[(experiment, job)]["init"]
+        if init is None:
+            return N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
+        return N.MODEL_CONFIG.format(experiment=experiment, job=init)
+
+    def finetune_data(self, experiment: str, job: str, split: str) -> list[str]:
+        """The parquet files of a job's ``train`` or ``dev`` data."""
+        return [self.dataset_path(*t) for t in self.jobs[(experiment, job)][split]]
+
+    def merge_inputs(self, experiment: str, variant: str) -> list[str]:
+        """The task vectors of a merge, in the order of its spec's experts."""
+        return [self.taskvector_path(experiment, j) for j in self.variants[(experiment, variant)]["experts"]]
 
     def all_targets(self) -> list[str]:
         return [self.report_dir(e) for e in self.experiments]
@@ -210,7 +240,7 @@ def _testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> l
     for task in tasks:
         if task == "translate" and language == "en":
             continue
-        name = f"{subset}-{task}"
+        name = N.testset(subset, task)
         plan.testsets[(exp_name, name)] = {"subset": subset, "task": task, "language": language}
         names.append(name)
     return names
@@ -226,7 +256,7 @@ def _train_spec(plan: Plan, exp_name: str, exp: dict, job: str, *, overrides: di
         "method": method,
         "tasks": list(tasks),
         "seed": int(spec.get("seed", plan.config.get("seed", 0))),
-        "checkpoint_dir": f"results/checkpoints/{exp_name}/{job}",
+        "checkpoint_dir": N.CHECKPOINT_DIR.format(experiment=exp_name, job=job),
         "train": train,
         "dev": dev,
         "init": init,  # None = the imported base model, else the job whose model is the start
@@ -246,17 +276,17 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
     for method in exp.get("merges", []):
         plan.variants[(exp_name, method)] = {"method": method, "hparams": dict(overrides.get(method) or {}),
                                              "seed": seed, "experts": experts, "variant": method}
-        rows.append({"model": f"merge-{method}", "label": merge_method_labels().get(method, method),
+        rows.append({"model": N.merge_model(method), "label": merge_method_labels().get(method, method),
                      "group": "merge", "method": method})
     for sweep in exp.get("sweeps", []):
         method, param = sweep["method"], sweep["param"]
         points = []
         for value in sweep["values"]:
-            variant = f"{method}@{param}={format_value(value)}"
+            variant = N.variant(method, param, value)
             hparams = {**dict(overrides.get(method) or {}), param: value}
             plan.variants[(exp_name, variant)] = {"method": method, "hparams": hparams, "seed": seed,
                                                   "experts": experts, "variant": variant}
-            points.append({"value": value, "model": f"merge-{variant}"})
+            points.append({"value": value, "model": N.merge_model(variant)})
         sweeps.append({"method": method, "param": param, "points": points})
     return rows, sweeps
 
@@ -271,10 +301,10 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
         raise PlanError(f"experiments.{exp_name}.sequential.order: {unknown} not among {subsets}")
     stages = []
     for k, subset in enumerate(order, start=1):
-        job = f"seq-{k}"
+        job = N.sequential_job(k)
         _train_spec(plan, exp_name, exp, job, overrides=seq.get("train"),
                     train=[(exp_name, subset, "train")], dev=[(exp_name, subset, "dev")], tasks=tasks,
-                    init=None if k == 1 else f"seq-{k - 1}")
+                    init=None if k == 1 else N.sequential_job(k - 1))
         stages.append({"model": job, "subset": subset})
     return stages
 
@@ -293,27 +323,27 @@ def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[st
     units: dict[str, tuple[str, list[str]]] = {}
     for subset in subsets:
         # (label, its test sets, its tasks): expert-de, or expert-de-transcribe + expert-de-translate
-        groups = ([(t, [t], [t.rsplit("-", 1)[1]]) for t in own_tests[subset]] if per_task
+        groups = ([(t, [t], [N.testset_task(t)]) for t in own_tests[subset]] if per_task
                   else [(subset, list(own_tests[subset]), list(tasks))])
         for label, tests, job_tasks in groups:
-            units[label] = (f"expert-{label}", tests)
-            _train_spec(plan, name, exp, f"expert-{label}", overrides=None, train=[(name, subset, "train")],
+            units[label] = (N.expert_job(label), tests)
+            _train_spec(plan, name, exp, N.expert_job(label), overrides=None, train=[(name, subset, "train")],
                         dev=[(name, subset, "dev")], tasks=job_tasks, init=None)
     experts = [job for job, _ in units.values()]
     for job, tests in units.values():
         plan.evaluations += [(name, job, t) for t in tests]
     plan.experts[name] = experts
-    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+    rows = [{"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"},
             {"model": "experts", "label": experts_label, "group": "baseline",
              "per_testset": {t: job for job, tests in units.values() for t in tests}}]
-    evaluated = ["zeroshot"]
+    evaluated = [N.ZEROSHOT]
     joint = exp.get("joint", {}) or {}
     if joint.get("enabled", True):
-        _train_spec(plan, name, exp, "joint", overrides=joint.get("train"),
+        _train_spec(plan, name, exp, N.JOINT, overrides=joint.get("train"),
                     train=[(name, s, "train") for s in subsets],
                     dev=[(name, s, "dev") for s in subsets], tasks=tasks, init=None)
-        rows.append({"model": "joint", "label": joint_label, "group": "baseline"})
-        evaluated.append("joint")
+        rows.append({"model": N.JOINT, "label": joint_label, "group": "baseline"})
+        evaluated.append(N.JOINT)
     stages = _sequential(plan, name, exp, subsets, tasks)
     if stages:
         rows.append({"model": stages[-1]["model"], "label": "Sequential", "group": "baseline"})
@@ -338,7 +368,7 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     testsets = {lang: _testsets(plan, name, lang, lang, tasks) for lang in languages}
     all_tests = [t for lang in languages for t in testsets[lang]]
 
-    asr_tests = [t for t in all_tests if t.endswith("-transcribe")]
+    asr_tests = [t for t in all_tests if N.testset_task(t) == "transcribe"]
     units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
         plan, name, exp, languages, tasks, own_tests=testsets, all_tests=all_tests,
         forgetting_tests=asr_tests,  # forgetting curve: intermediate stages on ASR only
@@ -350,7 +380,7 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
         "experts": {label: job for label, (job, _) in units.items()},
         "expert_testsets": {job: tests for job, tests in units.values()},
         "ood_subsets": [], "retention_subsets": [],
-        "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
+        "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
         "peft_methods": [], "peft_cross_subsets": [],
     }
 
@@ -370,19 +400,19 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
                      where=f"experiments.{name}.ood_domains")
     retention = []
     for lang in exp.get("retention_languages", []):
-        subset = f"lang_{lang}"
+        subset = N.retention_subset(lang)
         _add_dataset(plan, name, exp, subset, language=lang, domain="clean", splits=("test",),
                      where=f"experiments.{name}.retention_languages")
         retention.append(subset)
     tasks = ["transcribe"]
     id_tests = [t for d in train_domains for t in _testsets(plan, name, d, language, tasks)]
     other_tests = [t for d in ood for t in _testsets(plan, name, d, language, tasks)]
-    other_tests += [t for s in retention for t in _testsets(plan, name, s, s[len("lang_"):], tasks)]
+    other_tests += [t for s in retention for t in _testsets(plan, name, s, N.retention_language(s), tasks)]
     all_tests = id_tests + other_tests
 
     units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
         plan, name, exp, train_domains, tasks,
-        own_tests={d: [f"{d}-transcribe"] for d in train_domains}, all_tests=all_tests,
+        own_tests={d: [N.testset(d, "transcribe")] for d in train_domains}, all_tests=all_tests,
         forgetting_tests=id_tests,
         experts_label="ID-FT (per-domain experts)", joint_label="Full-FT (all domains)")
     plan.reports[name] = {
@@ -391,7 +421,7 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
         "experts": {label: job for label, (job, _) in units.items()},
         "expert_testsets": {job: tests for job, tests in units.values()},
         "ood_subsets": ood, "retention_subsets": retention,
-        "baseline_for_significance": "joint" if "joint" in evaluated else "zeroshot",
+        "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
         "peft_methods": [], "peft_cross_subsets": [],
     }
 
@@ -414,7 +444,7 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     tests = _testsets(plan, name, ind["name"], language, tasks)
     for c in cross:
         tests += _testsets(plan, name, c, language, tasks)
-    rows = [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"}]
+    rows = [{"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"}]
     methods = exp.get("methods", {})
     for method, overrides in methods.items():
         if method not in PEFT_METHODS:
@@ -431,6 +461,6 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
         "normalise_to": None, "sweeps": [], "sequential": [], "experts": {},
         "expert_testsets": {m: list(tests[:1]) for m in methods},
         "ood_subsets": [], "retention_subsets": [],
-        "baseline_for_significance": "full" if "full" in methods else "zeroshot",
+        "baseline_for_significance": "full" if "full" in methods else N.ZEROSHOT,
         "peft_methods": list(methods), "peft_cross_subsets": cross,
     }

@@ -6,16 +6,9 @@ output[0] (``model``): the output model directory's config.json (or the director
 params.spec: the job spec from speechmerge.plan (see speechmerge.training.TrainSpec).
 """
 
-from pathlib import Path
-
+from speechmerge.names import model_dir_of
 from speechmerge.training import train
 from speechmerge.utils import job_spec, set_threads, setup_script_logging
-
-
-def model_dir(path) -> Path:
-    """A model directory given as the directory or as a file inside it (config.json)."""
-    p = Path(path)
-    return p.parent if p.suffix in (".json", ".safetensors") else p
 
 
 def as_list(files) -> list[str]:
@@ -29,10 +22,10 @@ set_threads(snakemake.threads)  # noqa: F821
 spec = job_spec(snakemake)  # noqa: F821
 info = train(
     spec,
-    model_dir(snakemake.input.base),  # noqa: F821
+    model_dir_of(snakemake.input.base),  # noqa: F821
     as_list(snakemake.input.train),  # noqa: F821
     as_list(snakemake.input.dev),  # noqa: F821
-    model_dir(snakemake.output[0]),  # noqa: F821
+    model_dir_of(snakemake.output[0]),  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
 )
 log.info("job %s/%s: %d steps, best step %s (dev loss %.4f), %.2f samples/s, %d trainable params (%.3f%%)",

@@ -9,14 +9,14 @@ atomically, so a failed import leaves nothing Snakemake would take as done.
 from pathlib import Path
 
 from speechmerge.models import import_model
+from speechmerge.names import model_dir_of
 from speechmerge.utils import job_spec, set_threads, setup_script_logging
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
 
 spec = job_spec(snakemake)  # noqa: F821
-out = Path(snakemake.output[0])  # noqa: F821
-out_dir = out.parent if out.suffix in (".json", ".safetensors") else out
+out_dir = model_dir_of(snakemake.output[0])  # noqa: F821
 
 info = import_model(
     spec["spec"],

@@ -7,6 +7,7 @@ params.spec: {"experiment", "job", "config_hash"}.
 
 from pathlib import Path
 
+from speechmerge.names import model_dir_of
 from speechmerge.training.taskvector import task_vector
 from speechmerge.utils import job_spec, provenance, read_json, set_threads, setup_script_logging
 
@@ -15,7 +16,7 @@ set_threads(snakemake.threads)  # noqa: F821
 
 spec = job_spec(snakemake)  # noqa: F821
 model = Path(snakemake.input.model)  # noqa: F821
-model_dir = model if model.is_dir() else model.parent
+model_dir = model_dir_of(model)
 info_path = model_dir / "train_info.json"
 train_info = read_json(info_path) if info_path.exists() else {}
 metadata = {

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from speechmerge.evaluation import decode as decoding
 from speechmerge.evaluation import metrics, stats
 from speechmerge.evaluation.decode import hypothesis_records, read_hypotheses, write_hypotheses
+from speechmerge.names import model_dir_of
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ def score_records(records: list[dict], *, task: str, n_boot: int = 1000, seed: i
     out["ci95"] = ci
     out["bootstrap"] = {"n_boot": n_boot, "seed": seed, "unit": "utterance", "interval": "percentile"}
     return out
-
-
-def _model_dir(path: str | os.PathLike) -> Path:
-    """A model directory, or the directory of a file in it (the rule passes ``config.json``)."""
-    p = Path(path)
-    return p.parent if p.is_file() else p
 
 
 def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list, list[str]]:
@@ -207,7 +202,7 @@ def evaluate(
     """
     from speechmerge.models import load_whisper
 
-    model_dir = _model_dir(model_dir)
+    model_dir = model_dir_of(model_dir)
     model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
     spec = {"path": testset_path, "testset": testset or Path(testset_path).stem, "task": task,
             "language": language, "subset": subset}
@@ -244,7 +239,7 @@ def evaluate_testsets(
     """
     from speechmerge.models import load_whisper
 
-    model_dir = _model_dir(model_dir)
+    model_dir = model_dir_of(model_dir)
     model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
     all_records, results = _evaluate_loaded(
         model, processor, model_dir, testsets, batch_size=batch_size, beam_size=beam_size,

@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from speechmerge.names import retention_language
+
 UNSEGMENTED = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
 """Languages written without spaces between words: error rates are computed on characters."""
 
@@ -100,8 +102,7 @@ def _normalizer(language: str, split_letters: bool, mapping_source: str | None) 
 def base_language(language: str) -> str:
     """``"pt-PT"`` / ``"lang_pt"`` / ``"PT"`` -> ``"pt"`` (the part that picks the normaliser)."""
     code = str(language).strip().lower()
-    if code.startswith("lang_"):
-        code = code[5:]
+    code = retention_language(code) or code
     return code.replace("_", "-").split("-")[0]
 
 

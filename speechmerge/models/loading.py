@@ -17,6 +17,8 @@ import torch
 from safetensors import safe_open
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from speechmerge.names import model_dir_of
+
 TIED_KEY = "proj_out.weight"
 TIED_TO = "model.decoder.embed_tokens.weight"
 
@@ -76,9 +78,7 @@ def load_whisper(model_dir: str | os.PathLike, weights: str | os.PathLike | None
 
     ``model_dir`` may also be a file inside the directory (e.g. its ``config.json``, as rules name it).
     """
-    model_dir = Path(model_dir)
-    if model_dir.is_file():
-        model_dir = model_dir.parent
+    model_dir = model_dir_of(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
     state_dict = read_state_dict(weights) if weights is not None else None

@@ -1,0 +1,135 @@
+"""Every name and path the pipeline builds or parses, in one place.
+
+Names (docs/ARCHITECTURE.md): a test set is ``{subset}-{task}``; a retention subset of the domains
+experiment is ``lang_{code}``; training jobs are ``expert-{subset}`` (``expert-{subset}-{task}``
+with ``experts_per_task``), ``joint``, ``seq-{k}`` or a PEFT method name; a merge variant is
+``{method}`` (the method's defaults) or ``{method}@{param}={value}`` (a sweep point); an evaluated
+model is ``zeroshot``, a job, or ``merge-{variant}``.
+
+Paths: the patterns below carry Snakemake wildcards (``{experiment}``, ``{job}``, ...). The rule
+files use them as they are; the plan fills them with ``str.format``. This module imports nothing
+heavy, so workflow scripts and the Snakefile can use it freely.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TASKS = ("transcribe", "translate")
+SPLITS = ("train", "dev", "test")
+
+ZEROSHOT = "zeroshot"
+JOINT = "joint"
+MERGE_PREFIX = "merge-"
+EXPERT_PREFIX = "expert-"
+SEQUENTIAL_PREFIX = "seq-"
+RETENTION_PREFIX = "lang_"
+
+# ----- paths (relative to the working directory) -------------------------------------------
+BASE_MODEL_DIR = "resources/models/{model_name}"
+BASE_MODEL_CONFIG = BASE_MODEL_DIR + "/config.json"
+BASE_MODEL_WEIGHTS = BASE_MODEL_DIR + "/model.safetensors"
+BASE_MODEL_INFO = BASE_MODEL_DIR + "/import_info.json"
+DATASET = "results/data/{experiment}/{subset}/{split}.parquet"
+AUDIO_CHECKSUM = "results/data/{experiment}/{subset}/{split}.audio.json"
+MODEL_DIR = "results/models/{experiment}/{job}"
+MODEL_CONFIG = MODEL_DIR + "/config.json"
+MODEL_WEIGHTS = MODEL_DIR + "/model.safetensors"
+TRAIN_INFO = MODEL_DIR + "/train_info.json"
+RANK_ALLOCATION = MODEL_DIR + "/rank_allocation.json"
+CHECKPOINT_DIR = "results/checkpoints/{experiment}/{job}"
+TASK_VECTOR = "results/taskvectors/{experiment}/{job}.safetensors"
+MERGED_WEIGHTS = "results/merged/{experiment}/{variant}.safetensors"
+MERGE_INFO = "results/merged/{experiment}/{variant}.json"
+EVAL_PREFIX = "results/eval/{experiment}/{model}"
+HYPOTHESES = EVAL_PREFIX + ".jsonl"
+SCORES = EVAL_PREFIX + ".json"
+REPORT_DIR = "results/report/{experiment}"
+
+MODEL_FILE_SUFFIXES = (".json", ".safetensors")
+
+
+def model_dir_of(path: str | os.PathLike) -> Path:
+    """A model directory given as the directory or as a file inside it (rules name its
+    ``config.json`` or ``model.safetensors``; an output file need not exist yet)."""
+    p = Path(path)
+    return p.parent if p.suffix in MODEL_FILE_SUFFIXES or p.is_file() else p
+
+
+# ----- test sets ---------------------------------------------------------------------------
+def testset(subset: str, task: str) -> str:
+    return f"{subset}-{task}"
+
+
+def split_testset(name: str) -> tuple[str, str]:
+    """``"de-translate"`` -> ``("de", "translate")`` (subsets may hold '-' only before the task)."""
+    subset, _, task = name.rpartition("-")
+    return subset, task
+
+
+def testset_task(name: str) -> str:
+    return split_testset(name)[1]
+
+
+# ----- subsets -----------------------------------------------------------------------------
+def retention_subset(language: str) -> str:
+    """The retention subset of a language in the domains experiment: ``lang_{code}``."""
+    return f"{RETENTION_PREFIX}{language}"
+
+
+def retention_language(subset: str) -> str | None:
+    """``"lang_es"`` -> ``"es"``; None for a subset that is not a retention set."""
+    return subset[len(RETENTION_PREFIX) :] if subset.startswith(RETENTION_PREFIX) else None
+
+
+# ----- jobs and models ---------------------------------------------------------------------
+def expert_job(unit: str) -> str:
+    """``expert-{subset}`` or, with one expert per task, ``expert-{subset}-{task}``."""
+    return f"{EXPERT_PREFIX}{unit}"
+
+
+def sequential_job(stage: int) -> str:
+    return f"{SEQUENTIAL_PREFIX}{stage}"
+
+
+def merge_model(variant: str) -> str:
+    """The evaluated model of a merge variant: ``merge-{variant}``."""
+    return f"{MERGE_PREFIX}{variant}"
+
+
+def merge_variant(model: str) -> str | None:
+    """``"merge-ties@scaling=0.5"`` -> ``"ties@scaling=0.5"``; None for a model that is no merge."""
+    return model[len(MERGE_PREFIX) :] if model.startswith(MERGE_PREFIX) else None
+
+
+# ----- merge variants ----------------------------------------------------------------------
+def format_value(value: Any) -> str:
+    """How a sweep value appears in a variant name: 0.30 -> '0.3', 1.0 -> '1', 'x' -> 'x'."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    return str(value)
+
+
+def variant(method: str, param: str | None = None, value: Any = None) -> str:
+    """``{method}`` (defaults) or ``{method}@{param}={value}`` (a sweep point)."""
+    return method if param is None else f"{method}@{param}={format_value(value)}"
+
+
+def parse_variant(name: str) -> tuple[str, str | None, str | None]:
+    """``"lors@scaling=0.4"`` -> ``("lors", "scaling", "0.4")``; ``"ties"`` -> ``("ties", None, None)``."""
+    method, at, point = name.partition("@")
+    if not at:
+        return method, None, None
+    param, eq, value = point.partition("=")
+    if not eq or not param:
+        raise ValueError(f"merge variant {name!r}: expected {{method}}@{{param}}={{value}}")
+    return method, param, value
+
+
+def sweep_table_name(method: str, param: str) -> str:
+    """Report table and figure stem of a sweep: ``sweep_{method}_{param}``."""
+    return f"sweep_{method}_{param}"
