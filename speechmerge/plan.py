@@ -114,7 +114,6 @@ class Plan:
             "train_infos": [N.TRAIN_INFO.format(experiment=experiment, job=j) for j in jobs],
             "rank_allocations": [N.RANK_ALLOCATION.format(experiment=experiment, job=j) for j in peft_jobs],
             "taskvectors": [self.taskvector_path(experiment, j) for j in self.experts.get(experiment, [])],
-            "merge_infos": [self.merge_info_path(experiment, v) for (e, v) in self.variants if e == experiment],
         }
 
     # ----- what the other rules need ---------------------------------------------------
@@ -186,9 +185,30 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
                         f"experiments.{name}.merges: unknown merge method {spec['method']!r}; "
                         f"available: {sorted(merge_methods)}"
                     )
+        plan.reports[name]["default_merges"] = _default_merges(plan, name)
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
     return plan
+
+
+def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
+    """method -> hyperparameters of its default merge (variant == method, not a sweep point) as
+    applied to the experiment's experts: N-dependent defaults such as LoRS' scaling = 1/N resolved
+    by the method (``MergeMethod.resolved_hparams``). The report places the default on sweeps."""
+    from speechmerge.merging import REGISTRY
+    from speechmerge.merging import methods  # noqa: F401  (imports register every method)
+
+    out = {}
+    for (e, variant), spec in plan.variants.items():
+        method = spec["method"]
+        if e != exp_name or variant != method or method not in REGISTRY:
+            continue
+        try:
+            merge = REGISTRY[method](**spec["hparams"])
+        except ValueError as err:
+            raise PlanError(f"experiments.{exp_name}.hparams.{method}: {err}") from None
+        out[method] = merge.resolved_hparams(len(spec["experts"]) or 1)
+    return out
 
 
 def _domain_transforms(config: dict, domain: str, where: str) -> list[dict]:

@@ -148,3 +148,16 @@ def test_one_expert_per_language_and_task(default):
     assert row["per_testset"]["es-translate"] == "expert-es-translate"
     assert report["expert_testsets"]["expert-es-transcribe"] == ["es-transcribe"]
     assert len(plan.report_inputs("multilingual")["taskvectors"]) == 2 * len(langs)
+
+
+def test_report_specs_carry_the_resolved_default_merges(default):
+    plan = build_plan(default)
+    domains = plan.reports["domains"]["default_merges"]
+    assert domains["boosted_tsv_m"]["beta"] == 0.3 and "boosted_tsv_m@beta=0.1" not in domains
+    n = len(plan.experts["multilingual"])
+    assert plan.reports["multilingual"]["default_merges"]["lors"]["scaling"] == pytest.approx(1 / n)
+    assert plan.reports["peft"]["default_merges"] == {}
+    bad = copy.deepcopy(default)
+    bad["experiments"]["multilingual"]["hparams"] = {"ties": {"keep_fraction": 2.0}}
+    with pytest.raises(PlanError, match=r"hparams.ties: .*'keep_fraction'"):
+        build_plan(bad)

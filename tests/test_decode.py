@@ -2,6 +2,7 @@
 
 import json
 import runpy
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,15 @@ from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import write_split
 from speechmerge.evaluation import decode as D
 from speechmerge.evaluation import greedy as G
-from speechmerge.evaluation import evaluate, evaluate_testsets, read_hypotheses
+from speechmerge.evaluation import evaluate_testsets, read_hypotheses
+
+
+def evaluate(model_dir, weights, path, *, task, language=None, testset=None, subset=None, **kw):
+    """One test set through ``evaluate_testsets``: (records, its scores record with provenance)."""
+    spec = {"path": path, "testset": testset or Path(path).stem, "task": task, "language": language,
+            "subset": subset}
+    records, doc = evaluate_testsets(model_dir, weights, [spec], **kw)
+    return records, {**doc["results"][0], "provenance": doc["provenance"]}
 
 models = pytest.importorskip("speechmerge.models", reason="model loader (speechmerge.models) not available")
 

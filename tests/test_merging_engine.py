@@ -16,15 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from speechmerge.merging import MergeMethod, get_method
 from speechmerge.merging import cli as merge_cli
-from speechmerge.merging.engine import (
-    SafetensorsWriter,
-    TensorSpec,
-    merge_files,
-    merge_models,
-    merge_state_dicts,
-    read_header,
-)
 from speechmerge.merging import streaming as _common
+from speechmerge.merging.engine import merge_files, merge_models, merge_state_dicts
+from speechmerge.merging.safetensors_io import SafetensorsWriter, TensorSpec, read_header
 
 REPO = Path(__file__).resolve().parents[1]
 EMBED = "model.decoder.embed_tokens.weight"

@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 
 from speechmerge.evaluation.decode import write_hypotheses
 from speechmerge.report import figures as F
+from speechmerge.report import render as R
+from speechmerge.report import scores as SC
 from speechmerge.report import tables as T
 from speechmerge.report import write_report
 
@@ -92,7 +94,7 @@ def ml_files(tmp_path):
 
 def ml_table(ml_files, n_boot=50):
     scores, hyps = ml_files
-    store = T.ResultStore(T.load_scores(scores), T.load_hyps(hyps), n_boot=n_boot)
+    store = SC.ResultStore(SC.load_scores(scores), SC.load_hyps(hyps), n_boot=n_boot)
     return T.build_main_table(ML_SPEC, store)
 
 
@@ -130,7 +132,7 @@ def test_experts_row_per_language_and_task(tmp_path):
     spec = {**ML_SPEC, "rows": [ML_SPEC["rows"][0], {**ML_SPEC["rows"][1], "per_testset": per_testset}],
             "sweeps": [], "experts": per_testset, "expert_testsets": {j: [t] for t, j in per_testset.items()}}
     del spec["rows"][1]["per_subset"]
-    store = T.ResultStore(T.load_scores([f[0] for f in files]), T.load_hyps([f[1] for f in files]), n_boot=20)
+    store = SC.ResultStore(SC.load_scores([f[0] for f in files]), SC.load_hyps([f[1] for f in files]), n_boot=20)
     t = T.build_main_table(spec, store)
     assert t.value("experts", "wer:de-transcribe") == 15 and t.value("experts", "bleu:de-translate") == 33
     assert t.value("experts", "wer:avg-transcribe") == pytest.approx(13.5)
@@ -140,22 +142,22 @@ def test_experts_row_per_language_and_task(tmp_path):
 
 def test_best_marking_and_escapes(ml_files):
     t = ml_table(ml_files)
-    md, tex = T.to_markdown(t), T.to_latex(t)
+    md, tex = R.to_markdown(t), R.to_latex(t)
     # best es WER is 10.00 (experts and joint tie: both bold); best de BLEU 30 (experts and TIES)
     assert md.count("**10.00**") >= 2 and "**30.00**" in md
     assert r"\textbf{10.00}" in tex and r"\textbf{100.0}" in tex
     assert r"TIES\_\& 50\%" in tex and "TIES\\_& 50%" in md
     assert r"$\downarrow$" in tex and "\\toprule" in tex and "\\cmidrule" in tex
     assert "NP (normalised performance)" in md
-    assert T.latex_escape("a_b & c% $x$ #1 {y} ~ ^") == r"a\_b \& c\% \$x\$ \#1 \{y\} \textasciitilde{} \textasciicircum{}"
-    csv_text = T.to_csv(t)
+    assert R.latex_escape("a_b & c% $x$ #1 {y} ~ ^") == r"a\_b \& c\% \$x\$ \#1 \{y\} \textasciitilde{} \textasciicircum{}"
+    csv_text = R.to_csv(t)
     header = csv_text.splitlines()[0].split(",")
     assert "wer:de-transcribe:ci_lo" in header and "np" in header
 
 
 def test_missing_cells_are_nan_and_listed(tmp_path):
     s, h = write_model(tmp_path, "zeroshot", {"de-transcribe": 50})
-    store = T.ResultStore(T.load_scores([s]), T.load_hyps([h]), n_boot=20)
+    store = SC.ResultStore(SC.load_scores([s]), SC.load_hyps([h]), n_boot=20)
     spec = {**ML_SPEC, "tasks": ["transcribe"]}
     t = T.build_main_table(spec, store)
     assert t.value("zeroshot", "wer:de-transcribe") == 50
@@ -181,7 +183,7 @@ def test_domains_table(tmp_path):
             "merge-tsv_m": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [14, 24, 36, 11, 13, 32]))}
     files = [write_model(tmp_path, m, {f"{k}-transcribe": v for k, v in d.items()}, language_of=lambda s: lang[s])
              for m, d in vals.items()]
-    store = T.ResultStore(T.load_scores([f[0] for f in files]), T.load_hyps([f[1] for f in files]), n_boot=30)
+    store = SC.ResultStore(SC.load_scores([f[0] for f in files]), SC.load_hyps([f[1] for f in files]), n_boot=30)
     t = T.build_main_table(spec, store)
     assert t.value("joint", "wer:id") == pytest.approx(17.0)
     assert t.value("joint", "wer:ood") == pytest.approx(40.0)
@@ -323,7 +325,7 @@ def test_report_script_peft(tmp_path):
         input=SimpleNamespace(scores=[str(f[0]) for f in files], hyps=[str(f[1]) for f in files],
                               train_infos=[str(p) for p in infos],
                               rank_allocations=[str(tmp_path / "models" / "s2lora" / "rank_allocation.json")],
-                              taskvectors=[], merge_infos=[]),
+                              taskvectors=[]),
         output=SimpleNamespace(dir=str(tmp_path / "out")), params=SimpleNamespace(spec=spec),
         log=[str(tmp_path / "report.log")], threads=1)
     runpy.run_path("workflow_scripts/report.py", init_globals={"snakemake": snake})
@@ -343,44 +345,41 @@ def test_report_script_peft(tmp_path):
     assert int(csv_rows[1]["trainable_params"]) == 14_400
 
 
-def test_sweep_gets_the_default_point(tmp_path):
-    from speechmerge.report import add_default_points, default_merges
+def test_sweep_gets_the_default_point():
+    from speechmerge.report.writer import add_default_points
 
-    info = tmp_path / "ties.json"
-    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 0.75}}))
-    other = tmp_path / "ties-sweep.json"  # a sweep point's info must not count as the default
-    other.write_text(json.dumps({"method": "ties", "variant": "ties@lambda=0.5", "hparams": {"lambda": 0.5}}))
-    spec = add_default_points(ML_SPEC, default_merges([other, info]))
+    spec = add_default_points(ML_SPEC, {"ties": {"lambda": 0.75}})
     points = spec["sweeps"][0]["points"]
     assert [p["value"] for p in points] == [0.5, 0.75, 1.0]
     assert points[1] == {"value": 0.75, "model": "merge-ties", "default": True}
     assert ML_SPEC["sweeps"][0]["points"][1]["value"] == 1.0 and len(ML_SPEC["sweeps"][0]["points"]) == 2
-    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 1.0}}))
-    assert add_default_points(ML_SPEC, default_merges([info]))["sweeps"] == ML_SPEC["sweeps"]  # already a point
-    assert add_default_points(ML_SPEC, default_merges([]))["sweeps"] == ML_SPEC["sweeps"]     # no merge info
+    assert add_default_points(ML_SPEC, {"ties": {"lambda": 1.0}})["sweeps"] == ML_SPEC["sweeps"]  # already a point
+    assert add_default_points(ML_SPEC, {})["sweeps"] == ML_SPEC["sweeps"]  # no default merge
 
 
 def test_sweep_table_labels_the_default(ml_files, tmp_path):
     scores, hyps = ml_files
-    info = tmp_path / "ties.json"
-    info.write_text(json.dumps({"method": "ties", "variant": "ties", "hparams": {"lambda": 0.75}}))
-    summary = write_report(ML_SPEC, tmp_path / "report", scores=scores, hyps=hyps, merge_infos=[info], n_boot=20,
+    spec = {**ML_SPEC, "default_merges": {"ties": {"lambda": 0.75}}}
+    summary = write_report(spec, tmp_path / "report", scores=scores, hyps=hyps, n_boot=20,
                            verify=False)  # hand-made BLEU / CER numbers
     labels = [r["label"] for r in summary["tables"]["sweep_ties_lambda"]["rows"]]
     assert labels == ["lambda = 0.5", "lambda = 0.75 (default)", "lambda = 1.0"]
 
 
-def test_sweep_default_point_resolves_n_dependent_defaults(tmp_path):
+def test_sweep_default_point_resolves_n_dependent_defaults():
     """LoRS' default scaling None means 1/N: with 5 experts the default merge sits at 0.2."""
-    from speechmerge.report import add_default_points, default_merges
+    from speechmerge.plan import Plan, _default_merges
+    from speechmerge.report.writer import add_default_points
 
     spec = {**ML_SPEC, "rows": ML_SPEC["rows"] + [{"model": "merge-lors", "label": "LoRS", "group": "merge",
                                                     "method": "lors"}],
             "sweeps": [{"method": "lors", "param": "scaling",
                         "points": [{"value": 0.4, "model": "merge-lors@scaling=0.4"}]}]}
-    info = tmp_path / "lors.json"
-    info.write_text(json.dumps({"method": "lors", "variant": "lors", "experts": [f"e{i}" for i in range(5)],
-                                "hparams": {"scaling": None, "rank_fraction": 0.01, "rank": None,
-                                            "keep_fraction": 0.2}}))
-    points = add_default_points(spec, default_merges([info]))["sweeps"][0]["points"]
+    plan = Plan(config={})
+    experts = [f"e{i}" for i in range(5)]
+    plan.variants[("ml", "lors")] = {"method": "lors", "variant": "lors", "experts": experts, "hparams": {}}
+    plan.variants[("ml", "lors@scaling=0.4")] = {"method": "lors", "variant": "lors@scaling=0.4",
+                                                 "experts": experts, "hparams": {"scaling": 0.4}}
+    defaults = _default_merges(plan, "ml")  # a sweep point is no default merge
+    points = add_default_points(spec, defaults)["sweeps"][0]["points"]
     assert [(p["value"], p.get("default", False)) for p in points] == [(pytest.approx(0.2), True), (0.4, False)]

@@ -1,7 +1,7 @@
 """Rule report: the experiment's tables (CSV, Markdown, LaTeX) and figures into output.dir.
 
-input: scores (.json), hyps (.jsonl), train_infos, rank_allocations, taskvectors, merge_infos
-(lists, the last four may be empty); params.spec: the report spec built by speechmerge.plan.
+input: scores (.json), hyps (.jsonl), train_infos, rank_allocations, taskvectors (lists, the
+last three may be empty); params.spec: the report spec built by speechmerge.plan.
 """
 
 from speechmerge.report import write_report
@@ -26,7 +26,6 @@ summary = write_report(
     train_infos=files("train_infos"),
     rank_allocations=files("rank_allocations"),
     taskvectors=files("taskvectors"),
-    merge_infos=files("merge_infos"),
     n_boot=int(spec.get("bootstrap", 1000)),
     seed=int(spec.get("seed", 0)),
 )

@@ -26,7 +26,7 @@ import torch
 from transformers import (GenerationConfig, WhisperConfig, WhisperForConditionalGeneration,
                           WhisperProcessor)
 
-from speechmerge.merging.engine import write_safetensors
+from speechmerge.merging.safetensors_io import write_safetensors
 from speechmerge.models import crop
 from speechmerge.models.bundle import locate_bundle
 from speechmerge.models.convert import WHISPER_MAX_REVISION, WHISPER_SPEC, ct2_whisper_state_dict

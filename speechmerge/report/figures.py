@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from speechmerge.report.tables import Column, Table  # noqa: E402
+from speechmerge.report.table import Column, Table  # noqa: E402
 
 DPI = 150
 

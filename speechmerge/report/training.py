@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from speechmerge.report.tables import ResultStore, human_count, md_escape
+from speechmerge.report.render import human_count, md_escape
+from speechmerge.report.scores import ResultStore
 
 COLUMNS = ("job", "testset", "metric", "zeroshot", "finetuned", "change", "best_dev_loss", "steps",
            "train_time_s", "samples_per_s", "trainable_params", "trainable_pct")

@@ -49,7 +49,7 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
     """
     from safetensors import safe_open
 
-    from speechmerge.merging.engine import write_safetensors
+    from speechmerge.merging.safetensors_io import write_safetensors
 
     mpath, bpath = weights_file(model_weights), weights_file(base_weights)
     out: dict[str, torch.Tensor] = {}

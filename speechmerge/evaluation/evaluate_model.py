@@ -1,0 +1,210 @@
+"""Evaluating one model on its test sets: ``evaluate_testsets``, what the ``evaluate`` rule calls.
+
+The model (directory + optional full-weights safetensors) is loaded once; every test set
+(parquet) is decoded by one ``decode.decode_tasks`` call, so an utterance scored for both tasks
+is encoded once; then each test set is scored (``score_records``) into a record of the scores
+format of docs/ARCHITECTURE.md, with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from speechmerge.evaluation import decode as decoding
+from speechmerge.evaluation import metrics, stats
+from speechmerge.evaluation.decode import hypothesis_records
+from speechmerge.names import model_dir_of
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate_testsets", "score_records"]
+
+PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
+
+
+def score_records(records: list[dict], *, task: str, n_boot: int = 1000, seed: int = 0,
+                  spelling_source=None) -> dict[str, Any]:
+    """Metrics of hypothesis records plus 95 % bootstrap intervals (``ci95``)."""
+    if not records:
+        raise ValueError("no hypothesis records to score")
+    ids = [r["id"] for r in records]
+    refs = [r["reference"] for r in records]
+    hyps = [r["hypothesis"] for r in records]
+    langs = [r["language"] for r in records]
+    out = metrics.score_texts(refs, hyps, task=task, language=langs, ids=ids, spelling_source=spelling_source)
+    ci = {}
+    if n_boot:
+        for m in PRIMARY[task]:
+            cs = stats.corpus_stats(records, m, spelling_source=spelling_source)
+            ci[m] = list(stats.bootstrap_ci(cs, n_boot=n_boot, seed=seed))
+    out["ci95"] = ci
+    out["bootstrap"] = {"n_boot": n_boot, "seed": seed, "unit": "utterance", "interval": "percentile"}
+    return out
+
+
+def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list, list[str]]:
+    """The examples of one test set spec and the prompt language of each (checked against
+    ``spec["language"]`` when given). ``read`` caches the examples per path, so a file named by
+    several test sets is read once."""
+    from speechmerge.data.io import read_examples
+
+    for key in ("path", "testset", "task"):
+        if key not in spec:
+            raise KeyError(f"test set spec {dict(spec)} lacks {key!r}")
+    if spec["task"] not in PRIMARY:
+        raise ValueError(f"{spec['path']}: unknown task {spec['task']!r} (expected one of {sorted(PRIMARY)})")
+    path = str(spec["path"])
+    if path not in read:
+        read[path] = read_examples(path)
+    examples = read[path]
+    if not examples:
+        raise ValueError(f"{spec['path']}: test set is empty")
+    field = "transcript" if spec["task"] == "transcribe" else "translation"
+    empty = [e.id for e in examples if not str(getattr(e, field) or "").strip()]
+    if empty:  # checked before any decoding, not after minutes of it
+        raise ValueError(f"{spec['path']}: empty {field} (the {spec['task']} reference) for utterance(s) "
+                         f"{empty[:5]}{' ...' if len(empty) > 5 else ''}")
+    language = spec.get("language")
+    if language is not None:
+        want = metrics.base_language(language)
+        other = sorted({e.language for e in examples if metrics.base_language(e.language) != want})
+        if other:
+            raise ValueError(f"{spec['path']}: evaluation language is {language!r} but the test set holds "
+                             f"utterances in {other}")
+    return examples, [metrics.base_language(e.language) for e in examples]
+
+
+def _evaluate_loaded(
+    model, processor, model_dir: Path, testsets: Sequence[Mapping[str, Any]], *, batch_size: int,
+    beam_size: int, max_new_tokens: int, model_name: str, experiment: str | None, n_boot: int, seed: int,
+    progress: bool, max_tokens_per_second: float | None = None,
+) -> tuple[list[dict], list[dict[str, Any]]]:
+    """Decode every test set with one ``decode_tasks`` call and score each test set on its own.
+
+    A parquet file named by several test sets (e.g. ``de`` for ``de-transcribe`` and
+    ``de-translate``) is read and encoded once.
+    """
+    import torch
+
+    waves, prompts, durations, tasks = [], [], [], []
+    where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
+    loaded, read = [], {}
+    for spec in testsets:
+        examples, langs = _read_testset(spec, read)
+        rows = []
+        for k, (e, lang) in enumerate(zip(examples, langs)):
+            key = (str(spec["path"]), k)
+            if key not in where:
+                where[key] = len(waves)
+                waves.append(e.audio)
+                prompts.append(lang)
+                durations.append(e.duration)
+                tasks.append(set())
+            tasks[where[key]].add(spec["task"])
+            rows.append(where[key])
+        loaded.append((spec, examples, rows))
+    names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
+    res = decoding.decode_tasks(
+        model, processor, waves, prompts, tasks, batch_size=batch_size, beam_size=beam_size,
+        max_new_tokens=max_new_tokens, durations=durations, max_tokens_per_second=max_tokens_per_second,
+        testset=f"{model_name} on {len(names)} test set(s)", progress=progress,
+    )
+    log.info("%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)", model_name,
+             res.n_hypotheses, len(waves), res.seconds, res.utt_per_s, res.decoder_steps)
+    all_records, results = [], []
+    for spec, examples, rows in loaded:
+        task = spec["task"]
+        testset = spec.get("testset") or Path(spec["path"]).stem
+        records = hypothesis_records(examples, [res.by_task[task][i] or "" for i in rows], task=task,
+                                     model=model_name)
+        for r in records:
+            r["testset"] = testset
+        scored = score_records(records, task=task, n_boot=n_boot, seed=seed, spelling_source=model_dir)
+        langs = sorted({r["language"] for r in records})
+        language = spec.get("language")
+        scores = {
+            "model": model_name, "experiment": experiment, "testset": testset, "subset": spec.get("subset"),
+            "task": task, "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
+            "n": len(records),
+            "metrics": scored["metrics"],
+            "ci95": scored["ci95"],
+            "bootstrap": scored["bootstrap"],
+            "bleu_signature": scored["info"].get("bleu_signature"),
+            "chrf_signature": scored["info"].get("chrf_signature"),
+            "normalizer": scored["info"].get("normalizer"),
+            "primary_metric": scored["info"]["primary_metric"],
+            "decoding": {
+                "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
+                "max_tokens_per_second": res.max_tokens_per_second,
+                "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                "n_truncated": sum(res.truncated[i] for i in rows),
+                "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
+                "context_seconds": model.config.max_source_positions * 2 / 100.0,
+                "threads": torch.get_num_threads(),
+                # figures of the one decode call shared by all test sets of this model
+                "shared": {"testsets": len(testsets), "utterances": len(waves), "hypotheses": res.n_hypotheses,
+                           "seconds": round(res.seconds, 3), "hyp_per_s": round(res.utt_per_s, 3),
+                           "decoder_steps": res.decoder_steps},
+            },
+        }
+        log.info("%s on %s: %s", model_name, testset, scores["metrics"])
+        all_records += records
+        results.append(scores)
+    return all_records, results
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    dt = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
+        raise ValueError(f"evaluation dtype must be a torch floating dtype name (float32, bfloat16), got {name!r}")
+    return dt
+
+
+def _provenance(config_hash, model_dir, weights, **extra):
+    from speechmerge.utils import provenance
+
+    return provenance(None, config_hash=config_hash, model_dir=str(model_dir),
+                      weights=None if weights is None else str(weights), **extra)
+
+
+def evaluate_testsets(
+    model_dir: str | os.PathLike,
+    weights: str | os.PathLike | None,
+    testsets: Sequence[Mapping[str, Any]],
+    *,
+    model_name: str,
+    experiment: str | None = None,
+    batch_size: int = 16,
+    beam_size: int = 1,
+    max_new_tokens: int = 128,
+    config_hash: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    max_tokens_per_second: float | None = None,
+    dtype: str = "float32",
+) -> tuple[list[dict], dict[str, Any]]:
+    """Load the model once and evaluate it on several test sets.
+
+    ``testsets``: dicts with ``path`` (parquet), ``testset`` (name), ``task`` and optionally
+    ``subset`` and ``language``. Returns all hypothesis records (each with a ``testset`` field)
+    and ``{"model", "experiment", "results": [one scores record per test set], "provenance"}``.
+    """
+    from speechmerge.models import load_whisper
+
+    model_dir = model_dir_of(model_dir)
+    model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
+    all_records, results = _evaluate_loaded(
+        model, processor, model_dir, testsets, batch_size=batch_size, beam_size=beam_size,
+        max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment, n_boot=n_boot, seed=seed,
+        progress=progress, max_tokens_per_second=max_tokens_per_second)
+    return all_records, {
+        "model": model_name, "experiment": experiment, "results": results,
+        "provenance": _provenance(config_hash, model_dir, weights,
+                                  testset_paths=[str(t["path"]) for t in testsets]),
+    }
