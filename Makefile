@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make        - create the environment if none is active, then run the whole pipeline
-#   make test   - create the environment if none is active, then run the test suite
+#   make test   - create the environment if none is active, then run the lint checks and the test suite
 # Extra snakemake arguments: make run ARGS="--configfile presets/smoke.yaml"
 
 SHELL := /bin/bash
@@ -14,14 +14,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.speechmerge-installed
 ARGS ?=
 
-.PHONY: run test env dryrun report clean
+.PHONY: run test lint env dryrun report clean
 .DEFAULT_GOAL := run
 
 run: $(STAMP)
 	$(VENV)/bin/snakemake --cores all $(ARGS)
 
-test: $(STAMP)
+test: lint $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+# Code style and workflow checks (part of `make test`): ruff lint and format, snakemake --lint, snakefmt.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/snakemake --lint --configfile presets/smoke.yaml
+	$(VENV)/bin/snakefmt --check Snakefile rules
 
 env: $(STAMP)
 

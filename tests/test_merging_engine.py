@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from speechmerge.merging import MergeMethod, get_method
 from speechmerge.merging import cli as merge_cli
-from speechmerge.merging import streaming as _common
+from speechmerge.merging import streaming
 from speechmerge.merging.engine import merge_files, merge_models, merge_state_dicts
 from speechmerge.merging.safetensors_io import SafetensorsWriter, TensorSpec, read_header
 
@@ -85,7 +85,7 @@ class FailsOnSecondTensor(MergeMethod):
 @pytest.mark.parametrize("name", ["ties", "dare_ties", "karcher", "pcb", "sce", "model_stock"])
 def test_streaming_equals_in_memory(files, monkeypatch, name, chunk_elems):
     if chunk_elems:
-        monkeypatch.setattr(_common, "CHUNK_ELEMS", chunk_elems)  # the embedding spans 20 chunks
+        monkeypatch.setattr(streaming, "CHUNK_ELEMS", chunk_elems)  # the embedding spans 20 chunks
     method = get_method(name)
     out = files.dir / "merged.safetensors"
     merge_files(files.base_path, files.tv_paths, method, out, seed=3, progress=False)

@@ -46,11 +46,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from speechmerge.utils import atomic_path
+
+if TYPE_CHECKING:  # torch is imported where it is used, so reading hypotheses needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 

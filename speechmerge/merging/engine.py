@@ -53,10 +53,8 @@ from speechmerge.merging.safetensors_io import (
     Checkpoint,
     SafetensorsWriter,
     TensorSpec,
-    read_header,
-    weights_files,
 )
-from speechmerge.merging.streaming import InMemorySource, TensorSource, row_chunks
+from speechmerge.merging.streaming import InMemorySource, TensorSource
 from speechmerge.utils import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)

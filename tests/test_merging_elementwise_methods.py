@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from speechmerge.merging import TensorContext, get_method
-from speechmerge.merging import streaming as _common
+from speechmerge.merging import streaming
 
 MATRIX_KEY = "model.encoder.layers.0.fc1.weight"
 BIAS_KEY = "model.encoder.layers.0.fc1.bias"
@@ -239,8 +239,8 @@ def test_chunked_equals_whole(monkeypatch, name):
     base = torch.randn(13, 5, generator=g)
     taus = [torch.randn(13, 5, generator=g) * 0.1 for _ in range(3)]
     whole = merge(name, taus, base=base, key=MATRIX_KEY)
-    monkeypatch.setattr(_common, "CHUNK_ELEMS", 7)  # 1 row per chunk
-    assert len(_common.row_chunks((13, 5))) == 13
+    monkeypatch.setattr(streaming, "CHUNK_ELEMS", 7)  # 1 row per chunk
+    assert len(streaming.row_chunks((13, 5))) == 13
     chunked = merge(name, taus, base=base, key=MATRIX_KEY)
     close(chunked, whole, atol=1e-5)
 
