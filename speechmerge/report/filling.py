@@ -26,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from speechmerge import names as N
 from speechmerge.evaluation import stats as S
 from speechmerge.report.scores import ResultStore
 from speechmerge.report.table import Cell, Column, Row, Table, row_model
@@ -103,7 +104,7 @@ def part_stats(table: Table, store: ResultStore, row_spec: Mapping, c: Column) -
 def params_value(model: str, c: Column, params: Mapping[str, Mapping] | None) -> float:
     """Trainable parameters (count or percentage) of a row's model; 0 for zero-shot."""
     info = (params or {}).get(model)
-    if model == "zeroshot":
+    if model == N.ZEROSHOT:
         return 0.0
     if info is None:
         return math.nan

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from speechmerge import names as N
 from speechmerge.report.render import human_count, md_escape
 from speechmerge.report.scores import ResultStore
 
@@ -28,7 +29,7 @@ def training_rows(spec: Mapping, store: ResultStore, infos: Mapping[str, Mapping
         info = infos.get(job, {})
         for testset in testsets:
             metric = store.metric_for(testset)
-            zs, ft = store.value("zeroshot", testset, metric), store.value(job, testset, metric)
+            zs, ft = store.value(N.ZEROSHOT, testset, metric), store.value(job, testset, metric)
             rows.append({
                 "job": job, "testset": testset, "metric": metric.upper() if metric != "bleu" else "BLEU",
                 "zeroshot": zs, "finetuned": ft, "change": ft - zs,
