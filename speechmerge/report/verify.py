@@ -74,7 +74,7 @@ def verify_results(scores: Sequence[str | os.PathLike], hyps: Sequence[str | os.
 
     Returns the number of (model, test set) records checked.
     """
-    from speechmerge.report.tables import flatten_scores
+    from speechmerge.report.scores import flatten_scores
 
     by_key = _load_hyps(hyps)
     ids_of: dict[str, tuple[str, str, set]] = {}  # testset -> (model, file, ids)
