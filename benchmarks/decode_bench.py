@@ -80,8 +80,10 @@ def bench_decoding(args) -> None:
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").exists():
-        sys.exit(f"{model_dir}: no model; build it with: python -m speechmerge import-model --spec "
-                 f"bundle:whisper-base --out {model_dir} --max-seconds 5")
+        sys.exit(
+            f"{model_dir}: no model; build it with: python -m speechmerge import-model --spec "
+            f"bundle:whisper-base --out {model_dir} --max-seconds 5"
+        )
     print(f"# start: {load_average()}")
     if args.parquet:
         waves, langs, refs = parquet_utterances(args.parquet, args.n)
@@ -90,26 +92,44 @@ def bench_decoding(args) -> None:
         waves, langs, refs = synth_utterances(args.n, args.languages, args.max_seconds)
         source = f"eSpeak NG synthesis ({','.join(args.languages)})"
     durs = [len(w) / 16000 for w in waves]
-    print(f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
-          f"max {max(durs):.2f} s; model {model_dir}")
+    print(
+        f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
+        f"max {max(durs):.2f} s; model {model_dir}"
+    )
     print("threads dtype    batch order    tok/s tasks  utt/s  hyp/s   wall_s  dec_steps  at_bound  WER%")
     models = {}
     tasks = tuple(args.tasks)
     for threads, dtype, bs, order, rate in itertools.product(
-            args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates):
+        args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates
+    ):
         torch.set_num_threads(threads)
         if dtype not in models:
             models[dtype] = load_whisper(model_dir, dtype=getattr(torch, dtype))
         model, processor = models[dtype]
-        decode_tasks(model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4,
-                     progress=False)  # warm-up
-        r = decode_tasks(model, processor, waves, langs, [tasks] * len(waves), batch_size=bs, beam_size=1,
-                         max_new_tokens=args.max_new_tokens, durations=durs, sort_by_length=(order == "sorted"),
-                         max_tokens_per_second=None if rate == 0 else rate, progress=False)
+        decode_tasks(
+            model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4, progress=False
+        )  # warm-up
+        r = decode_tasks(
+            model,
+            processor,
+            waves,
+            langs,
+            [tasks] * len(waves),
+            batch_size=bs,
+            beam_size=1,
+            max_new_tokens=args.max_new_tokens,
+            durations=durs,
+            sort_by_length=(order == "sorted"),
+            max_tokens_per_second=None if rate == 0 else rate,
+            progress=False,
+        )
         w = wer(refs, [h or "" for h in r.by_task["transcribe"]], langs) if "transcribe" in r.by_task else float("nan")
-        print(f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {len(tasks):>5} "
-              f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
-              f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}", flush=True)
+        print(
+            f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {len(tasks):>5} "
+            f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
+            f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}",
+            flush=True,
+        )
     print(f"# end: {load_average()}")
 
 
@@ -131,8 +151,10 @@ def compare_generate(args) -> None:
     waves, langs, _ = synth_utterances(args.n, args.languages, args.max_seconds)
     order = length_order([len(w) for w in waves])
     waves, langs = [waves[i] for i in order], [langs[i] for i in order]
-    print(f"# {len(waves)} utterances, {args.threads[0]} threads, max_new_tokens {args.max_new_tokens}; "
-          f"tasks {' '.join(args.tasks)}; {load_average()}")
+    print(
+        f"# {len(waves)} utterances, {args.threads[0]} threads, max_new_tokens {args.max_new_tokens}; "
+        f"tasks {' '.join(args.tasks)}; {load_average()}"
+    )
     print("batch  task        generate_s  greedy_s  speed-up  differing/hypotheses")
     with torch.inference_mode(), _quiet_transformers():
         enc = model.get_encoder()(log_mel(processor, waves, encoder_frames(model))).last_hidden_state
@@ -140,11 +162,16 @@ def compare_generate(args) -> None:
             t_gen = t_greedy = 0.0
             differ = 0
             for s in range(0, len(waves), bs):
-                states, batch_langs = enc[s:s + bs], langs[s:s + bs]
+                states, batch_langs = enc[s : s + bs], langs[s : s + bs]
                 t = time.perf_counter()
-                ref = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language=batch_langs,
-                                     task=task, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                     return_timestamps=False)
+                ref = model.generate(
+                    encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                    language=batch_langs,
+                    task=task,
+                    max_new_tokens=args.max_new_tokens,
+                    do_sample=False,
+                    return_timestamps=False,
+                )
                 t_gen += time.perf_counter() - t
                 prompts = torch.tensor([prompt_ids(model.generation_config, l, task) for l in batch_langs])
                 t = time.perf_counter()
@@ -153,8 +180,11 @@ def compare_generate(args) -> None:
                 a = processor.batch_decode(ref, skip_special_tokens=True)
                 b = processor.batch_decode(got, skip_special_tokens=True)
                 differ += sum(x != y for x, y in zip(a, b))
-            print(f"{bs:>5}  {task:<10} {t_gen:>10.2f} {t_greedy:>9.2f} {t_gen / t_greedy:>8.2f}x "
-                  f"{differ:>10}/{len(waves)}", flush=True)
+            print(
+                f"{bs:>5}  {task:<10} {t_gen:>10.2f} {t_greedy:>9.2f} {t_gen / t_greedy:>8.2f}x "
+                f"{differ:>10}/{len(waves)}",
+                flush=True,
+            )
 
 
 def stage_shares(folder: str) -> None:
@@ -178,14 +208,22 @@ def stage_shares(folder: str) -> None:
     print(f"{'rule':<22} {'jobs':>5} {'sum_s':>10} {'share%':>7} {'mean_s':>9} {'max_rss_MB':>11}")
     for rule, v in sorted(per_rule.items(), key=lambda kv: -sum(s for s, _ in kv[1])):
         ssum = sum(s for s, _ in v)
-        print(f"{rule:<22} {len(v):>5} {ssum:>10.1f} {100 * ssum / total if total else 0:>7.1f} "
-              f"{ssum / len(v):>9.1f} {max(r for _, r in v):>11.0f}")
+        print(
+            f"{rule:<22} {len(v):>5} {ssum:>10.1f} {100 * ssum / total if total else 0:>7.1f} "
+            f"{ssum / len(v):>9.1f} {max(r for _, r in v):>11.0f}"
+        )
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage-shares", nargs="?", const=str(ROOT / "benchmarks/out"), default=None,
-                    metavar="DIR", help="print per-rule shares of the Snakemake benchmark TSVs under DIR")
+    ap.add_argument(
+        "--stage-shares",
+        nargs="?",
+        const=str(ROOT / "benchmarks/out"),
+        default=None,
+        metavar="DIR",
+        help="print per-rule shares of the Snakemake benchmark TSVs under DIR",
+    )
     ap.add_argument("--model", default=str(ROOT / "resources/models/whisper-base"))
     ap.add_argument("--parquet", default=None, help="a dataset split to decode instead of synthesised speech")
     ap.add_argument("--n", type=int, default=48, help="number of utterances")
@@ -195,14 +233,27 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 16, 32])
     ap.add_argument("--orders", nargs="+", choices=["sorted", "unsorted"], default=["sorted", "unsorted"])
     ap.add_argument("--dtypes", nargs="+", default=["float32"], help="float32 and/or bfloat16")
-    ap.add_argument("--rates", nargs="+", type=float, default=[0],
-                    help="max tokens per second of the longest utterance of a batch (0 = no such bound)")
+    ap.add_argument(
+        "--rates",
+        nargs="+",
+        type=float,
+        default=[0],
+        help="max tokens per second of the longest utterance of a batch (0 = no such bound)",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--tasks", nargs="+", choices=["transcribe", "translate"], default=["transcribe"],
-                    help="tasks decoded per utterance (both: one encoder pass, as in the evaluate rule)")
-    ap.add_argument("--compare-generate", action="store_true",
-                    help="time greedy_generate against model.generate on the same encoder states and count "
-                         "differing hypotheses (first --threads value)")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["transcribe", "translate"],
+        default=["transcribe"],
+        help="tasks decoded per utterance (both: one encoder pass, as in the evaluate rule)",
+    )
+    ap.add_argument(
+        "--compare-generate",
+        action="store_true",
+        help="time greedy_generate against model.generate on the same encoder states and count "
+        "differing hypotheses (first --threads value)",
+    )
     args = ap.parse_args(argv)
     if args.stage_shares:
         stage_shares(args.stage_shares)

@@ -57,8 +57,13 @@ def transcribe(model_dir: Path, max_seconds: int | None, threads: int) -> dict:
     dt = time.perf_counter() - t0
     hyp = processor.batch_decode(ids, skip_special_tokens=True)[0]
     norm = EnglishTextNormalizer({})
-    return {"context_s": max_seconds or 30, "audio_s": len(audio) / 16000, "decode_s": dt, "hypothesis": hyp,
-            "exact_after_normaliser": norm(hyp) == norm(SENTENCE)}
+    return {
+        "context_s": max_seconds or 30,
+        "audio_s": len(audio) / 16000,
+        "decode_s": dt,
+        "hypothesis": hyp,
+        "exact_after_normaliser": norm(hyp) == norm(SENTENCE),
+    }
 
 
 def main() -> None:
@@ -77,12 +82,16 @@ def main() -> None:
         print("  phases             " + ", ".join(f"{k} {v:.2f} s" for k, v in info["timing_s"].items()))
         print(f"  peak RSS           {run['peak_rss_mb']:.0f} MB")
         print(f"  parameters         {info['n_params']:,} ({info['n_tensors']} tensors, proj_out tied)")
-        print(f"  size on disk       {info['size_bytes'] / 1e6:.1f} MB "
-              f"(model.safetensors {info['files']['model.safetensors'] / 1e6:.1f} MB, float32)")
+        print(
+            f"  size on disk       {info['size_bytes'] / 1e6:.1f} MB "
+            f"(model.safetensors {info['files']['model.safetensors'] / 1e6:.1f} MB, float32)"
+        )
         for ms in (None, args.max_seconds):
             r = transcribe(out, ms, args.threads)
-            print(f"  zero-shot, {r['context_s']:>2d} s context: {r['hypothesis']!r} "
-                  f"(exact: {r['exact_after_normaliser']}; {r['audio_s']:.2f} s audio decoded in {r['decode_s']:.2f} s)")
+            print(
+                f"  zero-shot, {r['context_s']:>2d} s context: {r['hypothesis']!r} "
+                f"(exact: {r['exact_after_normaliser']}; {r['audio_s']:.2f} s audio decoded in {r['decode_s']:.2f} s)"
+            )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ import torch
 
 from speechmerge.merging.base import REGISTRY, TensorContext
 from speechmerge.merging.methods import (  # noqa: F401  (registers the methods)
-    boosted_tsv_m, iso_c, iso_cts, lors, lors_lowrank, lors_sparse, tsv_m, tsv_m_ns,
+    boosted_tsv_m,
+    iso_c,
+    iso_cts,
+    lors,
+    lors_lowrank,
+    lors_sparse,
+    tsv_m,
+    tsv_m_ns,
 )
 
 METHODS = ["iso_c", "iso_cts", "tsv_m", "tsv_m_ns", "boosted_tsv_m", "lors", "lors_lowrank", "lors_sparse"]

@@ -34,20 +34,34 @@ def all_train_copy(corpus: Path, out_dir: Path) -> Path:
         w = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
         w.writerow(header)
         for r in body:
-            w.writerow(r[:split] + ["train"] + r[split + 1:])
+            w.writerow(r[:split] + ["train"] + r[split + 1 :])
     return out
 
 
 def run(corpus: Path, language: str, domain: str, n: int, workers: int) -> dict:
     t0 = time.perf_counter()
-    recs = synthesize_split(corpus, language=language, domain_transforms=DEFAULT_DOMAINS[domain], split="train",
-                            sentences=n, renderings=1, seed=0, domain_name=domain, subset=domain,
-                            workers=workers, progress=False)
+    recs = synthesize_split(
+        corpus,
+        language=language,
+        domain_transforms=DEFAULT_DOMAINS[domain],
+        split="train",
+        sentences=n,
+        renderings=1,
+        seed=0,
+        domain_name=domain,
+        subset=domain,
+        workers=workers,
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     audio_s = sum(r["duration"] for r in recs)
     flac_bytes = sum(len(r["audio"]["bytes"]) for r in recs)
-    return {"utt_per_s": len(recs) / wall, "rtf_inv": audio_s / wall, "mb_per_hour": flac_bytes / 1e6 / (audio_s / 3600),
-            "mean_dur": audio_s / len(recs)}
+    return {
+        "utt_per_s": len(recs) / wall,
+        "rtf_inv": audio_s / wall,
+        "mb_per_hour": flac_bytes / 1e6 / (audio_s / 3600),
+        "mean_dur": audio_s / len(recs),
+    }
 
 
 def main() -> None:
@@ -56,8 +70,12 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=60, help="utterances per measurement")
     ap.add_argument("--language", default="de")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--domains", nargs="+", default=["clean", "telephone", "noisy", "babble", "reverb", "child", "farfield"])
-    ap.add_argument("--languages", nargs="*", default=["en", "ca", "de", "es", "fr", "it", "id", "nl", "pt", "ru", "sv", "zh"])
+    ap.add_argument(
+        "--domains", nargs="+", default=["clean", "telephone", "noisy", "babble", "reverb", "child", "farfield"]
+    )
+    ap.add_argument(
+        "--languages", nargs="*", default=["en", "ca", "de", "es", "fr", "it", "id", "nl", "pt", "ru", "sv", "zh"]
+    )
     args = ap.parse_args()
     print(f"cpus: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}, corpus: {args.corpus}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +87,9 @@ def main() -> None:
                 r = run(corpus, args.language, domain, args.n, w)
                 print(f"{domain:10s} {w:7d} {r['utt_per_s']:7.1f} {r['rtf_inv']:9.1f} {r['mb_per_hour']:9.1f}")
         if args.languages:
-            print(f"\n{'language':8s} {'utt/s':>7s} {'mean dur s':>10s} {'FLAC MB/h':>9s}   (clean, 1 worker, n={args.n // 3})")
+            print(
+                f"\n{'language':8s} {'utt/s':>7s} {'mean dur s':>10s} {'FLAC MB/h':>9s}   (clean, 1 worker, n={args.n // 3})"
+            )
             for lang in args.languages:
                 r = run(corpus, lang, "clean", max(2, args.n // 3), 1)
                 print(f"{lang:8s} {r['utt_per_s']:7.1f} {r['mean_dur']:10.2f} {r['mb_per_hour']:9.1f}")

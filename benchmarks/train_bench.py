@@ -40,9 +40,17 @@ def load_model(path: str | None, seconds: int):
         model, _ = load_whisper(path)
         src = path
     else:
-        cfg = WhisperConfig(vocab_size=51865, d_model=512, encoder_layers=6, decoder_layers=6,
-                            encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
-                            decoder_ffn_dim=2048, max_source_positions=50 * seconds)
+        cfg = WhisperConfig(
+            vocab_size=51865,
+            d_model=512,
+            encoder_layers=6,
+            decoder_layers=6,
+            encoder_attention_heads=8,
+            decoder_attention_heads=8,
+            encoder_ffn_dim=2048,
+            decoder_ffn_dim=2048,
+            max_source_positions=50 * seconds,
+        )
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(cfg)
         src = f"random base-sized WhisperConfig ({seconds} s)"
@@ -128,23 +136,35 @@ def count_flops(args) -> float:
 
 def report(label: str, times: list[float], flops: float, batch: int) -> None:
     med, best = statistics.median(times), min(times)
-    print(f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
-          f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
-          f"(best {flops / best / 1e9:.1f})")
+    print(
+        f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
+        f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
+        f"(best {flops / best / 1e9:.1f})"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resources/models/whisper-base")
-    ap.add_argument("--seconds", type=int, default=5, help="context if the model is built randomly (the default run: 5 s)")
+    ap.add_argument(
+        "--seconds", type=int, default=5, help="context if the model is built randomly (the default run: 5 s)"
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=24, help="target text tokens per example")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per configuration and round")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
-                    help="auto: bf16 autocast on CPUs with native bf16 (what the trainer does)")
-    ap.add_argument("--attn", choices=["auto", "sdpa", "eager"], default="auto",
-                    help="auto: what the trainer picks (eager up to 10 s contexts)")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: bf16 autocast on CPUs with native bf16 (what the trainer does)",
+    )
+    ap.add_argument(
+        "--attn",
+        choices=["auto", "sdpa", "eager"],
+        default="auto",
+        help="auto: what the trainer picks (eager up to 10 s contexts)",
+    )
     ap.add_argument("--optimizer", choices=["foreach", "fused"], default="fused")
     ap.add_argument("--method", default="full", help="full | bitfit | lora | adalora | s2lora")
     ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
@@ -153,19 +173,25 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     flops = count_flops(args)
     configs = [(args.precision, args.attn, args.optimizer)]
     if args.compare:
         configs = [("float32", "sdpa", "foreach"), ("auto", "auto", "fused")]
     setups = [Setup(args, *c) for c in configs]
     s0 = setups[0]
-    print(f"model: {s0.src}; context {s0.whisper.config.max_source_positions / 50:g} s; batch {args.batch} x "
-          f"{s0.batch['decoder_input_ids'].shape[1]} decoder tokens ({s0.n_tok} targets); method {args.method} "
-          f"({sum(p.numel() for p in s0.params) / 1e6:.2f} M trainable)")
-    print(f"FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP = "
-          f"{flops / args.batch / 1e9:.2f} GFLOP/sample")
+    print(
+        f"model: {s0.src}; context {s0.whisper.config.max_source_positions / 50:g} s; batch {args.batch} x "
+        f"{s0.batch['decoder_input_ids'].shape[1]} decoder tokens ({s0.n_tok} targets); method {args.method} "
+        f"({sum(p.numel() for p in s0.params) / 1e6:.2f} M trainable)"
+    )
+    print(
+        f"FLOPs per step (forward + backward, FlopCounterMode): {flops / 1e9:.1f} GFLOP = "
+        f"{flops / args.batch / 1e9:.2f} GFLOP/sample"
+    )
     times = {s.label: [] for s in setups}
     phases = {s.label: {} for s in setups}
     for s in setups:
@@ -176,8 +202,10 @@ def main() -> None:
     for s in setups:
         report(s.label, times[s.label], flops, args.batch)
         for k, v in phases[s.label].items():
-            print(f"      {k:15s} median {statistics.median(v):.3f} s "
-                  f"({100 * statistics.median(v) / statistics.median(times[s.label]):.0f} %)")
+            print(
+                f"      {k:15s} median {statistics.median(v):.3f} s "
+                f"({100 * statistics.median(v) / statistics.median(times[s.label]):.0f} %)"
+            )
     if args.compare:
         a, b = (statistics.median(times[s.label]) for s in setups)
         print(f"  speed-up of the trainer configuration: {a / b:.2f}x")

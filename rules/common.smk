@@ -62,7 +62,11 @@ def split_inputs(wc):
     if source == "synth":
         return {"corpus": CORPUS}
     if dataset_manifest(wc):
-        return {"audio_checksum": N.AUDIO_CHECKSUM.format(experiment=wc.experiment, subset=wc.subset, split=wc.split)}
+        return {
+            "audio_checksum": N.AUDIO_CHECKSUM.format(
+                experiment=wc.experiment, subset=wc.subset, split=wc.split
+            )
+        }
     return {}
 
 

@@ -7,8 +7,6 @@ rule audio_checksum:
         manifest_audio,
     output:
         N.AUDIO_CHECKSUM,
-    params:
-        manifest=dataset_manifest,
     log:
         "logs/audio_checksum/{experiment}/{subset}/{split}.log",
     conda:
@@ -16,6 +14,8 @@ rule audio_checksum:
     resources:
         mem_mb=500,
         runtime=10,
+    params:
+        manifest=dataset_manifest,
     script:
         "../workflow_scripts/audio_checksum.py"
 

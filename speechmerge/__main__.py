@@ -11,8 +11,8 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
-    "speechmerge.models.cli",      # import-model
-    "speechmerge.merging.cli",     # merge, list-methods
+    "speechmerge.models.cli",  # import-model
+    "speechmerge.merging.cli",  # merge, list-methods
 )
 
 

@@ -18,10 +18,16 @@ from typing import Iterable
 
 from speechmerge import names as N
 from speechmerge.names import SPLITS, TASKS, format_value  # noqa: F401  (re-exported)
+
 PEFT_METHODS = ("full", "bitfit", "lora", "adalora", "s2lora")
 
-PEFT_LABELS = {"full": "Full fine-tuning", "bitfit": "BitFit", "lora": "LoRA",
-               "adalora": "AdaLoRA", "s2lora": "S2-LoRA"}
+PEFT_LABELS = {
+    "full": "Full fine-tuning",
+    "bitfit": "BitFit",
+    "lora": "LoRA",
+    "adalora": "AdaLoRA",
+    "s2lora": "S2-LoRA",
+}
 
 
 class PlanError(ValueError):
@@ -123,8 +129,12 @@ class Plan:
 
     def evaluation_spec(self, experiment: str, model: str) -> dict:
         """params.spec of the evaluate rule: the model, its test sets and the ``evaluation`` config."""
-        return {"experiment": experiment, "model": model, "testsets": self.evaluation_testsets(experiment, model),
-                **self.config.get("evaluation", {})}
+        return {
+            "experiment": experiment,
+            "model": model,
+            "testsets": self.evaluation_testsets(experiment, model),
+            **self.config.get("evaluation", {}),
+        }
 
     def evaluation_files(self, experiment: str, model: str) -> list[str]:
         """The test split of every test set of one evaluation job, in the order of its spec."""
@@ -159,8 +169,10 @@ class Plan:
 # ---------------------------------------------------------------------------------------
 def merge_method_labels() -> dict[str, str]:
     """Name -> display label of every registered merging method (the ``label`` of its class)."""
-    from speechmerge.merging import REGISTRY
-    from speechmerge.merging import methods  # noqa: F401  (imports register every method)
+    from speechmerge.merging import (
+        REGISTRY,
+        methods,  # noqa: F401  (imports register every method)
+    )
 
     return {name: cls.label for name, cls in REGISTRY.items()}
 
@@ -195,8 +207,10 @@ def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
     """method -> hyperparameters of its default merge (variant == method, not a sweep point) as
     applied to the experiment's experts: N-dependent defaults such as LoRS' scaling = 1/N resolved
     by the method (``MergeMethod.resolved_hparams``). The report places the default on sweeps."""
-    from speechmerge.merging import REGISTRY
-    from speechmerge.merging import methods  # noqa: F401  (imports register every method)
+    from speechmerge.merging import (
+        REGISTRY,
+        methods,  # noqa: F401  (imports register every method)
+    )
 
     out = {}
     for (e, variant), spec in plan.variants.items():
@@ -218,8 +232,18 @@ def _domain_transforms(config: dict, domain: str, where: str) -> list[dict]:
     return copy.deepcopy(catalog[domain] or [])
 
 
-def _add_dataset(plan: Plan, exp_name: str, exp: dict, subset: str, *, language: str, domain: str,
-                 splits: tuple[str, ...], voice_profile: str = "adult", where: str) -> None:
+def _add_dataset(
+    plan: Plan,
+    exp_name: str,
+    exp: dict,
+    subset: str,
+    *,
+    language: str,
+    domain: str,
+    splits: tuple[str, ...],
+    voice_profile: str = "adult",
+    where: str,
+) -> None:
     config = plan.config
     data_cfg = exp.get("data", {})
     source = data_cfg.get("source", "synth")
@@ -266,21 +290,33 @@ def _testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> l
     return names
 
 
-def _train_spec(plan: Plan, exp_name: str, exp: dict, job: str, *, overrides: dict | None,
-                train: list[tuple[str, str, str]], dev: list[tuple[str, str, str]], tasks, init: str | None,
-                method: str = "full") -> None:
+def _train_spec(
+    plan: Plan,
+    exp_name: str,
+    exp: dict,
+    job: str,
+    *,
+    overrides: dict | None,
+    train: list[tuple[str, str, str]],
+    dev: list[tuple[str, str, str]],
+    tasks,
+    init: str | None,
+    method: str = "full",
+) -> None:
     spec = _merge_dicts(plan.config.get("training", {}), exp.get("train", {}), overrides)
-    spec.update({
-        "experiment": exp_name,
-        "job": job,
-        "method": method,
-        "tasks": list(tasks),
-        "seed": int(spec.get("seed", plan.config.get("seed", 0))),
-        "checkpoint_dir": N.CHECKPOINT_DIR.format(experiment=exp_name, job=job),
-        "train": train,
-        "dev": dev,
-        "init": init,  # None = the imported base model, else the job whose model is the start
-    })
+    spec.update(
+        {
+            "experiment": exp_name,
+            "job": job,
+            "method": method,
+            "tasks": list(tasks),
+            "seed": int(spec.get("seed", plan.config.get("seed", 0))),
+            "checkpoint_dir": N.CHECKPOINT_DIR.format(experiment=exp_name, job=job),
+            "train": train,
+            "dev": dev,
+            "init": init,  # None = the imported base model, else the job whose model is the start
+        }
+    )
     spec.setdefault("peft", {})
     plan.jobs[(exp_name, job)] = spec
 
@@ -294,18 +330,34 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
     if unused:
         raise PlanError(f"experiments.{exp_name}.hparams: {unused} not listed in experiments.{exp_name}.merges")
     for method in exp.get("merges", []):
-        plan.variants[(exp_name, method)] = {"method": method, "hparams": dict(overrides.get(method) or {}),
-                                             "seed": seed, "experts": experts, "variant": method}
-        rows.append({"model": N.merge_model(method), "label": merge_method_labels().get(method, method),
-                     "group": "merge", "method": method})
+        plan.variants[(exp_name, method)] = {
+            "method": method,
+            "hparams": dict(overrides.get(method) or {}),
+            "seed": seed,
+            "experts": experts,
+            "variant": method,
+        }
+        rows.append(
+            {
+                "model": N.merge_model(method),
+                "label": merge_method_labels().get(method, method),
+                "group": "merge",
+                "method": method,
+            }
+        )
     for sweep in exp.get("sweeps", []):
         method, param = sweep["method"], sweep["param"]
         points = []
         for value in sweep["values"]:
             variant = N.variant(method, param, value)
             hparams = {**dict(overrides.get(method) or {}), param: value}
-            plan.variants[(exp_name, variant)] = {"method": method, "hparams": hparams, "seed": seed,
-                                                  "experts": experts, "variant": variant}
+            plan.variants[(exp_name, variant)] = {
+                "method": method,
+                "hparams": hparams,
+                "seed": seed,
+                "experts": experts,
+                "variant": variant,
+            }
             points.append({"value": value, "model": N.merge_model(variant)})
         sweeps.append({"method": method, "param": param, "points": points})
     return rows, sweeps
@@ -322,17 +374,35 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
     stages = []
     for k, subset in enumerate(order, start=1):
         job = N.sequential_job(k)
-        _train_spec(plan, exp_name, exp, job, overrides=seq.get("train"),
-                    train=[(exp_name, subset, "train")], dev=[(exp_name, subset, "dev")], tasks=tasks,
-                    init=None if k == 1 else N.sequential_job(k - 1))
+        _train_spec(
+            plan,
+            exp_name,
+            exp,
+            job,
+            overrides=seq.get("train"),
+            train=[(exp_name, subset, "train")],
+            dev=[(exp_name, subset, "dev")],
+            tasks=tasks,
+            init=None if k == 1 else N.sequential_job(k - 1),
+        )
         stages.append({"model": job, "subset": subset})
     return stages
 
 
-def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[str], tasks, *,
-                              own_tests: dict[str, list[str]], all_tests: list[str],
-                              forgetting_tests: list[str], experts_label: str, joint_label: str,
-                              per_task: bool = False):
+def _experts_baselines_merges(
+    plan: Plan,
+    name: str,
+    exp: dict,
+    subsets: list[str],
+    tasks,
+    *,
+    own_tests: dict[str, list[str]],
+    all_tests: list[str],
+    forgetting_tests: list[str],
+    experts_label: str,
+    joint_label: str,
+    per_task: bool = False,
+):
     """One expert per subset (``per_task``: per subset x task), the joint and sequential baselines,
     every merge; their evaluations.
 
@@ -343,25 +413,51 @@ def _experts_baselines_merges(plan: Plan, name: str, exp: dict, subsets: list[st
     units: dict[str, tuple[str, list[str]]] = {}
     for subset in subsets:
         # (label, its test sets, its tasks): expert-de, or expert-de-transcribe + expert-de-translate
-        groups = ([(t, [t], [N.testset_task(t)]) for t in own_tests[subset]] if per_task
-                  else [(subset, list(own_tests[subset]), list(tasks))])
+        groups = (
+            [(t, [t], [N.testset_task(t)]) for t in own_tests[subset]]
+            if per_task
+            else [(subset, list(own_tests[subset]), list(tasks))]
+        )
         for label, tests, job_tasks in groups:
             units[label] = (N.expert_job(label), tests)
-            _train_spec(plan, name, exp, N.expert_job(label), overrides=None, train=[(name, subset, "train")],
-                        dev=[(name, subset, "dev")], tasks=job_tasks, init=None)
+            _train_spec(
+                plan,
+                name,
+                exp,
+                N.expert_job(label),
+                overrides=None,
+                train=[(name, subset, "train")],
+                dev=[(name, subset, "dev")],
+                tasks=job_tasks,
+                init=None,
+            )
     experts = [job for job, _ in units.values()]
     for job, tests in units.values():
         plan.evaluations += [(name, job, t) for t in tests]
     plan.experts[name] = experts
-    rows = [{"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"},
-            {"model": "experts", "label": experts_label, "group": "baseline",
-             "per_testset": {t: job for job, tests in units.values() for t in tests}}]
+    rows = [
+        {"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"},
+        {
+            "model": "experts",
+            "label": experts_label,
+            "group": "baseline",
+            "per_testset": {t: job for job, tests in units.values() for t in tests},
+        },
+    ]
     evaluated = [N.ZEROSHOT]
     joint = exp.get("joint", {}) or {}
     if joint.get("enabled", True):
-        _train_spec(plan, name, exp, N.JOINT, overrides=joint.get("train"),
-                    train=[(name, s, "train") for s in subsets],
-                    dev=[(name, s, "dev") for s in subsets], tasks=tasks, init=None)
+        _train_spec(
+            plan,
+            name,
+            exp,
+            N.JOINT,
+            overrides=joint.get("train"),
+            train=[(name, s, "train") for s in subsets],
+            dev=[(name, s, "dev") for s in subsets],
+            tasks=tasks,
+            init=None,
+        )
         rows.append({"model": N.JOINT, "label": joint_label, "group": "baseline"})
         evaluated.append(N.JOINT)
     stages = _sequential(plan, name, exp, subsets, tasks)
@@ -383,25 +479,42 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     tasks = list(exp.get("tasks", ["transcribe"]))
     domain = exp.get("domain", "clean")
     for lang in languages:
-        _add_dataset(plan, name, exp, lang, language=lang, domain=domain, splits=SPLITS,
-                     where=f"experiments.{name}.domain")
+        _add_dataset(
+            plan, name, exp, lang, language=lang, domain=domain, splits=SPLITS, where=f"experiments.{name}.domain"
+        )
     testsets = {lang: _testsets(plan, name, lang, lang, tasks) for lang in languages}
     all_tests = [t for lang in languages for t in testsets[lang]]
 
     asr_tests = [t for t in all_tests if N.testset_task(t) == "transcribe"]
     units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
-        plan, name, exp, languages, tasks, own_tests=testsets, all_tests=all_tests,
+        plan,
+        name,
+        exp,
+        languages,
+        tasks,
+        own_tests=testsets,
+        all_tests=all_tests,
         forgetting_tests=asr_tests,  # forgetting curve: intermediate stages on ASR only
-        experts_label="Individual experts", joint_label="Multi-lingual multi-task",
-        per_task=bool(exp.get("experts_per_task", False)))
+        experts_label="Individual experts",
+        joint_label="Multi-lingual multi-task",
+        per_task=bool(exp.get("experts_per_task", False)),
+    )
     plan.reports[name] = {
-        "experiment": name, "kind": "multilingual", "subsets": languages, "tasks": tasks, "rows": rows,
-        "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
+        "experiment": name,
+        "kind": "multilingual",
+        "subsets": languages,
+        "tasks": tasks,
+        "rows": rows,
+        "normalise_to": "experts",
+        "sweeps": sweeps,
+        "sequential": stages,
         "experts": {label: job for label, (job, _) in units.items()},
         "expert_testsets": {job: tests for job, tests in units.values()},
-        "ood_subsets": [], "retention_subsets": [],
+        "ood_subsets": [],
+        "retention_subsets": [],
         "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
-        "peft_methods": [], "peft_cross_subsets": [],
+        "peft_methods": [],
+        "peft_cross_subsets": [],
     }
 
 
@@ -413,16 +526,26 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     if overlap:
         raise PlanError(f"experiments.{name}: domains {sorted(overlap)} are both train_domains and ood_domains")
     for d in train_domains:
-        _add_dataset(plan, name, exp, d, language=language, domain=d, splits=SPLITS,
-                     where=f"experiments.{name}.train_domains")
+        _add_dataset(
+            plan, name, exp, d, language=language, domain=d, splits=SPLITS, where=f"experiments.{name}.train_domains"
+        )
     for d in ood:
-        _add_dataset(plan, name, exp, d, language=language, domain=d, splits=("test",),
-                     where=f"experiments.{name}.ood_domains")
+        _add_dataset(
+            plan, name, exp, d, language=language, domain=d, splits=("test",), where=f"experiments.{name}.ood_domains"
+        )
     retention = []
     for lang in exp.get("retention_languages", []):
         subset = N.retention_subset(lang)
-        _add_dataset(plan, name, exp, subset, language=lang, domain="clean", splits=("test",),
-                     where=f"experiments.{name}.retention_languages")
+        _add_dataset(
+            plan,
+            name,
+            exp,
+            subset,
+            language=lang,
+            domain="clean",
+            splits=("test",),
+            where=f"experiments.{name}.retention_languages",
+        )
         retention.append(subset)
     tasks = ["transcribe"]
     id_tests = [t for d in train_domains for t in _testsets(plan, name, d, language, tasks)]
@@ -431,32 +554,63 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     all_tests = id_tests + other_tests
 
     units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
-        plan, name, exp, train_domains, tasks,
-        own_tests={d: [N.testset(d, "transcribe")] for d in train_domains}, all_tests=all_tests,
+        plan,
+        name,
+        exp,
+        train_domains,
+        tasks,
+        own_tests={d: [N.testset(d, "transcribe")] for d in train_domains},
+        all_tests=all_tests,
         forgetting_tests=id_tests,
-        experts_label="ID-FT (per-domain experts)", joint_label="Full-FT (all domains)")
+        experts_label="ID-FT (per-domain experts)",
+        joint_label="Full-FT (all domains)",
+    )
     plan.reports[name] = {
-        "experiment": name, "kind": "domains", "subsets": train_domains, "tasks": tasks, "rows": rows,
-        "normalise_to": "experts", "sweeps": sweeps, "sequential": stages,
+        "experiment": name,
+        "kind": "domains",
+        "subsets": train_domains,
+        "tasks": tasks,
+        "rows": rows,
+        "normalise_to": "experts",
+        "sweeps": sweeps,
+        "sequential": stages,
         "experts": {label: job for label, (job, _) in units.items()},
         "expert_testsets": {job: tests for job, tests in units.values()},
-        "ood_subsets": ood, "retention_subsets": retention,
+        "ood_subsets": ood,
+        "retention_subsets": retention,
         "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
-        "peft_methods": [], "peft_cross_subsets": [],
+        "peft_methods": [],
+        "peft_cross_subsets": [],
     }
 
 
 def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     language = exp["language"]
     ind = exp["in_domain"]
-    _add_dataset(plan, name, exp, ind["name"], language=language, domain=ind.get("domain", "clean"),
-                 splits=SPLITS, voice_profile=ind.get("voice_profile", "adult"),
-                 where=f"experiments.{name}.in_domain")
+    _add_dataset(
+        plan,
+        name,
+        exp,
+        ind["name"],
+        language=language,
+        domain=ind.get("domain", "clean"),
+        splits=SPLITS,
+        voice_profile=ind.get("voice_profile", "adult"),
+        where=f"experiments.{name}.in_domain",
+    )
     cross = []
     for c in exp.get("cross_domain", []):
-        _add_dataset(plan, name, exp, c["name"], language=language, domain=c.get("domain", "clean"),
-                     splits=("test",), voice_profile=c.get("voice_profile", "adult"),
-                     where=f"experiments.{name}.cross_domain")
+        _add_dataset(
+            plan,
+            name,
+            exp,
+            c["name"],
+            language=language,
+            domain=c.get("domain", "clean"),
+            splits=("test",),
+            voice_profile=c.get("voice_profile", "adult"),
+            where=f"experiments.{name}.cross_domain",
+        )
         cross.append(c["name"])
     if ind["name"] in cross:
         raise PlanError(f"experiments.{name}: {ind['name']!r} is both in_domain and cross_domain")
@@ -469,18 +623,36 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     for method, overrides in methods.items():
         if method not in PEFT_METHODS:
             raise PlanError(f"experiments.{name}.methods: unknown method {method!r}; known: {list(PEFT_METHODS)}")
-        _train_spec(plan, name, exp, method, overrides=overrides,
-                    train=[(name, ind["name"], "train")], dev=[(name, ind["name"], "dev")],
-                    tasks=tasks, init=None, method=method)
+        _train_spec(
+            plan,
+            name,
+            exp,
+            method,
+            overrides=overrides,
+            train=[(name, ind["name"], "train")],
+            dev=[(name, ind["name"], "dev")],
+            tasks=tasks,
+            init=None,
+            method=method,
+        )
         rows.append({"model": method, "label": PEFT_LABELS[method], "group": "peft", "method": method})
     for row in rows:
         plan.evaluations += [(name, row["model"], t) for t in tests]
     plan.experts[name] = []
     plan.reports[name] = {
-        "experiment": name, "kind": "peft", "subsets": [ind["name"]], "tasks": tasks, "rows": rows,
-        "normalise_to": None, "sweeps": [], "sequential": [], "experts": {},
+        "experiment": name,
+        "kind": "peft",
+        "subsets": [ind["name"]],
+        "tasks": tasks,
+        "rows": rows,
+        "normalise_to": None,
+        "sweeps": [],
+        "sequential": [],
+        "experts": {},
         "expert_testsets": {m: list(tests[:1]) for m in methods},
-        "ood_subsets": [], "retention_subsets": [],
+        "ood_subsets": [],
+        "retention_subsets": [],
         "baseline_for_significance": "full" if "full" in methods else N.ZEROSHOT,
-        "peft_methods": list(methods), "peft_cross_subsets": cross,
+        "peft_methods": list(methods),
+        "peft_cross_subsets": cross,
     }

@@ -106,12 +106,16 @@ def check_data(plan: Plan, corpus: str | os.PathLike) -> None:
     counts: dict[str, Any] = load_corpus(corpus)["split"].value_counts().to_dict()
     for (experiment, subset, split), spec in synth.items():
         if spec["language"] not in LANGUAGES:
-            raise PlanError(f"experiments.{experiment}: language {spec['language']!r} of data set {subset!r} is not in "
-                            f"the corpus {corpus} (it has {', '.join(LANGUAGES)})")
+            raise PlanError(
+                f"experiments.{experiment}: language {spec['language']!r} of data set {subset!r} is not in "
+                f"the corpus {corpus} (it has {', '.join(LANGUAGES)})"
+            )
         want, have = spec.get("sentences"), int(counts.get(split, 0))
         if want is not None and int(want) > have:
-            raise PlanError(f"config key 'experiments.{experiment}.data.{split}.sentences': asks for {want} sentences, "
-                            f"the {split} split of the corpus {corpus} has {have}")
+            raise PlanError(
+                f"config key 'experiments.{experiment}.data.{split}.sentences': asks for {want} sentences, "
+                f"the {split} split of the corpus {corpus} has {have}"
+            )
 
 
 __all__ = ["check_plan", "check_audio", "check_merges", "check_training", "check_data"]

@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 PROVENANCE_PACKAGES = (
-    "speechmerge", "torch", "transformers", "datasets", "peft", "safetensors",
-    "jiwer", "sacrebleu", "numpy", "snakemake",
+    "speechmerge",
+    "torch",
+    "transformers",
+    "datasets",
+    "peft",
+    "safetensors",
+    "jiwer",
+    "sacrebleu",
+    "numpy",
+    "snakemake",
 )
 
 

@@ -31,10 +31,12 @@ def manifest(tmp_path):
     sf.write(tmp_path / "clips" / "a.wav", tone(8000, 1.0), 8000)
     sf.write(tmp_path / "clips" / "b.flac", tone(44100, 0.5, channels=2), 44100)
     sf.write(tmp_path / "c.wav", tone(16000, 0.25), 16000)
-    lines = ["audio\tlanguage\ttranscript\ttranslation\tdomain",
-             "clips/a.wav\tde\tGuten Morgen.\tGood morning.\ttelephone",
-             "clips/b.flac\tfr\tBonjour.\tHello.\t",
-             f"{tmp_path / 'c.wav'}\ten\tHello there.\t\t"]
+    lines = [
+        "audio\tlanguage\ttranscript\ttranslation\tdomain",
+        "clips/a.wav\tde\tGuten Morgen.\tGood morning.\ttelephone",
+        "clips/b.flac\tfr\tBonjour.\tHello.\t",
+        f"{tmp_path / 'c.wav'}\ten\tHello there.\t\t",
+    ]
     path = tmp_path / "set.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -93,15 +95,19 @@ def test_manifest_bad_rows(manifest, tmp_path):
 
 
 def covost_ds():
-    return Dataset.from_dict({
-        "client_id": ["spk1", "spk2"],
-        "file": ["x.mp3", "y.mp3"],
-        "audio": [{"array": tone(48000, 0.5).tolist(), "sampling_rate": 48000, "path": "x.mp3"},
-                  {"array": tone(22050, 0.2).tolist(), "sampling_rate": 22050, "path": "y.mp3"}],
-        "sentence": ["Bon dia a tothom.", "Fins demà."],
-        "translation": ["Good morning everyone.", "See you tomorrow."],
-        "id": ["x", "y"],
-    })
+    return Dataset.from_dict(
+        {
+            "client_id": ["spk1", "spk2"],
+            "file": ["x.mp3", "y.mp3"],
+            "audio": [
+                {"array": tone(48000, 0.5).tolist(), "sampling_rate": 48000, "path": "x.mp3"},
+                {"array": tone(22050, 0.2).tolist(), "sampling_rate": 22050, "path": "y.mp3"},
+            ],
+            "sentence": ["Bon dia a tothom.", "Fins demà."],
+            "translation": ["Good morning everyone.", "See you tomorrow."],
+            "id": ["x", "y"],
+        }
+    )
 
 
 def test_covost2_arrays():
@@ -117,18 +123,20 @@ def test_covost2_arrays():
 
 
 def test_fleurs_bytes_with_audio_feature_decoded_without_torchcodec():
-    ds = Dataset.from_dict({
-        "id": [1001, 1001],
-        "num_samples": [8000, 4000],
-        "path": ["a.wav", "b.wav"],
-        "audio": [{"bytes": wav_bytes(16000, 0.5), "path": None}, {"bytes": wav_bytes(8000, 0.5), "path": None}],
-        "transcription": ["bon dia", "bon dia"],
-        "raw_transcription": ["Bon dia!", "Bon dia!"],
-        "gender": [0, 1],
-        "lang_id": [10, 10],
-        "language": ["Catalan", "Catalan"],
-        "lang_group_id": [0, 0],
-    }).cast_column("audio", Audio())  # decode=True as the hub gives it
+    ds = Dataset.from_dict(
+        {
+            "id": [1001, 1001],
+            "num_samples": [8000, 4000],
+            "path": ["a.wav", "b.wav"],
+            "audio": [{"bytes": wav_bytes(16000, 0.5), "path": None}, {"bytes": wav_bytes(8000, 0.5), "path": None}],
+            "transcription": ["bon dia", "bon dia"],
+            "raw_transcription": ["Bon dia!", "Bon dia!"],
+            "gender": [0, 1],
+            "lang_id": [10, 10],
+            "language": ["Catalan", "Catalan"],
+            "lang_group_id": [0, 0],
+        }
+    ).cast_column("audio", Audio())  # decode=True as the hub gives it
     recs = from_hf_dataset(ds, "fleurs", progress=False)
     assert [r["id"] for r in recs] == ["fleurs-000000", "fleurs-000001"]  # FLEURS ids repeat; ours do not
     assert [r["transcript"] for r in recs] == ["Bon dia!", "Bon dia!"]
@@ -140,12 +148,23 @@ def test_fleurs_bytes_with_audio_feature_decoded_without_torchcodec():
 
 def test_common_voice_locale_and_empty_sentence():
     def ds(sentence):
-        return Dataset.from_dict({
-            "client_id": ["c1"], "path": ["sv_1.mp3"],
-            "audio": [{"bytes": wav_bytes(32000, 0.3, fmt="FLAC"), "path": "sv_1.mp3"}],
-            "sentence": [sentence], "up_votes": [2], "down_votes": [0], "age": ["twenties"],
-            "gender": ["female"], "accent": [""], "locale": ["sv-SE"], "segment": [""], "variant": [""],
-        })
+        return Dataset.from_dict(
+            {
+                "client_id": ["c1"],
+                "path": ["sv_1.mp3"],
+                "audio": [{"bytes": wav_bytes(32000, 0.3, fmt="FLAC"), "path": "sv_1.mp3"}],
+                "sentence": [sentence],
+                "up_votes": [2],
+                "down_votes": [0],
+                "age": ["twenties"],
+                "gender": ["female"],
+                "accent": [""],
+                "locale": ["sv-SE"],
+                "segment": [""],
+                "variant": [""],
+            }
+        )
+
     rec = from_hf_dataset(ds("Hej då."), "common_voice", split="train", progress=False)[0]
     assert rec["language"] == "sv" and rec["voice"] == "c1" and rec["duration"] == 0.3
     with pytest.raises(AdapterError, match="common_voice row 0: empty reference text"):
@@ -157,8 +176,7 @@ def test_hf_errors():
         from_hf_dataset(covost_ds(), "librispeech")
     with pytest.raises(AdapterError, match="transcript columns"):
         from_hf_dataset(covost_ds().remove_columns("sentence"), "covost2", language="ca")
-    bad = Dataset.from_dict({"audio": [{"bytes": b"junk", "path": None}], "sentence": ["x"],
-                             "translation": ["y"]})
+    bad = Dataset.from_dict({"audio": [{"bytes": b"junk", "path": None}], "sentence": ["x"], "translation": ["y"]})
     with pytest.raises(AudioError, match="covost2 row 0"):
         from_hf_dataset(bad, "covost2", language="ca", progress=False)
 
@@ -171,6 +189,7 @@ def test_load_real_calls_load_dataset_with_mapped_names(monkeypatch):
         return covost_ds()
 
     import datasets
+
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     recs = load_real("covost2", "dev", language="ca", max_examples=1, data_dir="/cv", progress=False)
     assert calls == [("facebook/covost2", "ca_en", "validation[:1]", {"data_dir": "/cv"})]

@@ -42,8 +42,11 @@ BIAS = "model.decoder.layers.0.fc1.bias"
 
 def tensors(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {Q: scale * torch.randn(8, 8, generator=g), FC: scale * torch.randn(16, 8, generator=g),
-            BIAS: scale * torch.randn(16, generator=g)}
+    return {
+        Q: scale * torch.randn(8, 8, generator=g),
+        FC: scale * torch.randn(16, 8, generator=g),
+        BIAS: scale * torch.randn(16, generator=g),
+    }
 
 
 def leftovers(path: Path) -> list[str]:
@@ -67,14 +70,26 @@ def model_dir(path: Path, sd: dict[str, torch.Tensor]) -> Path:
 @pytest.fixture()
 def models(tmp_path):
     base = model_dir(tmp_path / "base", tensors(0))
-    experts = [model_dir(tmp_path / f"e{i}", {k: v + 0.1 * (i + 1) for k, v in tensors(0).items()})
-               for i in range(2)]
+    experts = [model_dir(tmp_path / f"e{i}", {k: v + 0.1 * (i + 1) for k, v in tensors(0).items()}) for i in range(2)]
     return base, experts
 
 
 def run_merge_cli(base, experts, out, *extra, method="task_arithmetic"):
-    return cli(["merge", "--method", method, "--base", str(base), "--experts", *map(str, experts),
-                "--out", str(out), "--quiet", *extra])
+    return cli(
+        [
+            "merge",
+            "--method",
+            method,
+            "--base",
+            str(base),
+            "--experts",
+            *map(str, experts),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 def test_merge_out_with_user_files_is_refused_and_kept(models, tmp_path, capsys):
@@ -178,8 +193,9 @@ def poison(path: Path, key: str, value: float) -> None:
     save_file(sd, str(path))
 
 
-@pytest.mark.parametrize("method", ["ties", "task_arithmetic", "tsv_m", "lors", "iso_c", "karcher", "pcb",
-                                    "boosted_tsv_m"])
+@pytest.mark.parametrize(
+    "method", ["ties", "task_arithmetic", "tsv_m", "lors", "iso_c", "karcher", "pcb", "boosted_tsv_m"]
+)
 def test_nan_in_a_task_vector_names_file_and_tensor(tv_files, tmp_path, method):
     base, tvs = tv_files
     poison(tvs[1], Q, float("nan"))
@@ -223,7 +239,9 @@ def test_task_vector_of_a_nan_checkpoint_names_file_and_tensor(tmp_path, which):
 # ------------------------------------------------------------------ scores must follow from hypotheses
 
 
-def write_eval(tmp: Path, model: str, errors: int, *, testset="de-transcribe", n=10, id_prefix="u") -> tuple[Path, Path]:
+def write_eval(
+    tmp: Path, model: str, errors: int, *, testset="de-transcribe", n=10, id_prefix="u"
+) -> tuple[Path, Path]:
     """A scores JSON and hypotheses JSONL as the evaluate rule writes them (WER = errors / 5n)."""
     from speechmerge.evaluation.decode import write_hypotheses
     from speechmerge.evaluation.metrics import score_texts
@@ -232,12 +250,30 @@ def write_eval(tmp: Path, model: str, errors: int, *, testset="de-transcribe", n
     for i in range(n):
         ref = ["eins", "zwei", "drei", "vier", "fuenf"]
         hyp = ["falsch" if j < errors // n + (i < errors % n) else w for j, w in enumerate(ref)]
-        recs.append({"id": f"{id_prefix}{i}", "language": "de", "task": "transcribe", "reference": " ".join(ref),
-                     "hypothesis": " ".join(hyp), "model": model, "testset": testset})
-    metrics = score_texts([r["reference"] for r in recs], [r["hypothesis"] for r in recs], task="transcribe",
-                          language="de", ids=[r["id"] for r in recs])["metrics"]
-    scores = {"model": model, "results": [{"model": model, "testset": testset, "task": "transcribe", "language": "de",
-                                           "n": n, "metrics": metrics}]}
+        recs.append(
+            {
+                "id": f"{id_prefix}{i}",
+                "language": "de",
+                "task": "transcribe",
+                "reference": " ".join(ref),
+                "hypothesis": " ".join(hyp),
+                "model": model,
+                "testset": testset,
+            }
+        )
+    metrics = score_texts(
+        [r["reference"] for r in recs],
+        [r["hypothesis"] for r in recs],
+        task="transcribe",
+        language="de",
+        ids=[r["id"] for r in recs],
+    )["metrics"]
+    scores = {
+        "model": model,
+        "results": [
+            {"model": model, "testset": testset, "task": "transcribe", "language": "de", "n": n, "metrics": metrics}
+        ],
+    }
     (tmp / f"{model}.json").write_text(json.dumps(scores))
     write_hypotheses(recs, tmp / f"{model}.jsonl")
     return tmp / f"{model}.json", tmp / f"{model}.jsonl"
@@ -287,7 +323,9 @@ def test_hypotheses_of_another_model_in_the_file_are_refused(tmp_path):
 def test_duplicate_utterance_id_is_refused(tmp_path):
     s, h = write_eval(tmp_path, "joint", 5)
     rewrite_jsonl(h, lambda recs: [{**r, "id": "u0"} if i == 3 else r for i, r in enumerate(recs)])
-    with pytest.raises(ResultMismatch, match=re.escape(f"{h}: model 'joint', test set 'de-transcribe': utterance id 'u0'")):
+    with pytest.raises(
+        ResultMismatch, match=re.escape(f"{h}: model 'joint', test set 'de-transcribe': utterance id 'u0'")
+    ):
         verify_results([s], [h])
 
 
@@ -329,35 +367,85 @@ def plan_error(override: dict, corpus: Path = CORPUS) -> str:
     return str(err.value)
 
 
-@pytest.mark.parametrize("override, key, detail", [
-    ({"experiments": {"peft": {"methods": {"lora": {"peft": {"r": 0}}}}}},
-     "experiments.peft.methods.lora", "peft.r"),
-    ({"experiments": {"peft": {"methods": {"lora": {"peft": {"lora_dropout": 1.0}}}}}},
-     "experiments.peft.methods.lora", "peft.lora_dropout"),
-    ({"experiments": {"peft": {"methods": {"adalora": {"peft": {"init_r": 4, "target_r": 8}}}}}},
-     "experiments.peft.methods.adalora", "peft.target_r"),
-    ({"experiments": {"peft": {"methods": {"adalora": {"peft": {"tinit": 5, "tfinal": 5}}}}}},
-     "experiments.peft.methods.adalora", "tinit"),
-    ({"experiments": {"peft": {"methods": {"s2lora": {"peft": {"l1_weight": -0.01}}}}}},
-     "experiments.peft.methods.s2lora", "peft.l1_weight"),
-    ({"experiments": {"peft": {"methods": {"s2lora": {"peft": {"threshold": 1.0}}}}}},
-     "experiments.peft.methods.s2lora", "peft.threshold"),
-    ({"experiments": {"peft": {"methods": {"s2lora": {"peft": {"dropout": -0.1}}}}}},
-     "experiments.peft.methods.s2lora", "peft.dropout"),
-    ({"experiments": {"peft": {"methods": {"s2lora": {"peft": {"rank": 4}}}}}},
-     "experiments.peft.methods.s2lora", "rank"),
-    ({"experiments": {"multilingual": {"hparams": {"ties": {"keep_fraction": 1.5}}}}},
-     "experiments.multilingual.hparams.ties", "keep_fraction"),
-    ({"experiments": {"multilingual": {"hparams": {"ties": {"density": 0.2}}}}},
-     "experiments.multilingual.hparams.ties", "density"),
-    ({"experiments": {"domains": {"sweeps": [{"method": "boosted_tsv_m", "param": "beta", "values": [0.3, "high"]}]}}},
-     "experiments.domains.sweeps[0] (beta)", "beta"),
-    ({"experiments": {"multilingual": {"data": {"train": {"sentences": 500}}}}},
-     "experiments.multilingual.data.train.sentences", "has 220"),
-    ({"audio": {"max_seconds": 2.5}}, "audio.max_seconds", "whole number"),
-    ({"experiments": {"multilingual": {"sweeps": [{"method": "lors", "param": "rank_fraction", "values": [2.0]}]}}},
-     "experiments.multilingual.sweeps[0] (rank_fraction)", "rank_fraction"),
-])
+@pytest.mark.parametrize(
+    "override, key, detail",
+    [
+        (
+            {"experiments": {"peft": {"methods": {"lora": {"peft": {"r": 0}}}}}},
+            "experiments.peft.methods.lora",
+            "peft.r",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"lora": {"peft": {"lora_dropout": 1.0}}}}}},
+            "experiments.peft.methods.lora",
+            "peft.lora_dropout",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"adalora": {"peft": {"init_r": 4, "target_r": 8}}}}}},
+            "experiments.peft.methods.adalora",
+            "peft.target_r",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"adalora": {"peft": {"tinit": 5, "tfinal": 5}}}}}},
+            "experiments.peft.methods.adalora",
+            "tinit",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"s2lora": {"peft": {"l1_weight": -0.01}}}}}},
+            "experiments.peft.methods.s2lora",
+            "peft.l1_weight",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"s2lora": {"peft": {"threshold": 1.0}}}}}},
+            "experiments.peft.methods.s2lora",
+            "peft.threshold",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"s2lora": {"peft": {"dropout": -0.1}}}}}},
+            "experiments.peft.methods.s2lora",
+            "peft.dropout",
+        ),
+        (
+            {"experiments": {"peft": {"methods": {"s2lora": {"peft": {"rank": 4}}}}}},
+            "experiments.peft.methods.s2lora",
+            "rank",
+        ),
+        (
+            {"experiments": {"multilingual": {"hparams": {"ties": {"keep_fraction": 1.5}}}}},
+            "experiments.multilingual.hparams.ties",
+            "keep_fraction",
+        ),
+        (
+            {"experiments": {"multilingual": {"hparams": {"ties": {"density": 0.2}}}}},
+            "experiments.multilingual.hparams.ties",
+            "density",
+        ),
+        (
+            {
+                "experiments": {
+                    "domains": {"sweeps": [{"method": "boosted_tsv_m", "param": "beta", "values": [0.3, "high"]}]}
+                }
+            },
+            "experiments.domains.sweeps[0] (beta)",
+            "beta",
+        ),
+        (
+            {"experiments": {"multilingual": {"data": {"train": {"sentences": 500}}}}},
+            "experiments.multilingual.data.train.sentences",
+            "has 220",
+        ),
+        ({"audio": {"max_seconds": 2.5}}, "audio.max_seconds", "whole number"),
+        (
+            {
+                "experiments": {
+                    "multilingual": {"sweeps": [{"method": "lors", "param": "rank_fraction", "values": [2.0]}]}
+                }
+            },
+            "experiments.multilingual.sweeps[0] (rank_fraction)",
+            "rank_fraction",
+        ),
+    ],
+)
 def test_config_errors_name_the_key_at_plan_time(override, key, detail):
     msg = plan_error(override)
     assert f"'{key}'" in msg and detail in msg, msg
@@ -382,11 +470,25 @@ def test_s2lora_negative_l1_weight_fails_when_the_method_is_built():
 def test_snakemake_dry_run_names_the_config_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiments:\n  peft:\n    methods:\n      adalora: {peft: {init_r: 2, target_r: 3}}\n")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(ROOT / "presets" / "smoke.yaml"), str(bad), "-n", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "presets" / "smoke.yaml"),
+        str(bad),
+        "-n",
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert "experiments.peft.methods.adalora" in proc.stderr + proc.stdout and "peft.target_r" in proc.stderr + proc.stdout
+    assert (
+        "experiments.peft.methods.adalora" in proc.stderr + proc.stdout and "peft.target_r" in proc.stderr + proc.stdout
+    )
     assert not (tmp_path / "results").exists()
 
 
@@ -400,8 +502,9 @@ def manifest_with(tmp_path: Path, wave: np.ndarray, subtype="FLOAT") -> tuple[Pa
     sf.write(clips / "a.wav", good, 16000, subtype="PCM_16")
     sf.write(clips / "b.wav", wave, 16000, subtype=subtype)
     tsv = tmp_path / "test.tsv"
-    tsv.write_text("audio\tlanguage\ttranscript\nclips/a.wav\tde\tHallo Welt.\nclips/b.wav\tde\tGuten Tag.\n",
-                   encoding="utf-8")
+    tsv.write_text(
+        "audio\tlanguage\ttranscript\nclips/a.wav\tde\tHallo Welt.\nclips/b.wav\tde\tGuten Tag.\n", encoding="utf-8"
+    )
     return tsv, clips / "b.wav"
 
 
@@ -442,8 +545,11 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_on_rerun(tmp_path):
     stale_dir = tmp_path / ".expert.safetensors.zz99yy00.tmp"
     stale_dir.mkdir()
     (stale_dir / "part").write_text("x")
-    keep = [tmp_path / ".other.safetensors.ab12cd_9.tmp", tmp_path / "expert.safetensors.tmp",
-            tmp_path / ".expert.safetensors.notes.tmp.txt"]
+    keep = [
+        tmp_path / ".other.safetensors.ab12cd_9.tmp",
+        tmp_path / "expert.safetensors.tmp",
+        tmp_path / ".expert.safetensors.notes.tmp.txt",
+    ]
     for p in keep:
         p.write_text("not ours")
     with atomic_path(out) as tmp:
@@ -503,8 +609,21 @@ def test_task_vector_is_byte_reproducible(tmp_path):
 
 
 def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(ROOT / "presets" / "smoke.yaml"), str(config), "--cores", "1", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "presets" / "smoke.yaml"),
+        str(config),
+        "--cores",
+        "1",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 

@@ -29,8 +29,10 @@ def test_shipped_configs_validate(default, smoke):
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "xx"]),
-         "experiments.multilingual.languages[1]': 'xx' is not one of"),
+        (
+            lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "xx"]),
+            "experiments.multilingual.languages[1]': 'xx' is not one of",
+        ),
         (lambda c: c["training"].__setitem__("stepz", 3), "'stepz' was unexpected"),
         (lambda c: c["training"].__setitem__("steps", "many"), "training.steps': 'many' is not of type 'integer'"),
         (lambda c: c["base_model"].__setitem__("spec", "ftp:whisper"), "base_model.spec"),

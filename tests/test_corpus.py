@@ -24,6 +24,7 @@ CORPUS = Path(__file__).resolve().parents[1] / "resources" / "text" / "corpus.ts
 
 # --------------------------------------------------------------------------- the real file
 
+
 def test_checked_in_corpus_passes_the_validator():
     assert validate_corpus(CORPUS) == []
     check_corpus(CORPUS)  # does not raise
@@ -90,6 +91,7 @@ def test_scripts_of_the_checked_in_text():
 
 # --------------------------------------------------------------------------- corrupt files
 
+
 def _base_rows(k: int = 4) -> list[dict[str, str]]:
     """The first k tuples of the real corpus, as editable dicts."""
     return load_corpus(CORPUS).head(k).to_dict("records")
@@ -135,14 +137,17 @@ def test_empty_cell_names_sid_and_language(tmp_path):
     assert _one(problems, "empty cell", "[zh]").startswith(f"{rows[3]['sid']} [zh]")
 
 
-@pytest.mark.parametrize("lang, text, script", [
-    ("ru", "Privet, kak dela?", "Cyrillic"),
-    ("ru", "Я люблю кoфe.", "Cyrillic"),          # Latin o and e hidden among Cyrillic letters
-    ("zh", "我喜欢coffee。", "Han"),
-    ("zh", "私はコーヒーが好きです。", "Han"),       # Japanese kana are not Han
-    ("de", "Ich trinke Кaffee.", "Latin"),        # Cyrillic К
-    ("fr", "Je bois du café αlpha.", "Latin"),
-])
+@pytest.mark.parametrize(
+    "lang, text, script",
+    [
+        ("ru", "Privet, kak dela?", "Cyrillic"),
+        ("ru", "Я люблю кoфe.", "Cyrillic"),  # Latin o and e hidden among Cyrillic letters
+        ("zh", "我喜欢coffee。", "Han"),
+        ("zh", "私はコーヒーが好きです。", "Han"),  # Japanese kana are not Han
+        ("de", "Ich trinke Кaffee.", "Latin"),  # Cyrillic К
+        ("fr", "Je bois du café αlpha.", "Latin"),
+    ],
+)
 def test_wrong_script_names_sid_language_and_script(tmp_path, lang, text, script):
     rows = _base_rows()
     rows[2][lang] = text
@@ -151,18 +156,21 @@ def test_wrong_script_names_sid_language_and_script(tmp_path, lang, text, script
     assert f"not in {script} script" in msg
 
 
-@pytest.mark.parametrize("lang, text, bad", [
-    ("en", "I have 2 cats and a dog.", "2"),
-    ("zh", "我有２只猫。", "２"),
-    ("ru", "У меня 3 кошки.", "3"),
-    ("fr", "Il coûte dix euros (environ).", "("),
-    ("es", "Dijo \"hola\" al entrar.", '"'),
-    ("de", "Er sagte «hallo» zu mir.", "«"),
-    ("it", "Costa dieci € al chilo.", "€"),
-    ("nl", "Wij & zij gaan samen.", "&"),           # & is Unicode punctuation, still banned
-    ("sv", "Det kostar tio procent%.", "%"),
-    ("pt", "Comprei pão e leite/ovos.", "/"),
-])
+@pytest.mark.parametrize(
+    "lang, text, bad",
+    [
+        ("en", "I have 2 cats and a dog.", "2"),
+        ("zh", "我有２只猫。", "２"),
+        ("ru", "У меня 3 кошки.", "3"),
+        ("fr", "Il coûte dix euros (environ).", "("),
+        ("es", 'Dijo "hola" al entrar.', '"'),
+        ("de", "Er sagte «hallo» zu mir.", "«"),
+        ("it", "Costa dieci € al chilo.", "€"),
+        ("nl", "Wij & zij gaan samen.", "&"),  # & is Unicode punctuation, still banned
+        ("sv", "Det kostar tio procent%.", "%"),
+        ("pt", "Comprei pão e leite/ovos.", "/"),
+    ],
+)
 def test_digits_symbols_quotes_and_brackets_are_rejected(tmp_path, lang, text, bad):
     rows = _base_rows()
     rows[0][lang] = text
@@ -193,8 +201,7 @@ def test_whitespace_and_normal_form(tmp_path):
 def test_english_word_count_limits(tmp_path):
     rows = _base_rows()
     rows[0]["en"] = "Good morning everyone."
-    rows[1]["en"] = ("We walked along the quiet river for a very long time "
-                     "before we finally found the bridge.")
+    rows[1]["en"] = "We walked along the quiet river for a very long time before we finally found the bridge."
     rows[2]["en"] = "Good morning to everyone."  # 4 words: fine
     problems = _problems(tmp_path, rows)
     assert _one(problems, rows[0]["sid"], "words") == f"{rows[0]['sid']} [en]: 3 words (allowed 4 to 16)"
@@ -208,10 +215,8 @@ def test_duplicates_within_a_language_name_both_sids(tmp_path):
     rows[2]["sv"] = rows[1]["sv"]
     rows[3]["de"] = rows[0]["fr"]  # equal text in *different* languages is no duplicate
     problems = _problems(tmp_path, rows)
-    assert _one(problems, "duplicate of", "[es]").startswith(
-        f"{rows[3]['sid']} [es]: duplicate of {rows[0]['sid']}")
-    assert _one(problems, "duplicate of", "[sv]").startswith(
-        f"{rows[2]['sid']} [sv]: duplicate of {rows[1]['sid']}")
+    assert _one(problems, "duplicate of", "[es]").startswith(f"{rows[3]['sid']} [es]: duplicate of {rows[0]['sid']}")
+    assert _one(problems, "duplicate of", "[sv]").startswith(f"{rows[2]['sid']} [sv]: duplicate of {rows[1]['sid']}")
     assert not [p for p in problems if "duplicate" in p and "[de]" in p]
 
 
@@ -229,7 +234,8 @@ def test_split_names_and_sizes(tmp_path):
     rows[1]["split"] = "validation"
     problems = _problems(tmp_path, rows)
     assert _one(problems, "unknown split") == (
-        f"{rows[1]['sid']}: unknown split 'validation' (expected one of train, dev, test)")
+        f"{rows[1]['sid']}: unknown split 'validation' (expected one of train, dev, test)"
+    )
     train = sum(r["split"] == "train" for r in rows)
     assert f"split 'train' has {train} sentences, needs at least 220" in problems
     assert _one(problems, "split 'dev' has").endswith("needs at least 30")
@@ -246,8 +252,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
         check_corpus(path)
     msg = str(info.value)
     assert str(path) in msg
-    for needle in (f"{rows[0]['sid']} [pt]: empty cell", f"{rows[1]['sid']} [ru]",
-                   f"{rows[2]['sid']} [en]: 2 words"):
+    for needle in (f"{rows[0]['sid']} [pt]: empty cell", f"{rows[1]['sid']} [ru]", f"{rows[2]['sid']} [en]: 2 words"):
         assert needle in msg
 
 
@@ -281,6 +286,7 @@ def test_sentences_reports_an_empty_cell(tmp_path):
 
 # --------------------------------------------------------------------------- split assignment
 
+
 def test_interleaved_splits_counts_and_spread():
     labels = interleaved_splits(320)
     assert Counter(labels) == {"train": 220, "dev": 30, "test": 70}
@@ -290,7 +296,7 @@ def test_interleaved_splits_counts_and_spread():
         ideal = 320 / size
         assert pos[0] < ideal and pos[-1] > 320 - ideal - 1  # from the start to the end
         for start in range(0, 320 - 64 + 1):  # every stretch of 64 rows holds its share
-            assert abs(labels[start:start + 64].count(split) - size * 64 / 320) <= 1
+            assert abs(labels[start : start + 64].count(split) - size * 64 / 320) <= 1
     assert interleaved_splits(320) == labels  # deterministic
     assert Counter(interleaved_splits(5, train=3, dev=1)) == {"train": 3, "dev": 1, "test": 1}
     with pytest.raises(ValueError, match="cannot split 100"):

@@ -12,16 +12,16 @@ import torch
 from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import write_split
 from speechmerge.evaluation import decode as D
-from speechmerge.evaluation import greedy as G
 from speechmerge.evaluation import evaluate_testsets, read_hypotheses
+from speechmerge.evaluation import greedy as G
 
 
 def evaluate(model_dir, weights, path, *, task, language=None, testset=None, subset=None, **kw):
     """One test set through ``evaluate_testsets``: (records, its scores record with provenance)."""
-    spec = {"path": path, "testset": testset or Path(path).stem, "task": task, "language": language,
-            "subset": subset}
+    spec = {"path": path, "testset": testset or Path(path).stem, "task": task, "language": language, "subset": subset}
     records, doc = evaluate_testsets(model_dir, weights, [spec], **kw)
     return records, {**doc["results"][0], "provenance": doc["provenance"]}
+
 
 models = pytest.importorskip("speechmerge.models", reason="model loader (speechmerge.models) not available")
 
@@ -39,9 +39,19 @@ def make_split(path, langs=("de", "es", "de", "es", "de"), durations=(1.0, 2.5, 
     recs = []
     for i, (lang, dur) in enumerate(zip(langs, durations)):
         w = (0.05 * rng.standard_normal(int(16000 * dur))).astype(np.float32)
-        recs.append(dict(id=f"utt{i}", audio=encode_flac(w), language=lang, domain="clean",
-                         transcript=f"satz nummer {i}", translation=f"sentence number {i}", voice="m1",
-                         split="test", duration=dur))
+        recs.append(
+            dict(
+                id=f"utt{i}",
+                audio=encode_flac(w),
+                language=lang,
+                domain="clean",
+                transcript=f"satz nummer {i}",
+                translation=f"sentence number {i}",
+                voice="m1",
+                split="test",
+                duration=dur,
+            )
+        )
     write_split(recs, path)
     return recs
 
@@ -55,17 +65,34 @@ class Spy:
         self._task = {v: k for k, v in model.generation_config.task_to_id.items()}
 
     def __call__(self, model, states, prompts, *, max_new_tokens, **kw):
-        self.calls.append({"batch": states.shape[0], "positions": states.shape[1], "max_new_tokens": max_new_tokens,
-                           "language": [self._lang[int(p[1])] for p in prompts],
-                           "task": [self._task[int(p[2])] for p in prompts]})
+        self.calls.append(
+            {
+                "batch": states.shape[0],
+                "positions": states.shape[1],
+                "max_new_tokens": max_new_tokens,
+                "language": [self._lang[int(p[1])] for p in prompts],
+                "task": [self._task[int(p[2])] for p in prompts],
+            }
+        )
         return self._orig(model, states, prompts, max_new_tokens=max_new_tokens, **kw)
 
 
 def test_evaluate_writes_wellformed_records(tiny, tmp_path):
     make_split(tmp_path / "test.parquet")
-    recs, scores = evaluate(tiny, None, tmp_path / "test.parquet", task="translate", batch_size=2,
-                            max_new_tokens=6, model_name="zeroshot", experiment="exp", subset="mix",
-                            testset="mix-translate", n_boot=20, progress=False)
+    recs, scores = evaluate(
+        tiny,
+        None,
+        tmp_path / "test.parquet",
+        task="translate",
+        batch_size=2,
+        max_new_tokens=6,
+        model_name="zeroshot",
+        experiment="exp",
+        subset="mix",
+        testset="mix-translate",
+        n_boot=20,
+        progress=False,
+    )
     assert [r["id"] for r in recs] == [f"utt{i}" for i in range(5)]  # input order kept
     for i, r in enumerate(recs):
         assert set(D.HYP_FIELDS) <= set(r)
@@ -89,8 +116,19 @@ def test_prompts_sorting_and_bounds(tiny, tmp_path, monkeypatch):
     waves = [np.zeros(int(16000 * r["duration"]), np.float32) + 0.01 for r in recs]
     langs = [r["language"] for r in recs]
     durs = [r["duration"] for r in recs]
-    res = D.decode(model, processor, waves, langs, task="transcribe", batch_size=2, max_new_tokens=40,
-                   durations=durs, max_tokens_per_second=4, token_margin=2, progress=False)
+    res = D.decode(
+        model,
+        processor,
+        waves,
+        langs,
+        task="transcribe",
+        batch_size=2,
+        max_new_tokens=40,
+        durations=durs,
+        max_tokens_per_second=4,
+        token_margin=2,
+        progress=False,
+    )
     assert len(res.hypotheses) == 5
     # longest first: durations 7.0, 3.0 | 2.5, 1.5 | 1.0 -> languages de, es | es, de | de
     assert [c["language"] for c in spy.calls] == [["de", "es"], ["es", "de"], ["de"]]
@@ -98,8 +136,18 @@ def test_prompts_sorting_and_bounds(tiny, tmp_path, monkeypatch):
     # bound = min(40, ceil(4 * longest) + 2): 30, 12, 6
     assert [c["max_new_tokens"] for c in spy.calls] == [30, 12, 6]
     spy.calls.clear()
-    D.decode(model, processor, waves, langs, task="translate", batch_size=2, max_new_tokens=40,
-             durations=durs, sort_by_length=False, progress=False)
+    D.decode(
+        model,
+        processor,
+        waves,
+        langs,
+        task="translate",
+        batch_size=2,
+        max_new_tokens=40,
+        durations=durs,
+        sort_by_length=False,
+        progress=False,
+    )
     assert [c["language"] for c in spy.calls] == [["de", "es"], ["de", "es"], ["de"]]
     assert [c["max_new_tokens"] for c in spy.calls] == [40, 40, 40]
 
@@ -107,8 +155,15 @@ def test_prompts_sorting_and_bounds(tiny, tmp_path, monkeypatch):
 def test_missing_language_prompt(tiny):
     model, processor = models.load_whisper(tiny)
     with pytest.raises(ValueError, match=r"dev-xx.*\['tlh'\]"):
-        D.decode(model, processor, [np.zeros(16000, np.float32)], ["tlh"], task="transcribe",
-                 testset="dev-xx", progress=False)
+        D.decode(
+            model,
+            processor,
+            [np.zeros(16000, np.float32)],
+            ["tlh"],
+            task="transcribe",
+            testset="dev-xx",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="unknown task"):
         D.decode(model, processor, [np.zeros(16000, np.float32)], ["de"], task="summarise", progress=False)
 
@@ -116,23 +171,45 @@ def test_missing_language_prompt(tiny):
 def test_language_must_match_dataset(tiny, tmp_path):
     make_split(tmp_path / "t.parquet")
     with pytest.raises(ValueError, match=r"language is 'fr'.*\['de', 'es'\]"):
-        evaluate(tiny, None, tmp_path / "t.parquet", task="transcribe", language="fr", model_name="m",
-                 n_boot=0, progress=False)
+        evaluate(
+            tiny,
+            None,
+            tmp_path / "t.parquet",
+            task="transcribe",
+            language="fr",
+            model_name="m",
+            n_boot=0,
+            progress=False,
+        )
 
 
 def test_evaluate_script_several_testsets(tiny, tmp_path):
     make_split(tmp_path / "de.parquet", langs=("de",) * 3, durations=(1.0, 2.0, 1.5))
     out = tmp_path / "eval"
     snake = SimpleNamespace(
-        input=SimpleNamespace(model=str(tiny / "config.json"), weights=str(tiny / "model.safetensors"),
-                              testsets=[str(tmp_path / "de.parquet")] * 2),
+        input=SimpleNamespace(
+            model=str(tiny / "config.json"),
+            weights=str(tiny / "model.safetensors"),
+            testsets=[str(tmp_path / "de.parquet")] * 2,
+        ),
         output=SimpleNamespace(hyps=str(out / "m.jsonl"), scores=str(out / "m.json")),
-        params=SimpleNamespace(spec={
-            "experiment": "multilingual", "model": "zeroshot", "batch_size": 2, "beam_size": 1,
-            "max_new_tokens": 5, "bootstrap": 20, "config_hash": "abc",
-            "testsets": [{"testset": "de-transcribe", "subset": "de", "task": "transcribe", "language": "de"},
-                         {"testset": "de-translate", "subset": "de", "task": "translate", "language": "de"}]}),
-        log=[str(tmp_path / "log.txt")], threads=1,
+        params=SimpleNamespace(
+            spec={
+                "experiment": "multilingual",
+                "model": "zeroshot",
+                "batch_size": 2,
+                "beam_size": 1,
+                "max_new_tokens": 5,
+                "bootstrap": 20,
+                "config_hash": "abc",
+                "testsets": [
+                    {"testset": "de-transcribe", "subset": "de", "task": "transcribe", "language": "de"},
+                    {"testset": "de-translate", "subset": "de", "task": "translate", "language": "de"},
+                ],
+            }
+        ),
+        log=[str(tmp_path / "log.txt")],
+        threads=1,
     )
     runpy.run_path("workflow_scripts/evaluate.py", init_globals={"snakemake": snake})
     scores = json.loads((out / "m.json").read_text())
@@ -176,17 +253,27 @@ def test_evaluate_testsets_equals_one_by_one(tiny, tmp_path):
     make_split(tmp_path / "de.parquet", langs=("de",) * 3, durations=(1.0, 2.0, 1.5))
     make_split(tmp_path / "mix.parquet")
     kw = dict(batch_size=16, max_new_tokens=6, n_boot=0, progress=False)
-    specs = [{"path": tmp_path / "de.parquet", "testset": "de-transcribe", "task": "transcribe", "language": "de"},
-             {"path": tmp_path / "de.parquet", "testset": "de-translate", "task": "translate", "language": "de"},
-             {"path": tmp_path / "mix.parquet", "testset": "mix-translate", "task": "translate"}]
+    specs = [
+        {"path": tmp_path / "de.parquet", "testset": "de-transcribe", "task": "transcribe", "language": "de"},
+        {"path": tmp_path / "de.parquet", "testset": "de-translate", "task": "translate", "language": "de"},
+        {"path": tmp_path / "mix.parquet", "testset": "mix-translate", "task": "translate"},
+    ]
     recs, scores = evaluate_testsets(tiny, None, specs, model_name="m", **kw)
     assert [r["testset"] for r in scores["results"]] == ["de-transcribe", "de-translate", "mix-translate"]
     shared = scores["results"][0]["decoding"]["shared"]
     assert shared["utterances"] == 8 and shared["hypotheses"] == 11
     assert [r["decoding"]["n_truncated"] for r in scores["results"]] == [0, 0, 1]
     for spec, res in zip(specs, scores["results"]):
-        one, sc = evaluate(tiny, None, spec["path"], task=spec["task"], language=spec.get("language"),
-                           testset=spec["testset"], model_name="m", **kw)
+        one, sc = evaluate(
+            tiny,
+            None,
+            spec["path"],
+            task=spec["task"],
+            language=spec.get("language"),
+            testset=spec["testset"],
+            model_name="m",
+            **kw,
+        )
         assert [r["hypothesis"] for r in recs if r["testset"] == spec["testset"]] == [r["hypothesis"] for r in one]
         assert sc["metrics"] == res["metrics"]
 
@@ -217,8 +304,9 @@ def test_empty_reference_fails_before_decoding(tiny, tmp_path, monkeypatch):
 def test_beam_search_shares_the_encoder_too(tiny):
     model, processor = models.load_whisper(tiny)
     waves = [np.full(16000 * (1 + i), 0.02 * (i + 1), np.float32) for i in range(3)]
-    res = D.decode_tasks(model, processor, waves, ["de"] * 3, [D.TASKS] * 3, beam_size=2, max_new_tokens=5,
-                         progress=False)
+    res = D.decode_tasks(
+        model, processor, waves, ["de"] * 3, [D.TASKS] * 3, beam_size=2, max_new_tokens=5, progress=False
+    )
     assert res.encoder_passes == 3 and all(len(h) == 3 and None not in h for h in res.by_task.values())
 
 
@@ -233,8 +321,13 @@ def _generate_ref(model, states, langs, task, bound):
     from transformers.modeling_outputs import BaseModelOutput
 
     with torch.inference_mode():
-        return model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), language=langs,
-                              task=task, max_new_tokens=bound, do_sample=False)
+        return model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            language=langs,
+            task=task,
+            max_new_tokens=bound,
+            do_sample=False,
+        )
 
 
 @pytest.mark.parametrize("task", D.TASKS)
@@ -300,8 +393,9 @@ def test_dropping_ended_rows_changes_no_token(scheduled):
             assert torch.equal(got, ref), (bound, compact, got, ref)
     # every row ended: the last row's end step is dropped, as generate does
     ended = G.greedy_generate(model, states[[0, 1, 6]], prompts[[0, 1, 6]], max_new_tokens=30)
-    assert ended.shape[1] == 5 and torch.equal(ended, _generate_ref(model, states[[0, 1, 6]], ["de", "es", "fr"],
-                                                                      "transcribe", 30))
+    assert ended.shape[1] == 5 and torch.equal(
+        ended, _generate_ref(model, states[[0, 1, 6]], ["de", "es", "fr"], "transcribe", 30)
+    )
 
 
 def test_greedy_rows_shrink_as_they_end(scheduled):
@@ -310,7 +404,8 @@ def test_greedy_rows_shrink_as_they_end(scheduled):
     prompts = torch.tensor([G.prompt_ids(model.generation_config, "de", "transcribe")] * len(END_AT))
     batch = []
     hook = model.get_decoder().register_forward_pre_hook(
-        lambda m, args, kw: batch.append(kw["input_ids"].shape[0]), with_kwargs=True)
+        lambda m, args, kw: batch.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
     try:
         G.greedy_generate(model, states, prompts, max_new_tokens=20, compact=0.75)
         shrinking, batch[:] = list(batch), []

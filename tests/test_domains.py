@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from speechmerge.data.domains import (
-    DEFAULT_DOMAINS, DomainError, build_domain, coloured_noise, synthetic_rir, time_stretch,
+    DEFAULT_DOMAINS,
+    DomainError,
+    build_domain,
+    coloured_noise,
+    synthetic_rir,
+    time_stretch,
 )
 
 SR = 16_000
@@ -42,7 +47,7 @@ def band_db(x, lo, hi=SR / 2):
 
 def snr_db(clean, noisy):
     noise = noisy.astype(np.float64) - clean
-    return 10 * np.log10(np.sum(clean.astype(np.float64) ** 2) / np.sum(noise ** 2))
+    return 10 * np.log10(np.sum(clean.astype(np.float64) ** 2) / np.sum(noise**2))
 
 
 def apply(cfg, x, seed=0, pool=None):
@@ -59,9 +64,9 @@ def test_telephone_has_no_energy_above_4khz():
     x = (rng(3).standard_normal(SR) * 0.1).astype(np.float32)  # white: energy everywhere
     y = apply([{"type": "telephone"}], x)
     assert len(y) == len(x)
-    assert band_db(y, 4500) < -50          # nothing survives the 8 kHz round trip
-    assert band_db(y, 0, 150) < -25         # and the 300 Hz high-pass side
-    assert band_db(y, 400, 3000) > -1.5     # the pass band carries the energy
+    assert band_db(y, 4500) < -50  # nothing survives the 8 kHz round trip
+    assert band_db(y, 0, 150) < -25  # and the 300 Hz high-pass side
+    assert band_db(y, 400, 3000) > -1.5  # the pass band carries the energy
 
 
 def test_lowpass_and_highpass():
@@ -111,19 +116,19 @@ def test_reverb_rir_decays_at_rt60_and_adds_a_tail():
     h = synthetic_rir(0.6, 0.0, rng(0))
     assert len(h) == 1 + round(0.6 * SR) and h[0] == 1.0
     tail = h[1:]
-    assert np.sum(tail ** 2) == pytest.approx(1.0)          # DRR 0 dB: direct energy = reverberant
-    edc = np.cumsum(tail[::-1] ** 2)[::-1]                  # Schroeder backward integration
+    assert np.sum(tail**2) == pytest.approx(1.0)  # DRR 0 dB: direct energy = reverberant
+    edc = np.cumsum(tail[::-1] ** 2)[::-1]  # Schroeder backward integration
     edc_db = 10 * np.log10(edc / edc[0])
     t30 = np.argmax(edc_db < -30) / SR
-    assert 2 * t30 == pytest.approx(0.6, rel=0.05)          # RT60 extrapolated from T30
+    assert 2 * t30 == pytest.approx(0.6, rel=0.05)  # RT60 extrapolated from T30
 
     x = speechlike(0.5)
     y = apply([{"type": "reverb", "rt60": 0.4}], x)
     assert len(y) == len(x) + round(0.4 * SR)
-    assert np.sqrt(np.mean(y[: len(x)] ** 2)) == pytest.approx(np.sqrt(np.mean(x ** 2)), rel=1e-3)
-    assert np.sum(y[len(x):] ** 2) > 1e-3                   # energy after the end of the input
+    assert np.sqrt(np.mean(y[: len(x)] ** 2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=1e-3)
+    assert np.sum(y[len(x) :] ** 2) > 1e-3  # energy after the end of the input
     longer = apply([{"type": "reverb", "rt60": 1.2}], x)
-    late = lambda z: np.sum(z[len(x) + 3200: len(x) + 6400] ** 2)  # noqa: E731  200-400 ms after the end
+    late = lambda z: np.sum(z[len(x) + 3200 : len(x) + 6400] ** 2)  # noqa: E731  200-400 ms after the end
     assert late(longer) > 3 * late(y)
 
 
@@ -175,14 +180,15 @@ def test_gain_and_clipping():
     assert np.allclose(apply([{"type": "gain", "gain_db": -6.0}], x), x * 10 ** (-6 / 20))
     y = apply([{"type": "clipping", "level": 0.5}], x)
     assert np.abs(y).max() == pytest.approx(np.abs(x).max(), rel=1e-6)
-    assert np.mean(np.abs(y) >= 0.999 * np.abs(x).max()) > 0.05   # flat tops
+    assert np.mean(np.abs(y) >= 0.999 * np.abs(x).max()) > 0.05  # flat tops
     assert np.abs(apply([{"type": "gain", "gain_db": 20.0}], x)).max() == 1.0  # domain output clipped
 
 
 def test_default_domains_run_deterministic_and_bounded():
     assert len(DEFAULT_DOMAINS) >= 10
-    assert {"clean", "telephone", "noisy", "babble", "reverb", "fast", "slow", "child", "mulaw",
-            "farfield"} <= set(DEFAULT_DOMAINS)
+    assert {"clean", "telephone", "noisy", "babble", "reverb", "fast", "slow", "child", "mulaw", "farfield"} <= set(
+        DEFAULT_DOMAINS
+    )
     x = speechlike(0.5)
     for name, cfg in DEFAULT_DOMAINS.items():
         dom = build_domain(cfg, name=name, pool=[speechlike(0.3, seed=9)])
@@ -194,17 +200,20 @@ def test_default_domains_run_deterministic_and_bounded():
     assert noisy(x, rng(1)).tobytes() != noisy(x, rng(2)).tobytes()
 
 
-@pytest.mark.parametrize("cfg,match", [
-    ([{"type": "hiss"}], "unknown acoustic transform type 'hiss'"),
-    ([{"snr_db": 3}], "'type'"),
-    ([{"type": "noise", "snr": 3}], "unknown parameter.*'snr'"),
-    ([{"type": "noise", "snr_db": 300}], "snr_db=300"),
-    ([{"type": "noise", "snr_db": [15, 5]}], r"snr_db=\[15, 5\]"),
-    ([{"type": "noise", "color": "purple"}], "color='purple'"),
-    ([{"type": "babble", "talkers": 2.5}], "talkers=2.5 must be an integer"),
-    ([{"type": "speed", "factor": 0}], "factor=0"),
-    ({"type": "noise"}, "list of transforms"),
-])
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ([{"type": "hiss"}], "unknown acoustic transform type 'hiss'"),
+        ([{"snr_db": 3}], "'type'"),
+        ([{"type": "noise", "snr": 3}], "unknown parameter.*'snr'"),
+        ([{"type": "noise", "snr_db": 300}], "snr_db=300"),
+        ([{"type": "noise", "snr_db": [15, 5]}], r"snr_db=\[15, 5\]"),
+        ([{"type": "noise", "color": "purple"}], "color='purple'"),
+        ([{"type": "babble", "talkers": 2.5}], "talkers=2.5 must be an integer"),
+        ([{"type": "speed", "factor": 0}], "factor=0"),
+        ({"type": "noise"}, "list of transforms"),
+    ],
+)
 def test_bad_configs_name_the_fault(cfg, match):
     with pytest.raises(DomainError, match=match):
         build_domain(cfg, name="mine")
@@ -212,8 +221,10 @@ def test_bad_configs_name_the_fault(cfg, match):
 
 def test_aliases_and_the_shipped_config_domains_build():
     assert build_domain([{"type": "pitch", "semitones": 3}]).config() == [{"type": "pitch_shift", "semitones": 3}]
-    import yaml
     from pathlib import Path
+
+    import yaml
+
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     for name, transforms in cfg.get("acoustic_domains", {}).items():
         build_domain(transforms, name=name)(speechlike(0.3), rng())

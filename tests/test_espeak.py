@@ -24,7 +24,7 @@ def test_synthesis_format_and_exact_resampling():
     assert wave.dtype == np.float32 and wave.ndim == 1
     # polyphase 22 050 -> 16 000 is up 320 / down 441: ceil(n * 320 / 441) samples
     assert len(wave) == math.ceil(len(raw) * 320 / 441)
-    assert np.abs(wave).max() <= 1.0 and np.sqrt(np.mean(wave ** 2)) > 0.02
+    assert np.abs(wave).max() <= 1.0 and np.sqrt(np.mean(wave**2)) > 0.02
     # raw samples are int16 / 32768
     assert np.allclose(raw * 32768, np.round(raw * 32768))
 
@@ -44,16 +44,27 @@ def test_long_text_is_not_truncated():
     assert len(espeak.synthesize(long_text, "en")) > 4.5 * len(espeak.synthesize(TEXT, "en"))
 
 
-@pytest.mark.parametrize("language,text", [
-    ("ca", "Bon dia a tothom."), ("de", "Guten Morgen, mein Freund."), ("es", "Buenos días a todos."),
-    ("fr", "Bonjour tout le monde."), ("it", "Buongiorno a tutti."), ("id", "Selamat pagi semuanya."),
-    ("nl", "Goedemorgen allemaal."), ("pt", "Bom dia a todos."), ("ru", "Доброе утро всем."),
-    ("sv", "God morgon allihopa."), ("zh", "大家早上好。"), ("en", "Good morning everyone."),
-])
+@pytest.mark.parametrize(
+    "language,text",
+    [
+        ("ca", "Bon dia a tothom."),
+        ("de", "Guten Morgen, mein Freund."),
+        ("es", "Buenos días a todos."),
+        ("fr", "Bonjour tout le monde."),
+        ("it", "Buongiorno a tutti."),
+        ("id", "Selamat pagi semuanya."),
+        ("nl", "Goedemorgen allemaal."),
+        ("pt", "Bom dia a todos."),
+        ("ru", "Доброе утро всем."),
+        ("sv", "God morgon allihopa."),
+        ("zh", "大家早上好。"),
+        ("en", "Good morning everyone."),
+    ],
+)
 def test_every_project_language_speaks(language, text):
     wave = espeak.synthesize(text, language)
     assert 0.4 < len(wave) / 16_000 < 5.0
-    assert np.sqrt(np.mean(wave ** 2)) > 0.01
+    assert np.sqrt(np.mean(wave**2)) > 0.01
 
 
 def test_deterministic_and_independent_of_call_order():

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from speechmerge.merging import TensorContext, get_method
-from speechmerge.merging import streaming
+from speechmerge.merging import TensorContext, get_method, streaming
 
 MATRIX_KEY = "model.encoder.layers.0.fc1.weight"
 BIAS_KEY = "model.encoder.layers.0.fc1.bias"
@@ -103,7 +102,9 @@ def test_multislerp_hand_computed():
     # unit directions [1,0], [0,1]; mean direction [s, s]; mean norm (1 + 2) / 2
     close(merge("multislerp", [[1.0, 0.0], [0.0, 2.0]]), [1.5 * s, 1.5 * s])
     # weights 3:1 -> direction [3,1]/√10 (chordal, unlike Karcher), norm 0.75·1 + 0.25·2
-    close(merge("multislerp", [[1.0, 0.0], [0.0, 2.0]], weights=[3, 1]), [1.25 * 3 / math.sqrt(10), 1.25 / math.sqrt(10)])
+    close(
+        merge("multislerp", [[1.0, 0.0], [0.0, 2.0]], weights=[3, 1]), [1.25 * 3 / math.sqrt(10), 1.25 / math.sqrt(10)]
+    )
     # cancelling and zero task vectors fall back to the weighted sum
     close(merge("multislerp", [[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]]), [0.0, 0.0])
 

@@ -14,9 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from speechmerge.merging import MergeMethod, get_method
+from speechmerge.merging import MergeMethod, get_method, streaming
 from speechmerge.merging import cli as merge_cli
-from speechmerge.merging import streaming
 from speechmerge.merging.engine import merge_files, merge_models, merge_state_dicts
 from speechmerge.merging.safetensors_io import SafetensorsWriter, TensorSpec, read_header
 
@@ -250,7 +249,12 @@ def test_cli_merge_model_dirs_equals_task_vector_merge(files, capsys):
     rc = run_cli(["merge", "--method", "ties", "--base", str(base_dir), "--experts", *map(str, experts),
                   "--out", str(out), "--set", "keep_fraction=0.5", "--set", "scaling=0.8", "--quiet"])  # fmt: skip
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "merge_info.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "merge_info.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     info = json.loads((out / "merge_info.json").read_text())
     assert info["hparams"]["keep_fraction"] == 0.5 and info["experts"] == ["exp0", "exp1", "exp2"]
     # same as merging the (fp16-rounded) task vectors
@@ -329,9 +333,16 @@ def test_workflow_script(files):
     snakemake = SimpleNamespace(
         input=SimpleNamespace(base=str(files.base_path), task_vectors=[str(p) for p in files.tv_paths]),
         output=SimpleNamespace(weights=str(out), info=str(info_path)),
-        params=SimpleNamespace(spec={"method": "ties", "hparams": {"keep_fraction": 0.5}, "seed": 2,
-                                     "experts": ["expert-a", "expert-b", "expert-c"], "variant": "ties",
-                                     "config_hash": "abc123"}),  # fmt: skip
+        params=SimpleNamespace(
+            spec={
+                "method": "ties",
+                "hparams": {"keep_fraction": 0.5},
+                "seed": 2,
+                "experts": ["expert-a", "expert-b", "expert-c"],
+                "variant": "ties",
+                "config_hash": "abc123",
+            }
+        ),  # fmt: skip
         log=[str(files.dir / "logs" / "merge.log")],
         threads=1,
     )

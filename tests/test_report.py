@@ -32,8 +32,17 @@ def hyp_records(model, testset, language, errors, task="transcribe"):
         k = errors // N_UTT + (1 if i < errors % N_UTT else 0)
         for j in range(k):
             hyp[j] = "wrong"
-        recs.append({"id": f"{testset}-{i}", "language": language, "task": task, "reference": " ".join(ref),
-                     "hypothesis": " ".join(hyp), "model": model, "testset": testset})
+        recs.append(
+            {
+                "id": f"{testset}-{i}",
+                "language": language,
+                "task": task,
+                "reference": " ".join(ref),
+                "hypothesis": " ".join(hyp),
+                "model": model,
+                "testset": testset,
+            }
+        )
     return recs
 
 
@@ -44,9 +53,19 @@ def write_model(tmp, model, values, language_of=lambda s: s):
         subset, task = testset.rsplit("-", 1)
         lang = language_of(subset)
         metrics = {"wer": v, "cer": v / 2} if task == "transcribe" else {"bleu": v, "chrf": v + 10}
-        results.append({"model": model, "experiment": "x", "testset": testset, "subset": subset, "task": task,
-                         "language": lang, "n": N_UTT, "metrics": metrics,
-                         "bleu_signature": "nrefs:1|tok:13a" if task == "translate" else None})
+        results.append(
+            {
+                "model": model,
+                "experiment": "x",
+                "testset": testset,
+                "subset": subset,
+                "task": task,
+                "language": lang,
+                "n": N_UTT,
+                "metrics": metrics,
+                "bleu_signature": "nrefs:1|tok:13a" if task == "translate" else None,
+            }
+        )
         hyps += hyp_records(model, testset, lang, int(round(v)) if task == "transcribe" else 10, task)
     (tmp / f"{model}.json").write_text(json.dumps({"model": model, "experiment": "x", "results": results}))
     write_hypotheses(hyps, tmp / f"{model}.jsonl")
@@ -54,21 +73,40 @@ def write_model(tmp, model, values, language_of=lambda s: s):
 
 
 ML_SPEC = {
-    "experiment": "multilingual", "kind": "multilingual", "subsets": ["de", "es"],
+    "experiment": "multilingual",
+    "kind": "multilingual",
+    "subsets": ["de", "es"],
     "tasks": ["transcribe", "translate"],
-    "rows": [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
-             {"model": "experts", "label": "Individual experts", "group": "baseline",
-              "per_subset": {"de": "expert-de", "es": "expert-es"}},
-             {"model": "joint", "label": "Multi-task joint", "group": "baseline"},
-             {"model": "merge-ties", "label": "TIES_& 50%", "group": "merge", "method": "ties"}],
+    "rows": [
+        {"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+        {
+            "model": "experts",
+            "label": "Individual experts",
+            "group": "baseline",
+            "per_subset": {"de": "expert-de", "es": "expert-es"},
+        },
+        {"model": "joint", "label": "Multi-task joint", "group": "baseline"},
+        {"model": "merge-ties", "label": "TIES_& 50%", "group": "merge", "method": "ties"},
+    ],
     "normalise_to": "experts",
-    "sweeps": [{"method": "ties", "param": "lambda",
-                "points": [{"value": 0.5, "model": "merge-ties@lambda=0.5"},
-                           {"value": 1.0, "model": "merge-ties@lambda=1"}]}],
-    "sequential": [], "experts": {"de": "expert-de", "es": "expert-es"},
+    "sweeps": [
+        {
+            "method": "ties",
+            "param": "lambda",
+            "points": [
+                {"value": 0.5, "model": "merge-ties@lambda=0.5"},
+                {"value": 1.0, "model": "merge-ties@lambda=1"},
+            ],
+        }
+    ],
+    "sequential": [],
+    "experts": {"de": "expert-de", "es": "expert-es"},
     "expert_testsets": {"expert-de": ["de-transcribe", "de-translate"], "expert-es": ["es-transcribe", "es-translate"]},
-    "ood_subsets": [], "retention_subsets": [], "baseline_for_significance": "joint",
-    "peft_methods": [], "peft_cross_subsets": [],
+    "ood_subsets": [],
+    "retention_subsets": [],
+    "baseline_for_significance": "joint",
+    "peft_methods": [],
+    "peft_cross_subsets": [],
 }
 
 ML_VALUES = {  # hand numbers: WER % (transcribe), BLEU (translate)
@@ -124,13 +162,22 @@ def test_multilingual_table_numbers(ml_files):
 
 def test_experts_row_per_language_and_task(tmp_path):
     """experts_per_task: each column of the experts row comes from that test set's own expert."""
-    values = {"zeroshot": ML_VALUES["zeroshot"],
-              "expert-de-transcribe": {"de-transcribe": 15}, "expert-de-translate": {"de-translate": 33},
-              "expert-es-transcribe": {"es-transcribe": 12}, "expert-es-translate": {"es-translate": 21}}
+    values = {
+        "zeroshot": ML_VALUES["zeroshot"],
+        "expert-de-transcribe": {"de-transcribe": 15},
+        "expert-de-translate": {"de-translate": 33},
+        "expert-es-transcribe": {"es-transcribe": 12},
+        "expert-es-translate": {"es-translate": 21},
+    }
     files = [write_model(tmp_path, m, v) for m, v in values.items()]
     per_testset = {t: f"expert-{t}" for t in ("de-transcribe", "de-translate", "es-transcribe", "es-translate")}
-    spec = {**ML_SPEC, "rows": [ML_SPEC["rows"][0], {**ML_SPEC["rows"][1], "per_testset": per_testset}],
-            "sweeps": [], "experts": per_testset, "expert_testsets": {j: [t] for t, j in per_testset.items()}}
+    spec = {
+        **ML_SPEC,
+        "rows": [ML_SPEC["rows"][0], {**ML_SPEC["rows"][1], "per_testset": per_testset}],
+        "sweeps": [],
+        "experts": per_testset,
+        "expert_testsets": {j: [t] for t, j in per_testset.items()},
+    }
     del spec["rows"][1]["per_subset"]
     store = SC.ResultStore(SC.load_scores([f[0] for f in files]), SC.load_hyps([f[1] for f in files]), n_boot=20)
     t = T.build_main_table(spec, store)
@@ -149,7 +196,9 @@ def test_best_marking_and_escapes(ml_files):
     assert r"TIES\_\& 50\%" in tex and "TIES\\_& 50%" in md
     assert r"$\downarrow$" in tex and "\\toprule" in tex and "\\cmidrule" in tex
     assert "NP (normalised performance)" in md
-    assert R.latex_escape("a_b & c% $x$ #1 {y} ~ ^") == r"a\_b \& c\% \$x\$ \#1 \{y\} \textasciitilde{} \textasciicircum{}"
+    assert (
+        R.latex_escape("a_b & c% $x$ #1 {y} ~ ^") == r"a\_b \& c\% \$x\$ \#1 \{y\} \textasciitilde{} \textasciicircum{}"
+    )
     csv_text = R.to_csv(t)
     header = csv_text.splitlines()[0].split(",")
     assert "wer:de-transcribe:ci_lo" in header and "np" in header
@@ -167,22 +216,44 @@ def test_missing_cells_are_nan_and_listed(tmp_path):
 
 
 def test_domains_table(tmp_path):
-    spec = {"experiment": "domains", "kind": "domains", "subsets": ["clean", "noisy"], "tasks": ["transcribe"],
-            "rows": [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
-                     {"model": "experts", "label": "ID-FT", "group": "baseline",
-                      "per_subset": {"clean": "expert-clean", "noisy": "expert-noisy"}},
-                     {"model": "joint", "label": "Full-FT", "group": "baseline"},
-                     {"model": "merge-tsv_m", "label": "TSV-M", "group": "merge", "method": "tsv_m"}],
-            "normalise_to": "experts", "sweeps": [], "sequential": [], "experts": {},
-            "ood_subsets": ["far"], "retention_subsets": ["lang_en", "lang_es", "lang_zh"],
-            "baseline_for_significance": "joint", "peft_methods": [], "peft_cross_subsets": []}
+    spec = {
+        "experiment": "domains",
+        "kind": "domains",
+        "subsets": ["clean", "noisy"],
+        "tasks": ["transcribe"],
+        "rows": [
+            {"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+            {
+                "model": "experts",
+                "label": "ID-FT",
+                "group": "baseline",
+                "per_subset": {"clean": "expert-clean", "noisy": "expert-noisy"},
+            },
+            {"model": "joint", "label": "Full-FT", "group": "baseline"},
+            {"model": "merge-tsv_m", "label": "TSV-M", "group": "merge", "method": "tsv_m"},
+        ],
+        "normalise_to": "experts",
+        "sweeps": [],
+        "sequential": [],
+        "experts": {},
+        "ood_subsets": ["far"],
+        "retention_subsets": ["lang_en", "lang_es", "lang_zh"],
+        "baseline_for_significance": "joint",
+        "peft_methods": [],
+        "peft_cross_subsets": [],
+    }
     lang = {"clean": "pt", "noisy": "pt", "far": "pt", "lang_en": "en", "lang_es": "es", "lang_zh": "zh"}
-    vals = {"zeroshot": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [20, 40, 50, 10, 12, 30])),
-            "expert-clean": {"clean": 10}, "expert-noisy": {"noisy": 20},
-            "joint": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [12, 22, 40, 14, 18, 40])),
-            "merge-tsv_m": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [14, 24, 36, 11, 13, 32]))}
-    files = [write_model(tmp_path, m, {f"{k}-transcribe": v for k, v in d.items()}, language_of=lambda s: lang[s])
-             for m, d in vals.items()]
+    vals = {
+        "zeroshot": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [20, 40, 50, 10, 12, 30])),
+        "expert-clean": {"clean": 10},
+        "expert-noisy": {"noisy": 20},
+        "joint": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [12, 22, 40, 14, 18, 40])),
+        "merge-tsv_m": dict(zip(["clean", "noisy", "far", "lang_en", "lang_es", "lang_zh"], [14, 24, 36, 11, 13, 32])),
+    }
+    files = [
+        write_model(tmp_path, m, {f"{k}-transcribe": v for k, v in d.items()}, language_of=lambda s: lang[s])
+        for m, d in vals.items()
+    ]
     store = SC.ResultStore(SC.load_scores([f[0] for f in files]), SC.load_hyps([f[1] for f in files]), n_boot=30)
     t = T.build_main_table(spec, store)
     assert t.value("joint", "wer:id") == pytest.approx(17.0)
@@ -194,7 +265,10 @@ def test_domains_table(tmp_path):
     assert t.value("experts", "wer:id") == pytest.approx(15.0) and math.isnan(t.value("experts", "wer:avg"))
     assert [c.header for c in t.shown] == ["ID", "OOD", "English", "Multilingual", "Avg"]
     per = T.build_per_testset_table(spec, store)
-    assert per.value("merge-tsv_m", "wer:far-transcribe") == 36 and per.value("merge-tsv_m", "cer:lang_zh-transcribe") == 16
+    assert (
+        per.value("merge-tsv_m", "wer:far-transcribe") == 36
+        and per.value("merge-tsv_m", "cer:lang_zh-transcribe") == 16
+    )
 
 
 def test_taskvector_cosine_streaming(tmp_path):
@@ -226,10 +300,12 @@ def test_taskvector_cosine_streaming(tmp_path):
 
 
 def test_rank_grid():
-    ranks = {"base_model.model.model.encoder.layers.0.self_attn.q_proj": 3,
-             "model.encoder.layers.1.self_attn.q_proj": 5,
-             "model.decoder.layers.0.encoder_attn.v_proj": 2,
-             "model.decoder.layers.1.fc2": 7}
+    ranks = {
+        "base_model.model.model.encoder.layers.0.self_attn.q_proj": 3,
+        "model.encoder.layers.1.self_attn.q_proj": 5,
+        "model.decoder.layers.0.encoder_attn.v_proj": 2,
+        "model.decoder.layers.1.fc2": 7,
+    }
     grid, labels, layers = F.rank_grid(ranks)
     assert layers == [0, 1] and labels == ["enc self q", "dec cross v", "dec mlp fc2"]
     assert grid[0].tolist() == [3, 5] and grid[2, 1] == 7 and math.isnan(grid[1, 1])
@@ -243,26 +319,50 @@ def test_write_report_multilingual(ml_files, tmp_path):
     tvs = []
     for sub in ("de", "es"):
         p = tmp_path / f"expert-{sub}.safetensors"
-        save_file({"model.encoder.layers.0.self_attn.q_proj.weight": torch.randn(8, 8, generator=g),
-                   "model.decoder.layers.0.fc1.weight": torch.randn(16, 8, generator=g)}, str(p))
+        save_file(
+            {
+                "model.encoder.layers.0.self_attn.q_proj.weight": torch.randn(8, 8, generator=g),
+                "model.decoder.layers.0.fc1.weight": torch.randn(16, 8, generator=g),
+            },
+            str(p),
+        )
         tvs.append(p)
     spec = {**ML_SPEC, "sequential": [{"model": "zeroshot", "subset": "de"}, {"model": "joint", "subset": "es"}]}
     out = tmp_path / "report"
     # hand-made BLEU and CER numbers that no hypotheses give: the score check is tested elsewhere
     summary = write_report(spec, out, scores=scores, hyps=hyps, taskvectors=tvs, n_boot=30, verify=False)
     names = {f["file"] for f in summary["files"]}
-    for f in ("table.csv", "table.md", "table.tex", "significance.csv", "methods.png", "methods.pdf",
-              "sweep_ties_lambda.png", "sweep_ties_lambda.md", "forgetting.png", "taskvector_cosine.png",
-              "taskvector_spectra.pdf"):
+    for f in (
+        "table.csv",
+        "table.md",
+        "table.tex",
+        "significance.csv",
+        "methods.png",
+        "methods.pdf",
+        "sweep_ties_lambda.png",
+        "sweep_ties_lambda.md",
+        "forgetting.png",
+        "taskvector_cosine.png",
+        "taskvector_spectra.pdf",
+    ):
         assert f in names and (out / f).exists(), f
-    assert (out / "README.md").exists() and json.loads((out / "summary.json").read_text())["experiment"] == "multilingual"
+    assert (out / "README.md").exists() and json.loads((out / "summary.json").read_text())[
+        "experiment"
+    ] == "multilingual"
     # training table: each expert on its own test sets against zero-shot (hand numbers of ML_VALUES)
     training = {(r["job"], r["testset"]): r for r in summary["training"]}
-    assert set(training) == {("expert-de", "de-transcribe"), ("expert-de", "de-translate"),
-                             ("expert-es", "es-transcribe"), ("expert-es", "es-translate")}
+    assert set(training) == {
+        ("expert-de", "de-transcribe"),
+        ("expert-de", "de-translate"),
+        ("expert-es", "es-transcribe"),
+        ("expert-es", "es-translate"),
+    }
     assert training[("expert-de", "de-transcribe")]["zeroshot"] == 60
     assert training[("expert-de", "de-transcribe")]["change"] == -40
-    assert training[("expert-es", "es-translate")]["change"] == 12 and training[("expert-es", "es-translate")]["metric"] == "BLEU"
+    assert (
+        training[("expert-es", "es-translate")]["change"] == 12
+        and training[("expert-es", "es-translate")]["metric"] == "BLEU"
+    )
     assert "| expert-de | de-transcribe | WER | 60.0 | 20.0 | -40.0 |" in (out / "training.md").read_text()
     sweep = summary["tables"]["sweep_ties_lambda"]
     assert sweep["rows"][0]["cells"]["wer:avg-transcribe"]["value"] == pytest.approx(32.5)
@@ -285,13 +385,37 @@ def write_model_zh(tmp, model, cers):
             ref = list(rng.choice(list(HANZI), 5))
             k = cer // N_UTT + (1 if i < cer % N_UTT else 0)
             hyp = ["错"] * k + ref[k:]
-            recs.append({"id": f"{testset}-{i}", "language": "zh", "task": "transcribe", "reference": "".join(ref),
-                         "hypothesis": "".join(hyp), "model": model, "testset": testset})
-        scored = score_texts([r["reference"] for r in recs], [r["hypothesis"] for r in recs], task="transcribe",
-                             language="zh", ids=[r["id"] for r in recs])
+            recs.append(
+                {
+                    "id": f"{testset}-{i}",
+                    "language": "zh",
+                    "task": "transcribe",
+                    "reference": "".join(ref),
+                    "hypothesis": "".join(hyp),
+                    "model": model,
+                    "testset": testset,
+                }
+            )
+        scored = score_texts(
+            [r["reference"] for r in recs],
+            [r["hypothesis"] for r in recs],
+            task="transcribe",
+            language="zh",
+            ids=[r["id"] for r in recs],
+        )
         assert scored["metrics"]["cer"] == pytest.approx(cer)
-        results.append({"model": model, "experiment": "x", "testset": testset, "subset": testset.rsplit("-", 1)[0],
-                        "task": "transcribe", "language": "zh", "n": N_UTT, "metrics": scored["metrics"]})
+        results.append(
+            {
+                "model": model,
+                "experiment": "x",
+                "testset": testset,
+                "subset": testset.rsplit("-", 1)[0],
+                "task": "transcribe",
+                "language": "zh",
+                "n": N_UTT,
+                "metrics": scored["metrics"],
+            }
+        )
         hyps += recs
     (tmp / f"{model}.json").write_text(json.dumps({"model": model, "experiment": "x", "results": results}))
     write_hypotheses(hyps, tmp / f"{model}.jsonl")
@@ -299,35 +423,72 @@ def write_model_zh(tmp, model, cers):
 
 
 def test_report_script_peft(tmp_path):
-    cers = {"zeroshot": {"child-transcribe": 30, "adult-transcribe": 15},
-            "full": {"child-transcribe": 10, "adult-transcribe": 14},
-            "s2lora": {"child-transcribe": 12, "adult-transcribe": 11}}
+    cers = {
+        "zeroshot": {"child-transcribe": 30, "adult-transcribe": 15},
+        "full": {"child-transcribe": 10, "adult-transcribe": 14},
+        "s2lora": {"child-transcribe": 12, "adult-transcribe": 11},
+    }
     files = [write_model_zh(tmp_path, m, v) for m, v in cers.items()]
     infos = []
     for job, n in (("full", 72_000_000), ("s2lora", 14_400)):
         d = tmp_path / "models" / job
         d.mkdir(parents=True)
-        (d / "train_info.json").write_text(json.dumps({"job": job, "trainable_params": n, "total_params": 72_000_000,
-                                                       "trainable_percent": 100 * n / 72_000_000}))
+        (d / "train_info.json").write_text(
+            json.dumps(
+                {
+                    "job": job,
+                    "trainable_params": n,
+                    "total_params": 72_000_000,
+                    "trainable_percent": 100 * n / 72_000_000,
+                }
+            )
+        )
         infos.append(d / "train_info.json")
-    (tmp_path / "models" / "s2lora" / "rank_allocation.json").write_text(json.dumps(
-        {f"model.{side}.layers.{i}.{m}": (i + 1) * 2 for side in ("encoder", "decoder") for i in range(2)
-         for m in ("self_attn.q_proj", "self_attn.v_proj", "fc1")}))
-    spec = {"experiment": "peft", "kind": "peft", "subsets": ["child"], "tasks": ["transcribe"],
-            "rows": [{"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
-                     {"model": "full", "label": "Full fine-tuning", "group": "peft", "method": "full"},
-                     {"model": "s2lora", "label": "S2-LoRA", "group": "peft", "method": "s2lora"}],
-            "normalise_to": None, "sweeps": [], "sequential": [], "experts": {}, "ood_subsets": [],
-            "retention_subsets": [], "baseline_for_significance": "full", "peft_methods": ["full", "s2lora"],
-            "expert_testsets": {"full": ["child-transcribe"], "s2lora": ["child-transcribe"]},
-            "peft_cross_subsets": ["adult"], "config_hash": "h"}
+    (tmp_path / "models" / "s2lora" / "rank_allocation.json").write_text(
+        json.dumps(
+            {
+                f"model.{side}.layers.{i}.{m}": (i + 1) * 2
+                for side in ("encoder", "decoder")
+                for i in range(2)
+                for m in ("self_attn.q_proj", "self_attn.v_proj", "fc1")
+            }
+        )
+    )
+    spec = {
+        "experiment": "peft",
+        "kind": "peft",
+        "subsets": ["child"],
+        "tasks": ["transcribe"],
+        "rows": [
+            {"model": "zeroshot", "label": "Zero-shot", "group": "baseline"},
+            {"model": "full", "label": "Full fine-tuning", "group": "peft", "method": "full"},
+            {"model": "s2lora", "label": "S2-LoRA", "group": "peft", "method": "s2lora"},
+        ],
+        "normalise_to": None,
+        "sweeps": [],
+        "sequential": [],
+        "experts": {},
+        "ood_subsets": [],
+        "retention_subsets": [],
+        "baseline_for_significance": "full",
+        "peft_methods": ["full", "s2lora"],
+        "expert_testsets": {"full": ["child-transcribe"], "s2lora": ["child-transcribe"]},
+        "peft_cross_subsets": ["adult"],
+        "config_hash": "h",
+    }
     snake = SimpleNamespace(
-        input=SimpleNamespace(scores=[str(f[0]) for f in files], hyps=[str(f[1]) for f in files],
-                              train_infos=[str(p) for p in infos],
-                              rank_allocations=[str(tmp_path / "models" / "s2lora" / "rank_allocation.json")],
-                              taskvectors=[]),
-        output=SimpleNamespace(dir=str(tmp_path / "out")), params=SimpleNamespace(spec=spec),
-        log=[str(tmp_path / "report.log")], threads=1)
+        input=SimpleNamespace(
+            scores=[str(f[0]) for f in files],
+            hyps=[str(f[1]) for f in files],
+            train_infos=[str(p) for p in infos],
+            rank_allocations=[str(tmp_path / "models" / "s2lora" / "rank_allocation.json")],
+            taskvectors=[],
+        ),
+        output=SimpleNamespace(dir=str(tmp_path / "out")),
+        params=SimpleNamespace(spec=spec),
+        log=[str(tmp_path / "report.log")],
+        threads=1,
+    )
     runpy.run_path("workflow_scripts/report.py", init_globals={"snakemake": snake})
     table = json.loads((tmp_path / "out" / "summary.json").read_text())["tables"]["table"]
     rows = {r["model"]: r["cells"] for r in table["rows"]}
@@ -340,7 +501,10 @@ def test_report_script_peft(tmp_path):
     assert (tmp_path / "out" / "rank_allocation.png").exists()
     # training table: the PEFT methods on the in-domain test set, with their trainable parameters
     csv_rows = list(csv.DictReader(open(tmp_path / "out" / "training.csv")))
-    assert [(r["job"], r["testset"]) for r in csv_rows] == [("full", "child-transcribe"), ("s2lora", "child-transcribe")]
+    assert [(r["job"], r["testset"]) for r in csv_rows] == [
+        ("full", "child-transcribe"),
+        ("s2lora", "child-transcribe"),
+    ]
     assert float(csv_rows[1]["zeroshot"]) == 30 and float(csv_rows[1]["finetuned"]) == 12
     assert int(csv_rows[1]["trainable_params"]) == 14_400
 
@@ -360,8 +524,9 @@ def test_sweep_gets_the_default_point():
 def test_sweep_table_labels_the_default(ml_files, tmp_path):
     scores, hyps = ml_files
     spec = {**ML_SPEC, "default_merges": {"ties": {"lambda": 0.75}}}
-    summary = write_report(spec, tmp_path / "report", scores=scores, hyps=hyps, n_boot=20,
-                           verify=False)  # hand-made BLEU / CER numbers
+    summary = write_report(
+        spec, tmp_path / "report", scores=scores, hyps=hyps, n_boot=20, verify=False
+    )  # hand-made BLEU / CER numbers
     labels = [r["label"] for r in summary["tables"]["sweep_ties_lambda"]["rows"]]
     assert labels == ["lambda = 0.5", "lambda = 0.75 (default)", "lambda = 1.0"]
 
@@ -371,15 +536,22 @@ def test_sweep_default_point_resolves_n_dependent_defaults():
     from speechmerge.plan import Plan, _default_merges
     from speechmerge.report.writer import add_default_points
 
-    spec = {**ML_SPEC, "rows": ML_SPEC["rows"] + [{"model": "merge-lors", "label": "LoRS", "group": "merge",
-                                                    "method": "lors"}],
-            "sweeps": [{"method": "lors", "param": "scaling",
-                        "points": [{"value": 0.4, "model": "merge-lors@scaling=0.4"}]}]}
+    spec = {
+        **ML_SPEC,
+        "rows": ML_SPEC["rows"] + [{"model": "merge-lors", "label": "LoRS", "group": "merge", "method": "lors"}],
+        "sweeps": [
+            {"method": "lors", "param": "scaling", "points": [{"value": 0.4, "model": "merge-lors@scaling=0.4"}]}
+        ],
+    }
     plan = Plan(config={})
     experts = [f"e{i}" for i in range(5)]
     plan.variants[("ml", "lors")] = {"method": "lors", "variant": "lors", "experts": experts, "hparams": {}}
-    plan.variants[("ml", "lors@scaling=0.4")] = {"method": "lors", "variant": "lors@scaling=0.4",
-                                                 "experts": experts, "hparams": {"scaling": 0.4}}
+    plan.variants[("ml", "lors@scaling=0.4")] = {
+        "method": "lors",
+        "variant": "lors@scaling=0.4",
+        "experts": experts,
+        "hparams": {"scaling": 0.4},
+    }
     defaults = _default_merges(plan, "ml")  # a sweep point is no default merge
     points = add_default_points(spec, defaults)["sweeps"][0]["points"]
     assert [(p["value"], p.get("default", False)) for p in points] == [(pytest.approx(0.2), True), (0.4, False)]

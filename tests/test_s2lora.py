@@ -13,10 +13,23 @@ from speechmerge.training.s2lora import S2LoRA, S2LoRALinear
 
 
 def tiny_whisper(seed=0):
-    cfg = WhisperConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8,
-                        max_source_positions=10, max_target_positions=16, pad_token_id=0, bos_token_id=1,
-                        eos_token_id=2, decoder_start_token_id=1)
+    cfg = WhisperConfig(
+        vocab_size=100,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=8,
+        max_source_positions=10,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     torch.manual_seed(seed)
     return WhisperForConditionalGeneration(cfg).eval()
 
@@ -99,8 +112,9 @@ class Toy(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.blocks = nn.ModuleList(nn.ModuleDict({"q_proj": nn.Linear(16, 16), "fc2": nn.Linear(16, 16)})
-                                    for _ in range(3))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"q_proj": nn.Linear(16, 16), "fc2": nn.Linear(16, 16)}) for _ in range(3)
+        )
 
     def forward(self, x):
         for b in self.blocks:
@@ -148,8 +162,10 @@ def test_l1_penalty_drives_coefficients_to_sparsity():
     ranks = sparse.rank_allocation()
     assert sum(ranks.values()) == s["nonzero"] and all(0 <= r <= 4 for r in ranks.values())
     # the only layer whose update the teacher needs keeps rank 1 (the teacher's change is rank 1)
-    assert ranks == {"blocks.0.q_proj": 1, **{f"blocks.{i}.{m}": 0 for i in range(3) for m in ("q_proj", "fc2")
-                                              if (i, m) != (0, "q_proj")}}
+    assert ranks == {
+        "blocks.0.q_proj": 1,
+        **{f"blocks.{i}.{m}": 0 for i in range(3) for m in ("q_proj", "fc2") if (i, m) != (0, "q_proj")},
+    }
     # pruned coefficients are exactly zero, the rest untouched
     for name, layer in sparse.layers.items():
         kept = layer.coef != 0

@@ -17,8 +17,21 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(ROOT / "presets" / "smoke.yaml"), "--quiet", "rules"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        str(ROOT / "presets" / "smoke.yaml"),
+        "--quiet",
+        "rules",
+    ]
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -49,7 +62,7 @@ def _check_multilingual_table(smoke_run):
         assert wer.notna().all() and (wer >= 0).all()
         assert bleu.notna().all() and bleu.between(0, 100).all()
     # every merge of the smoke preset (and each sweep point) was evaluated on every test set
-    for (e, variant) in plan.variants:
+    for e, variant in plan.variants:
         if e == "multilingual":
             scores = workdir / "results" / "eval" / "multilingual" / f"merge-{variant}.json"
             assert scores.exists(), variant

@@ -18,8 +18,16 @@ def make_records(n, error_every, model="m", seed=0, task="transcribe"):
         hyp = ref.split()
         if error_every and i % error_every == 0:
             hyp[2] = "wrong"
-        recs.append({"id": f"u{i:04d}", "language": "de", "task": task, "reference": ref,
-                     "hypothesis": " ".join(hyp), "model": model})
+        recs.append(
+            {
+                "id": f"u{i:04d}",
+                "language": "de",
+                "task": task,
+                "reference": ref,
+                "hypothesis": " ".join(hyp),
+                "model": model,
+            }
+        )
     return recs
 
 

@@ -20,8 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(i, split, en, de, fr):
-    other = {"ca": "Hola amic.", "es": "Hola amigo.", "it": "Ciao amico.", "id": "Halo teman.",
-             "nl": "Hallo vriend.", "pt": "Olá amigo.", "ru": "Привет друг.", "sv": "Hej vän.", "zh": "你好朋友。"}
+    other = {
+        "ca": "Hola amic.",
+        "es": "Hola amigo.",
+        "it": "Ciao amico.",
+        "id": "Halo teman.",
+        "nl": "Hallo vriend.",
+        "pt": "Olá amigo.",
+        "ru": "Привет друг.",
+        "sv": "Hej vän.",
+        "zh": "你好朋友。",
+    }
     cells = {"sid": f"s{i:04d}", "split": split, "en": en, "de": de, "fr": fr, **other}
     return "\t".join(cells[c] for c in HEADER)
 
@@ -29,7 +38,13 @@ def _row(i, split, en, de, fr):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     rows = [
-        _row(1, "train", "The cat sleeps on the warm mat.", "Die Katze schläft auf der Matte.", "Le chat dort sur le tapis."),
+        _row(
+            1,
+            "train",
+            "The cat sleeps on the warm mat.",
+            "Die Katze schläft auf der Matte.",
+            "Le chat dort sur le tapis.",
+        ),
         _row(2, "train", "We walk to school every day.", "Wir gehen jeden Tag zur Schule.", "Nous allons à l'école."),
         _row(3, "train", "The river is very cold today.", "Der Fluss ist heute sehr kalt.", "La rivière est froide."),
         _row(4, "dev", "My brother reads a long book.", "Mein Bruder liest ein Buch.", "Mon frère lit un livre."),
@@ -42,8 +57,16 @@ def corpus(tmp_path_factory):
 
 
 def _synth(corpus, **kw):
-    args = dict(language="de", domain_transforms=[], split="train", renderings=2, seed=7,
-                domain_name="clean", subset="de", progress=False)
+    args = dict(
+        language="de",
+        domain_transforms=[],
+        split="train",
+        renderings=2,
+        seed=7,
+        domain_name="clean",
+        subset="de",
+        progress=False,
+    )
     args.update(kw)
     return synthesize_split(corpus, **args)
 
@@ -65,8 +88,14 @@ def test_records_have_the_contract_columns(corpus):
     assert recs[0]["voice"] != recs[1]["voice"] and recs[0]["audio"] != recs[1]["audio"]
     # the audio is what eSpeak renders for that voice (clean domain = identity up to FLAC 16 bit)
     v = recs[0]["voice"].split("|")
-    ref = espeak.synthesize(recs[0]["transcript"], "de", voice_variant=v[0], rate=int(v[1][5:]),
-                            pitch=int(v[2][6:]), pitch_range=int(v[3][6:]))
+    ref = espeak.synthesize(
+        recs[0]["transcript"],
+        "de",
+        voice_variant=v[0],
+        rate=int(v[1][5:]),
+        pitch=int(v[2][6:]),
+        pitch_range=int(v[3][6:]),
+    )
     assert np.abs(decode_audio(recs[0]["audio"]) - np.clip(ref, -1, 1)).max() < 1 / 32768 + 1e-6
 
 
@@ -78,8 +107,7 @@ def test_same_seed_same_bytes_and_order_independence(corpus, tmp_path):
     write_split(b, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     # an utterance does not depend on how many others are made
-    prefix = _synth(corpus, sentences=1, domain_transforms=[{"type": "noise", "snr_db": [5, 15]}],
-                    domain_name="noisy")
+    prefix = _synth(corpus, sentences=1, domain_transforms=[{"type": "noise", "snr_db": [5, 15]}], domain_name="noisy")
     assert prefix == a[:2]
     # another seed, other voices
     assert [r["voice"] for r in _synth(corpus, seed=8)] != [r["voice"] for r in a]
@@ -99,8 +127,12 @@ def test_test_split_uses_held_out_voices(corpus):
     for profile in PROFILES:
         pools = VARIANT_POOLS[profile]
         assert not set(pools["train"]) & set(pools["test"])
-        train = {sample_voice(0, "en", f"s{i:04d}", k, split=s, profile=profile).variant
-                 for i in range(200) for k in range(2) for s in ("train", "dev")}
+        train = {
+            sample_voice(0, "en", f"s{i:04d}", k, split=s, profile=profile).variant
+            for i in range(200)
+            for k in range(2)
+            for s in ("train", "dev")
+        }
         test = {sample_voice(0, "en", f"s{i:04d}", 0, split="test", profile=profile).variant for i in range(200)}
         assert train == set(pools["train"]) and test == set(pools["test"])
     recs = _synth(corpus, split="test", renderings=1)
@@ -141,11 +173,27 @@ def test_workflow_script(corpus, tmp_path, monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     out = tmp_path / "results" / "train.parquet"
-    spec = {"experiment": "domains", "subset": "telephone", "language": "de", "domain": "telephone",
-            "transforms": [{"type": "telephone"}], "split": "dev", "sentences": 1, "renderings": 2,
-            "seed": 0, "voice_profile": "adult", "source": "synth", "config_hash": "h"}
-    smk = SimpleNamespace(input=SimpleNamespace(corpus=str(corpus)), output=[str(out)],
-                          params=SimpleNamespace(spec=spec), log=[str(tmp_path / "log.txt")], threads=1)
+    spec = {
+        "experiment": "domains",
+        "subset": "telephone",
+        "language": "de",
+        "domain": "telephone",
+        "transforms": [{"type": "telephone"}],
+        "split": "dev",
+        "sentences": 1,
+        "renderings": 2,
+        "seed": 0,
+        "voice_profile": "adult",
+        "source": "synth",
+        "config_hash": "h",
+    }
+    smk = SimpleNamespace(
+        input=SimpleNamespace(corpus=str(corpus)),
+        output=[str(out)],
+        params=SimpleNamespace(spec=spec),
+        log=[str(tmp_path / "log.txt")],
+        threads=1,
+    )
     runpy.run_path(str(ROOT / "workflow_scripts" / "synthesize_corpus.py"), init_globals={"snakemake": smk})
     ex = read_examples(out)
     assert [e.id for e in ex] == ["telephone-s0004-r0", "telephone-s0004-r1"]

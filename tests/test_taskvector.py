@@ -13,8 +13,11 @@ from speechmerge.training.taskvector import apply_task_vector, read_metadata, ta
 
 def weights(tmp_path, name, seed, dtype=torch.float32, **override):
     g = torch.Generator().manual_seed(seed)
-    sd = {"a.weight": torch.randn(4, 3, generator=g), "a.bias": torch.randn(4, generator=g),
-          "b.weight": torch.randn(2, 2, generator=g)}
+    sd = {
+        "a.weight": torch.randn(4, 3, generator=g),
+        "a.bias": torch.randn(4, generator=g),
+        "b.weight": torch.randn(2, 2, generator=g),
+    }
     sd = {k: v.to(dtype) for k, v in sd.items()}
     sd.update(override)
     path = tmp_path / f"{name}.safetensors"
@@ -35,8 +38,13 @@ def test_task_vector_of_a_model_and_itself_is_zero(tmp_path):
 def test_base_plus_tau_is_the_model_and_values_by_hand(tmp_path):
     base, model = weights(tmp_path, "base", 0), weights(tmp_path, "model", 1)
     out = tmp_path / "tv.safetensors"
-    meta = {"experiment": "multilingual", "job": "expert-de", "steps": 24, "seed": 0,
-            "provenance": {"config_hash": "abc"}}
+    meta = {
+        "experiment": "multilingual",
+        "job": "expert-de",
+        "steps": 24,
+        "seed": 0,
+        "provenance": {"config_hash": "abc"},
+    }
     task_vector(model, base, out, meta)
     tv, b, m = load_file(str(out)), load_file(str(base)), load_file(str(model))
     for k in tv:

@@ -16,11 +16,9 @@ from safetensors.torch import load_file
 
 from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import read_examples, write_split
-from speechmerge.training import TrainingDiverged, train
-from speechmerge.training import batching
+from speechmerge.training import TrainingDiverged, batching, train
 from speechmerge.training.peft_methods import adalora_schedule, build_method
 from speechmerge.training.trainer import lr_factor
-
 
 # Whisper multilingual special token ids (the real tokenizer).
 SOT, EOT, DE, EN, TRANSCRIBE, TRANSLATE, NOTS = 50258, 50257, 50261, 50259, 50359, 50358, 50363
@@ -38,9 +36,17 @@ def _record(uid, lang, text, trans, hz, seconds, split):
     rng = np.random.default_rng(abs(hash(uid)) % 2**32)
     t = np.arange(int(seconds * 16000)) / 16000
     wave = 0.4 * np.sin(2 * np.pi * hz * t) * np.hanning(t.size) + 0.01 * rng.standard_normal(t.size)
-    return {"id": uid, "audio": encode_flac(wave.astype(np.float32)), "language": lang, "domain": "clean",
-            "transcript": text, "translation": trans, "voice": "synthetic", "split": split,
-            "duration": float(seconds)}
+    return {
+        "id": uid,
+        "audio": encode_flac(wave.astype(np.float32)),
+        "language": lang,
+        "domain": "clean",
+        "transcript": text,
+        "translation": trans,
+        "voice": "synthetic",
+        "split": split,
+        "duration": float(seconds),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +74,24 @@ def tokenizer(tiny_model):
 
 
 def make_spec(**kw):
-    spec = dict(experiment="test", job="j", method="full", tasks=["transcribe"], steps=4, batch_size=2,
-                grad_accum=1, lr=1e-3, warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, eval_every=2,
-                checkpoint_every=0, seed=0, peft={}, checkpoint_dir=None)
+    spec = dict(
+        experiment="test",
+        job="j",
+        method="full",
+        tasks=["transcribe"],
+        steps=4,
+        batch_size=2,
+        grad_accum=1,
+        lr=1e-3,
+        warmup_steps=1,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        eval_every=2,
+        checkpoint_every=0,
+        seed=0,
+        peft={},
+        checkpoint_dir=None,
+    )
     spec.update(kw)
     return spec
 
@@ -109,16 +130,19 @@ def test_translate_items_get_translation_and_task_token(tokenizer):
 def read_examples_stub():
     from types import SimpleNamespace as NS
 
-    return [NS(id="a", language="de", transcript="guten morgen", translation="good morning"),
-            NS(id="b", language="en", transcript="hello", translation="hello")]
+    return [
+        NS(id="a", language="de", transcript="guten morgen", translation="good morning"),
+        NS(id="b", language="en", transcript="hello", translation="hello"),
+    ]
 
 
 def test_empty_target_is_an_error(tokenizer):
     from types import SimpleNamespace as NS
 
     with pytest.raises(ValueError, match="x7.*empty translation"):
-        batching.expand_items([NS(id="x7", language="de", transcript="ja", translation=" ")], [0],
-                              ["transcribe", "translate"], tokenizer)
+        batching.expand_items(
+            [NS(id="x7", language="de", transcript="ja", translation=" ")], [0], ["transcribe", "translate"], tokenizer
+        )
 
 
 def test_unknown_language_is_an_error(tokenizer):
@@ -127,8 +151,10 @@ def test_unknown_language_is_an_error(tokenizer):
 
 
 def test_collate_pads_inputs_with_eot_and_labels_with_ignore():
-    items = [batching.Item(1, "a", "de", "transcribe", (1, 2, 3), (-100, 5, 6)),
-             batching.Item(0, "b", "de", "transcribe", (1, 2), (-100, 7))]
+    items = [
+        batching.Item(1, "a", "de", "transcribe", (1, 2, 3), (-100, 5, 6)),
+        batching.Item(0, "b", "de", "transcribe", (1, 2), (-100, 7)),
+    ]
     feats = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
     b = batching.collate(items, feats, pad_id=EOT)
     assert b["decoder_input_ids"].tolist() == [[1, 2, 3], [1, 2, EOT]]
@@ -173,12 +199,15 @@ N_SQ, N_FC = 24, 8
 BIASES = 2 * (3 * 64 + 256 + 64 + 2 * 64) + 3 * 64 + 2 * (6 * 64 + 256 + 64 + 3 * 64) + 64  # = 3328
 
 
-@pytest.mark.parametrize("method,peft,expected", [
-    ("bitfit", {}, BIASES),
-    ("lora", {"r": 2}, 2 * (N_SQ * 128 + N_FC * 320)),                        # r (in + out) per layer
-    ("adalora", {"init_r": 4}, 4 * (N_SQ * 128 + N_FC * 320) + 4 * 32),       # + init_r E per layer
-    ("s2lora", {"r": 4}, 4 * (128 + 320 + 320) + 4 * 32),                    # shared A,B per shape + c
-])
+@pytest.mark.parametrize(
+    "method,peft,expected",
+    [
+        ("bitfit", {}, BIASES),
+        ("lora", {"r": 2}, 2 * (N_SQ * 128 + N_FC * 320)),  # r (in + out) per layer
+        ("adalora", {"init_r": 4}, 4 * (N_SQ * 128 + N_FC * 320) + 4 * 32),  # + init_r E per layer
+        ("s2lora", {"r": 4}, 4 * (128 + 320 + 320) + 4 * 32),  # shared A,B per shape + c
+    ],
+)
 def test_trainable_parameter_counts(tiny_model, method, peft, expected):
     from speechmerge.models import load_whisper
 
@@ -236,8 +265,17 @@ def test_output_directory_contents(tiny_model, splits, tmp_path):
     out = tmp_path / "m"
     info = run(tiny_model, splits, out, tasks=["transcribe", "translate"], steps=3, eval_every=2)
     names = {p.name for p in out.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "train_info.json",
-            "training_log.csv", "loss.png", "rank_allocation.json", "processor_config.json"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "train_info.json",
+        "training_log.csv",
+        "loss.png",
+        "rank_allocation.json",
+        "processor_config.json",
+    } <= names
     assert json.loads((out / "rank_allocation.json").read_text()) == {}  # full fine-tuning: no ranks
     saved = json.loads((out / "train_info.json").read_text())
     assert saved["train_items"] == 4 + 3  # 3 de utterances translate too
@@ -263,15 +301,24 @@ def test_same_seed_gives_identical_weights(tiny_model, splits, tmp_path, precisi
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("method,peft", [("full", {}), ("adalora", {"init_r": 4, "target_r": 2, "tinit": 1,
-                                                                     "tfinal": 2, "deltaT": 1})])
+@pytest.mark.parametrize(
+    "method,peft", [("full", {}), ("adalora", {"init_r": 4, "target_r": 2, "tinit": 1, "tfinal": 2, "deltaT": 1})]
+)
 def test_resume_equals_straight_run(tiny_model, splits, tmp_path, method, peft):
     kw = dict(method=method, peft=peft, steps=6, eval_every=2, checkpoint_every=100, lr=2e-3)
     run(tiny_model, splits, tmp_path / "straight", **kw)
     ckpt = tmp_path / "ckpt"
     train_p, dev_p = splits
-    part = train(make_spec(checkpoint_dir=str(ckpt), **kw), tiny_model, [train_p], [dev_p], tmp_path / "resumed",
-                 threads=1, progress=False, stop_after=3)
+    part = train(
+        make_spec(checkpoint_dir=str(ckpt), **kw),
+        tiny_model,
+        [train_p],
+        [dev_p],
+        tmp_path / "resumed",
+        threads=1,
+        progress=False,
+        stop_after=3,
+    )
     assert part == {"finished": False, "step": 3, "checkpoint_dir": str(ckpt)}
     assert (ckpt / "step-0000003" / "state.json").exists() and not (tmp_path / "resumed").exists()
     info = run(tiny_model, splits, tmp_path / "resumed", checkpoint_dir=str(ckpt), **kw)
@@ -289,8 +336,16 @@ def test_resume_equals_straight_run(tiny_model, splits, tmp_path, method, peft):
 def test_checkpoint_of_another_spec_is_not_resumed(tiny_model, splits, tmp_path):
     ckpt = tmp_path / "ckpt"
     train_p, dev_p = splits
-    train(make_spec(checkpoint_dir=str(ckpt), steps=4, seed=1), tiny_model, [train_p], [dev_p], tmp_path / "x",
-          threads=1, progress=False, stop_after=2)
+    train(
+        make_spec(checkpoint_dir=str(ckpt), steps=4, seed=1),
+        tiny_model,
+        [train_p],
+        [dev_p],
+        tmp_path / "x",
+        threads=1,
+        progress=False,
+        stop_after=2,
+    )
     info = run(tiny_model, splits, tmp_path / "y", checkpoint_dir=str(ckpt), steps=4, seed=2)
     assert info["resumed_from"] is None
 
@@ -317,8 +372,10 @@ def test_peft_output_is_merged_plain_model(tiny_model, splits, tmp_path, method,
     tuned = load_file(str(tmp_path / "m" / "model.safetensors"))
     assert set(base) == set(tuned)  # no adapter tensors: merged into the weights
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
-    assert changed and all(k.rsplit(".", 2)[-2] in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-                           and k.endswith(".weight") for k in changed)
+    assert changed and all(
+        k.rsplit(".", 2)[-2] in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2") and k.endswith(".weight")
+        for k in changed
+    )
     ranks = json.loads((tmp_path / "m" / "rank_allocation.json").read_text())
     assert len(ranks) == N_SQ + N_FC
     if method == "lora":
@@ -373,20 +430,32 @@ def test_workflow_scripts_finetune_then_task_vector(tiny_model, splits, tmp_path
     from speechmerge.training.taskvector import apply_task_vector, read_metadata
 
     out = tmp_path / "results/models/exp/expert-de"
-    spec = make_spec(experiment="exp", job="expert-de", steps=2, checkpoint_dir=str(tmp_path / "ckpt"),
-                     config_hash="cafe")
-    smk = NS(input=_Files(base=str(tiny_model / "config.json"), train=[str(splits[0])], dev=[str(splits[1])]),
-             output=_Files([str(out / "config.json"), str(out / "model.safetensors")],
-                           model=str(out / "config.json"), weights=str(out / "model.safetensors")),
-             params=NS(spec=spec), threads=1, log=[str(tmp_path / "logs/finetune.log")])
+    spec = make_spec(
+        experiment="exp", job="expert-de", steps=2, checkpoint_dir=str(tmp_path / "ckpt"), config_hash="cafe"
+    )
+    smk = NS(
+        input=_Files(base=str(tiny_model / "config.json"), train=[str(splits[0])], dev=[str(splits[1])]),
+        output=_Files(
+            [str(out / "config.json"), str(out / "model.safetensors")],
+            model=str(out / "config.json"),
+            weights=str(out / "model.safetensors"),
+        ),
+        params=NS(spec=spec),
+        threads=1,
+        log=[str(tmp_path / "logs/finetune.log")],
+    )
     _run_script("workflow_scripts/finetune.py", smk, monkeypatch)
     assert (out / "model.safetensors").exists() and (out / "rank_allocation.json").exists()
     assert "best step" in (tmp_path / "logs/finetune.log").read_text()
 
     tv = tmp_path / "results/taskvectors/exp/expert-de.safetensors"
-    smk = NS(input=_Files(model=str(out / "model.safetensors"), base=str(tiny_model / "model.safetensors")),
-             output=_Files([str(tv)]), params=NS(spec={"experiment": "exp", "job": "expert-de", "config_hash": "cafe"}),
-             threads=1, log=[str(tmp_path / "logs/tv.log")])
+    smk = NS(
+        input=_Files(model=str(out / "model.safetensors"), base=str(tiny_model / "model.safetensors")),
+        output=_Files([str(tv)]),
+        params=NS(spec={"experiment": "exp", "job": "expert-de", "config_hash": "cafe"}),
+        threads=1,
+        log=[str(tmp_path / "logs/tv.log")],
+    )
     _run_script("workflow_scripts/task_vector.py", smk, monkeypatch)
     md = read_metadata(tv)
     assert md["job"] == "expert-de" and md["method"] == "full" and md["steps"] == "2"

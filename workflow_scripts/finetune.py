@@ -28,6 +28,14 @@ info = train(
     model_dir_of(snakemake.output[0]),  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
 )
-log.info("job %s/%s: %d steps, best step %s (dev loss %.4f), %.2f samples/s, %d trainable params (%.3f%%)",
-         info["experiment"], info["job"], info["steps"], info["best_step"], info["best_dev_loss"],
-         info["samples_per_s"] or 0.0, info["trainable_params"], info["trainable_percent"])
+log.info(
+    "job %s/%s: %d steps, best step %s (dev loss %.4f), %.2f samples/s, %d trainable params (%.3f%%)",
+    info["experiment"],
+    info["job"],
+    info["steps"],
+    info["best_step"],
+    info["best_dev_loss"],
+    info["samples_per_s"] or 0.0,
+    info["trainable_params"],
+    info["trainable_percent"],
+)

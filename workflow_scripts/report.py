@@ -30,6 +30,10 @@ summary = write_report(
     seed=int(spec.get("seed", 0)),
 )
 if summary["missing"]:
-    log.warning("report %s: %d missing cells: %s", spec["experiment"], len(summary["missing"]),
-                ", ".join(summary["missing"][:10]))
+    log.warning(
+        "report %s: %d missing cells: %s",
+        spec["experiment"],
+        len(summary["missing"]),
+        ", ".join(summary["missing"][:10]),
+    )
 log.info("report %s: %d files", spec["experiment"], len(summary["files"]))

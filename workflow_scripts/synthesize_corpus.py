@@ -39,12 +39,20 @@ elif source == "manifest":
     records = from_manifest(spec["manifest"], language=spec["language"], domain=spec["domain"], **common)
 elif source in ("covost2", "fleurs", "common_voice"):
     extra = {"data_dir": spec["data_dir"]} if spec.get("data_dir") else {}
-    records = load_real(source, language=spec["language"], hf_name=spec.get("hf_name"),
-                        config=spec.get("hf_config"), max_examples=spec.get("sentences"),
-                        domain=spec["domain"], **common, **extra)
+    records = load_real(
+        source,
+        language=spec["language"],
+        hf_name=spec.get("hf_name"),
+        config=spec.get("hf_config"),
+        max_examples=spec.get("sentences"),
+        domain=spec["domain"],
+        **common,
+        **extra,
+    )
 else:
-    raise ValueError(f"params.spec.source: unknown data source {source!r} "
-                     "(synth, manifest, covost2, fleurs, common_voice)")
+    raise ValueError(
+        f"params.spec.source: unknown data source {source!r} (synth, manifest, covost2, fleurs, common_voice)"
+    )
 
 recorded = {}
 if getattr(snakemake.input, "audio_checksum", None):  # noqa: F821

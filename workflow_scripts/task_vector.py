@@ -29,5 +29,10 @@ metadata = {
     "provenance": provenance(spec, job_config_hash=spec.get("config_hash")),
 }
 summary = task_vector(model, snakemake.input.base, snakemake.output[0], metadata)  # noqa: F821
-log.info("task vector %s: %d tensors, %d parameters, ||tau||_2 = %.4f",
-         snakemake.output[0], summary["tensors"], summary["parameters"], summary["l2_norm"])  # noqa: F821
+log.info(
+    "task vector %s: %d tensors, %d parameters, ||tau||_2 = %.4f",
+    snakemake.output[0],
+    summary["tensors"],
+    summary["parameters"],
+    summary["l2_norm"],
+)  # noqa: F821

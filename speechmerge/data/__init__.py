@@ -4,6 +4,12 @@ from speechmerge.data.audio import SAMPLE_RATE, decode_audio, encode_flac, resam
 from speechmerge.data.io import COLUMNS, load_split, read_examples, write_split
 
 __all__ = [
-    "SAMPLE_RATE", "decode_audio", "encode_flac", "resample",
-    "COLUMNS", "load_split", "read_examples", "write_split",
+    "SAMPLE_RATE",
+    "decode_audio",
+    "encode_flac",
+    "resample",
+    "COLUMNS",
+    "load_split",
+    "read_examples",
+    "write_split",
 ]

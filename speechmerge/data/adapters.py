@@ -39,36 +39,78 @@ class AdapterError(ValueError):
 @dataclass(frozen=True)
 class HFSource:
     hf_name: str
-    transcript: tuple[str, ...]        # first non-missing column is used
+    transcript: tuple[str, ...]  # first non-missing column is used
     translation: str | None
     speaker: str | None
     language_column: str | None
-    config: dict[str, str]             # project language -> dataset config name
+    config: dict[str, str]  # project language -> dataset config name
 
 
 # Locale / config codes of the project's languages in each corpus.
-_CV_LOCALES = {"en": "en", "ca": "ca", "de": "de", "es": "es", "fr": "fr", "it": "it", "id": "id",
-               "nl": "nl", "pt": "pt", "ru": "ru", "sv": "sv-SE", "zh": "zh-CN"}
-_FLEURS_CONFIGS = {"en": "en_us", "ca": "ca_es", "de": "de_de", "es": "es_419", "fr": "fr_fr",
-                   "it": "it_it", "id": "id_id", "nl": "nl_nl", "pt": "pt_br", "ru": "ru_ru",
-                   "sv": "sv_se", "zh": "cmn_hans_cn"}
+_CV_LOCALES = {
+    "en": "en",
+    "ca": "ca",
+    "de": "de",
+    "es": "es",
+    "fr": "fr",
+    "it": "it",
+    "id": "id",
+    "nl": "nl",
+    "pt": "pt",
+    "ru": "ru",
+    "sv": "sv-SE",
+    "zh": "zh-CN",
+}
+_FLEURS_CONFIGS = {
+    "en": "en_us",
+    "ca": "ca_es",
+    "de": "de_de",
+    "es": "es_419",
+    "fr": "fr_fr",
+    "it": "it_it",
+    "id": "id_id",
+    "nl": "nl_nl",
+    "pt": "pt_br",
+    "ru": "ru_ru",
+    "sv": "sv_se",
+    "zh": "cmn_hans_cn",
+}
 # FLEURS ``language`` column (English language names) -> project code
-_FLEURS_NAMES = {"English": "en", "Catalan": "ca", "German": "de", "Spanish": "es", "French": "fr",
-                 "Italian": "it", "Indonesian": "id", "Dutch": "nl", "Portuguese": "pt", "Russian": "ru",
-                 "Swedish": "sv", "Mandarin Chinese": "zh"}
+_FLEURS_NAMES = {
+    "English": "en",
+    "Catalan": "ca",
+    "German": "de",
+    "Spanish": "es",
+    "French": "fr",
+    "Italian": "it",
+    "Indonesian": "id",
+    "Dutch": "nl",
+    "Portuguese": "pt",
+    "Russian": "ru",
+    "Swedish": "sv",
+    "Mandarin Chinese": "zh",
+}
 
 HF_SOURCES: dict[str, HFSource] = {
     # facebook/covost2: client_id, file, audio, sentence, translation, id; configs "<src>_en"
-    "covost2": HFSource("facebook/covost2", ("sentence",), "translation", "client_id", None,
-                        {k: f"{v}_en" for k, v in _CV_LOCALES.items() if k != "en"}),
+    "covost2": HFSource(
+        "facebook/covost2",
+        ("sentence",),
+        "translation",
+        "client_id",
+        None,
+        {k: f"{v}_en" for k, v in _CV_LOCALES.items() if k != "en"},
+    ),
     # google/fleurs: id, num_samples, path, audio, transcription, raw_transcription, gender,
     # lang_id, language, lang_group_id; parallel across languages by id, no English column
-    "fleurs": HFSource("google/fleurs", ("raw_transcription", "transcription"), None, "gender", "language",
-                       _FLEURS_CONFIGS),
+    "fleurs": HFSource(
+        "google/fleurs", ("raw_transcription", "transcription"), None, "gender", "language", _FLEURS_CONFIGS
+    ),
     # mozilla-foundation/common_voice_*: client_id, path, audio, sentence, up_votes, down_votes,
     # age, gender, accent, locale, segment, variant
-    "common_voice": HFSource("mozilla-foundation/common_voice_17_0", ("sentence",), None, "client_id", "locale",
-                             _CV_LOCALES),
+    "common_voice": HFSource(
+        "mozilla-foundation/common_voice_17_0", ("sentence",), None, "client_id", "locale", _CV_LOCALES
+    ),
 }
 
 #: our split names -> Hugging Face split names
@@ -119,8 +161,9 @@ def _audio_to_wave(cell: Any, what: str) -> np.ndarray:
     return decode_audio(cell, what=what)
 
 
-def _record(*, rid: str, wave: np.ndarray, language: str, domain: str, transcript: str, translation: str,
-            voice: str, split: str) -> dict:
+def _record(
+    *, rid: str, wave: np.ndarray, language: str, domain: str, transcript: str, translation: str, voice: str, split: str
+) -> dict:
     return {
         "id": rid,
         "audio": {"bytes": encode_flac(wave, SAMPLE_RATE), "path": None},
@@ -153,8 +196,10 @@ def _read_manifest(tsv_path: Path) -> tuple[list[dict], str, str]:
     audio_col = next((c for c in ("audio", "path") if c in header), None)
     text_col = next((c for c in ("transcript", "text", "sentence") if c in header), None)
     if audio_col is None or text_col is None:
-        raise AdapterError(f"{tsv_path}: manifest needs an 'audio' (or 'path') and a 'transcript' "
-                           f"(or 'text'/'sentence') column; it has {sorted(header)}")
+        raise AdapterError(
+            f"{tsv_path}: manifest needs an 'audio' (or 'path') and a 'transcript' "
+            f"(or 'text'/'sentence') column; it has {sorted(header)}"
+        )
     return rows, audio_col, text_col
 
 
@@ -194,8 +239,15 @@ def audio_checksums(tsv_path: str | os.PathLike) -> dict:
     return {"manifest": str(tsv_path), "manifest_sha256": manifest_sha, "files": files, "sha256": total.hexdigest()}
 
 
-def from_manifest(tsv_path: str | os.PathLike, *, split: str = "test", language: str | None = None,
-                  domain: str = "clean", subset: str = "", progress: bool = True) -> list[dict]:
+def from_manifest(
+    tsv_path: str | os.PathLike,
+    *,
+    split: str = "test",
+    language: str | None = None,
+    domain: str = "clean",
+    subset: str = "",
+    progress: bool = True,
+) -> list[dict]:
     """Records from a manifest TSV (see the module docstring for its columns)."""
     tsv_path = Path(tsv_path)
     rows, audio_col, text_col = _read_manifest(tsv_path)
@@ -223,10 +275,18 @@ def from_manifest(tsv_path: str | os.PathLike, *, split: str = "test", language:
             raise AdapterError(f"{where}: duplicate id {rid!r} (also row {seen[rid] + 1})")
         seen[rid] = i
         wave = decode_audio(str(audio_path), what=f"{audio_path} ({where})")
-        records.append(_record(
-            rid=rid, wave=wave, language=lang, domain=(row.get("domain") or "").strip() or domain,
-            transcript=transcript, translation=(row.get("translation") or "").strip(),
-            voice=(row.get("voice") or row.get("speaker") or "").strip(), split=split))
+        records.append(
+            _record(
+                rid=rid,
+                wave=wave,
+                language=lang,
+                domain=(row.get("domain") or "").strip() or domain,
+                transcript=transcript,
+                translation=(row.get("translation") or "").strip(),
+                voice=(row.get("voice") or row.get("speaker") or "").strip(),
+                split=split,
+            )
+        )
     return records
 
 
@@ -240,9 +300,18 @@ def _undecoded(ds, column: str):
     return ds
 
 
-def from_hf_dataset(ds, kind: str, *, split: str = "test", language: str | None = None, domain: str = "clean",
-                    subset: str = "", audio_column: str = "audio", max_examples: int | None = None,
-                    progress: bool = True) -> list[dict]:
+def from_hf_dataset(
+    ds,
+    kind: str,
+    *,
+    split: str = "test",
+    language: str | None = None,
+    domain: str = "clean",
+    subset: str = "",
+    audio_column: str = "audio",
+    max_examples: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Records from a CoVoST-2 / FLEURS / Common Voice ``datasets.Dataset`` (their column names).
 
     ``language``: project code of the source language; when omitted it comes from the
@@ -256,8 +325,9 @@ def from_hf_dataset(ds, kind: str, *, split: str = "test", language: str | None 
     if audio_column not in columns:
         raise AdapterError(f"{kind}: dataset has no {audio_column!r} column (columns: {columns})")
     if not any(c in columns for c in src.transcript):
-        raise AdapterError(f"{kind}: dataset has none of the transcript columns {list(src.transcript)} "
-                           f"(columns: {columns})")
+        raise AdapterError(
+            f"{kind}: dataset has none of the transcript columns {list(src.transcript)} (columns: {columns})"
+        )
     if language is None and (src.language_column is None or src.language_column not in columns):
         raise AdapterError(f"{kind}: no language given and no {src.language_column or 'language'!r} column")
     ds = _undecoded(ds, audio_column)
@@ -278,14 +348,34 @@ def from_hf_dataset(ds, kind: str, *, split: str = "test", language: str | None 
         speaker = row.get(src.speaker) if src.speaker else None
         voice = "" if speaker is None else (f"gender={speaker}" if src.speaker == "gender" else str(speaker))
         wave = _audio_to_wave(row[audio_column], what=where)
-        records.append(_record(rid=f"{subset}-{i:06d}", wave=wave, language=lang, domain=domain,
-                               transcript=transcript, translation=translation, voice=voice, split=split))
+        records.append(
+            _record(
+                rid=f"{subset}-{i:06d}",
+                wave=wave,
+                language=lang,
+                domain=domain,
+                transcript=transcript,
+                translation=translation,
+                voice=voice,
+                split=split,
+            )
+        )
     return records
 
 
-def load_real(source: str, split: str, *, language: str, hf_name: str | None = None, config: str | None = None,
-              max_examples: int | None = None, domain: str = "clean", subset: str = "",
-              progress: bool = True, **load_kwargs) -> list[dict]:
+def load_real(
+    source: str,
+    split: str,
+    *,
+    language: str,
+    hf_name: str | None = None,
+    config: str | None = None,
+    max_examples: int | None = None,
+    domain: str = "clean",
+    subset: str = "",
+    progress: bool = True,
+    **load_kwargs,
+) -> list[dict]:
     """``datasets.load_dataset`` for CoVoST-2 / FLEURS / Common Voice, mapped by ``from_hf_dataset``.
 
     ``hf_name`` / ``config`` override the defaults (``HF_SOURCES``: e.g. ``google/fleurs`` with
@@ -306,5 +396,13 @@ def load_real(source: str, split: str, *, language: str, hf_name: str | None = N
         config = src.config[language]
     hf_split = HF_SPLITS[split] + (f"[:{int(max_examples)}]" if max_examples else "")
     ds = load_dataset(hf_name or src.hf_name, config, split=hf_split, **load_kwargs)
-    return from_hf_dataset(ds, source, split=split, language=language, domain=domain, subset=subset,
-                           max_examples=max_examples, progress=progress)
+    return from_hf_dataset(
+        ds,
+        source,
+        split=split,
+        language=language,
+        domain=domain,
+        subset=subset,
+        max_examples=max_examples,
+        progress=progress,
+    )

@@ -248,8 +248,7 @@ def check_corpus(path: str | os.PathLike) -> None:
         raise CorpusError(f"{path}: {len(problems)} problem(s):\n  {listing}")
 
 
-def sentences(path: str | os.PathLike, language: str, split: str,
-              n: int | None = None) -> list[tuple[str, str, str]]:
+def sentences(path: str | os.PathLike, language: str, split: str, n: int | None = None) -> list[tuple[str, str, str]]:
     """``(sid, text in language, English text)`` for the first ``n`` tuples of ``split``.
 
     File order; ``n=None`` takes the whole split. An unknown language or split, an ``n`` larger

@@ -66,8 +66,9 @@ def _speed(x: np.ndarray, factor: float) -> np.ndarray:
     return resample(x, ratio.numerator, ratio.denominator)
 
 
-def time_stretch(x: np.ndarray, rate: float, sr: int = SAMPLE_RATE, *, frame_ms: float = 20.0,
-                 tolerance_ms: float = 5.0) -> np.ndarray:
+def time_stretch(
+    x: np.ndarray, rate: float, sr: int = SAMPLE_RATE, *, frame_ms: float = 20.0, tolerance_ms: float = 5.0
+) -> np.ndarray:
     """WSOLA time-scale modification (Verhelst & Roelands 1993): tempo × ``rate``, pitch kept.
 
     Hann frames of N samples are overlap-added at synthesis hop N/2 (periodic Hann at 50 %
@@ -80,7 +81,9 @@ def time_stretch(x: np.ndarray, rate: float, sr: int = SAMPLE_RATE, *, frame_ms:
     hop, tol = N // 2, int(sr * tolerance_ms / 1000)
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N) / N)).astype(np.float32)
     pad = N + 2 * tol
-    xp = np.concatenate([np.zeros(pad, np.float32), np.asarray(x, np.float32), np.zeros(pad + N + int(hop * rate) + 1, np.float32)])
+    xp = np.concatenate(
+        [np.zeros(pad, np.float32), np.asarray(x, np.float32), np.zeros(pad + N + int(hop * rate) + 1, np.float32)]
+    )
     n_frames = n_out // hop + 2
     y = np.zeros(n_frames * hop + N, np.float32)
     prev = pad  # start of the previously chosen analysis frame in xp
@@ -89,12 +92,12 @@ def time_stretch(x: np.ndarray, rate: float, sr: int = SAMPLE_RATE, *, frame_ms:
         if k == 0:
             pos = nominal
         else:
-            template = xp[prev + hop: prev + hop + N]
+            template = xp[prev + hop : prev + hop + N]
             lo = max(0, nominal - tol)
-            region = xp[lo: nominal + tol + N]
+            region = xp[lo : nominal + tol + N]
             corr = np.correlate(region, template, mode="valid")
             pos = lo + int(np.argmax(corr)) if corr.size and np.any(corr) else nominal
-        y[k * hop: k * hop + N] += window * xp[pos: pos + N]
+        y[k * hop : k * hop + N] += window * xp[pos : pos + N]
         prev = pos
     # frame 0 reads from `pad`, i.e. output sample 0 aligns with input sample 0
     return y[:n_out]
@@ -116,8 +119,9 @@ class Transform:
     def __init__(self, **params):
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise DomainError(f"transform {self.type!r}: unknown parameter(s) {unknown}; "
-                              f"allowed: {sorted(self.defaults)}")
+            raise DomainError(
+                f"transform {self.type!r}: unknown parameter(s) {unknown}; allowed: {sorted(self.defaults)}"
+            )
         self.params = {**self.defaults, **params}
         for name, value in self.params.items():
             if name in self.choices:
@@ -266,16 +270,17 @@ class MuLaw(Transform):
         levels = 2 ** int(self.params["bits"])
         x = np.clip(x.astype(np.float64), -1.0, 1.0)
         y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
-        q = np.clip(np.floor((y + 1.0) / 2.0 * levels), 0, levels - 1)   # code 0..levels-1
-        yq = (q + 0.5) / levels * 2.0 - 1.0                              # code centre
+        q = np.clip(np.floor((y + 1.0) / 2.0 * levels), 0, levels - 1)  # code 0..levels-1
+        yq = (q + 0.5) / levels * 2.0 - 1.0  # code centre
         return (np.sign(yq) * np.expm1(np.abs(yq) * np.log1p(mu)) / mu).astype(np.float32)
 
 
 _NOISE_SLOPES = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}
 
 
-def coloured_noise(n: int, color: str, rng: np.random.Generator, sr: int = SAMPLE_RATE,
-                   f_min: float = 20.0) -> np.ndarray:
+def coloured_noise(
+    n: int, color: str, rng: np.random.Generator, sr: int = SAMPLE_RATE, f_min: float = 20.0
+) -> np.ndarray:
     """Gaussian noise with power spectral density ∝ 1/f^α (white α=0, pink 1, brown 2, blue −1)
     for f ≥ ``f_min``, flat below it (no infrasound build-up) and zero at DC; shaped in the
     frequency domain of white Gaussian noise."""
@@ -334,15 +339,16 @@ class Babble(Transform):
             reps = -(-n // len(talker)) + 1
             looped = np.tile(talker, reps)
             start = int(rng.integers(len(talker)))
-            seg = looped[start: start + n]
+            seg = looped[start : start + n]
             r = _rms(seg)
             if r > 0:
                 mix += seg / r
         return (x + _scale_to_snr(x, mix, snr)).astype(np.float32)
 
 
-def synthetic_rir(rt60: float, drr_db: float, rng: np.random.Generator, sr: int = SAMPLE_RATE,
-                  predelay_ms: float = 0.0) -> np.ndarray:
+def synthetic_rir(
+    rt60: float, drr_db: float, rng: np.random.Generator, sr: int = SAMPLE_RATE, predelay_ms: float = 0.0
+) -> np.ndarray:
     """Room impulse response after Polack's statistical model: a unit direct path, then Gaussian
     noise under the envelope exp(−3·ln(10)·t / RT60) (energy −60 dB at t = RT60), scaled so that
     direct / reverberant energy = ``drr_db``. Length = pre-delay + round(RT60·sr) + 1 samples."""
@@ -350,10 +356,10 @@ def synthetic_rir(rt60: float, drr_db: float, rng: np.random.Generator, sr: int 
     delay = int(round(predelay_ms * sr / 1000.0))
     t = np.arange(1, n_tail + 1) / sr
     tail = rng.standard_normal(n_tail) * np.exp(-3.0 * math.log(10.0) * t / rt60)
-    tail *= math.sqrt(10.0 ** (-drr_db / 10.0) / float(np.sum(tail ** 2)))
+    tail *= math.sqrt(10.0 ** (-drr_db / 10.0) / float(np.sum(tail**2)))
     h = np.zeros(1 + delay + n_tail)
     h[0] = 1.0
-    h[1 + delay:] = tail
+    h[1 + delay :] = tail
     return h
 
 
@@ -368,8 +374,9 @@ class Reverb(Transform):
     bounds = {"rt60": (0.05, 3.0), "drr_db": (-30.0, 40.0), "predelay_ms": (0.0, 200.0)}
 
     def __call__(self, x, rng, pool=None):
-        h = synthetic_rir(self.draw("rt60", rng), self.draw("drr_db", rng), rng,
-                          predelay_ms=self.draw("predelay_ms", rng))
+        h = synthetic_rir(
+            self.draw("rt60", rng), self.draw("drr_db", rng), rng, predelay_ms=self.draw("predelay_ms", rng)
+        )
         y = fftconvolve(x.astype(np.float64), h)
         r_in, r_out = _rms(x), _rms(y[: len(x)])
         if r_out > 0:
@@ -463,8 +470,7 @@ class Domain:
 
 
 #: alternative type names accepted in configs
-ALIASES = {"identity": "clean", "pitch": "pitch_shift", "telephony": "telephone", "mu_law": "mulaw",
-           "rir": "reverb"}
+ALIASES = {"identity": "clean", "pitch": "pitch_shift", "telephony": "telephone", "mu_law": "mulaw", "rir": "reverb"}
 
 
 def build_transform(cfg: dict, *, where: str = "transform") -> Transform:
@@ -487,8 +493,9 @@ def build_domain(configs: Sequence[dict] | None, *, name: str = "", pool: Sequen
     if isinstance(configs, dict) or not isinstance(configs, (list, tuple)):
         raise DomainError(f"domain {name!r}: expected a list of transforms, got {type(configs).__name__}")
     label = f"domain {name!r}" if name else "domain"
-    return Domain([build_transform(c, where=f"{label} transform #{i + 1}") for i, c in enumerate(configs)],
-                  name=name, pool=pool)
+    return Domain(
+        [build_transform(c, where=f"{label} transform #{i + 1}") for i, c in enumerate(configs)], name=name, pool=pool
+    )
 
 
 #: Named domains (the default ``acoustic_domains`` of config.yaml): lists of transform configs.
@@ -502,11 +509,12 @@ DEFAULT_DOMAINS: dict[str, list[dict]] = {
     "slow": [{"type": "speed", "factor": 0.8}],
     "child": [{"type": "child", "semitones": 4.0, "tempo": 1.1}],
     "mulaw": [{"type": "mulaw", "mu": 255, "bits": 8}],
-    "farfield": [{"type": "lowpass", "cutoff_hz": 5000.0, "order": 4},
-                 {"type": "reverb", "rt60": [0.6, 1.0], "drr_db": -5.0, "predelay_ms": 5.0},
-                 {"type": "noise", "snr_db": 20.0, "color": "pink"}],
-    "car": [{"type": "highpass", "cutoff_hz": 80.0},
-            {"type": "noise", "snr_db": [0.0, 10.0], "color": "brown"}],
+    "farfield": [
+        {"type": "lowpass", "cutoff_hz": 5000.0, "order": 4},
+        {"type": "reverb", "rt60": [0.6, 1.0], "drr_db": -5.0, "predelay_ms": 5.0},
+        {"type": "noise", "snr_db": 20.0, "color": "pink"},
+    ],
+    "car": [{"type": "highpass", "cutoff_hz": 80.0}, {"type": "noise", "snr_db": [0.0, 10.0], "color": "brown"}],
     "muffled": [{"type": "lowpass", "cutoff_hz": 1500.0, "order": 6}],
     "distorted": [{"type": "clipping", "level": 0.2}],
 }
@@ -516,5 +524,16 @@ def transform_types() -> list[str]:
     return sorted(TRANSFORMS)
 
 
-__all__ = ["DomainError", "Domain", "Transform", "TRANSFORMS", "DEFAULT_DOMAINS", "build_domain",
-           "build_transform", "coloured_noise", "synthetic_rir", "time_stretch", "transform_types"]
+__all__ = [
+    "DomainError",
+    "Domain",
+    "Transform",
+    "TRANSFORMS",
+    "DEFAULT_DOMAINS",
+    "build_domain",
+    "build_transform",
+    "coloured_noise",
+    "synthetic_rir",
+    "time_stretch",
+    "transform_types",
+]

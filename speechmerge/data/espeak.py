@@ -25,9 +25,9 @@ fixed (``espeak_ng_SetRandSeed(0)``). Processes (multiprocessing workers) each l
 
 from __future__ import annotations
 
+import _ctypes
 import contextlib
 import ctypes
-import _ctypes
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -56,7 +56,7 @@ LANGUAGE_VOICES = {
     "it": "it",
     "id": "id",
     "nl": "nl",
-    "pt": "pt",   # lang/roa/pt = Portuguese (Portugal); Brazilian is pt-BR
+    "pt": "pt",  # lang/roa/pt = Portuguese (Portugal); Brazilian is pt-BR
     "ru": "ru",
     "sv": "sv",
     "zh": "cmn",  # lang/sit/cmn = Mandarin
@@ -128,14 +128,14 @@ def _declare(lib) -> None:
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p,                 # const void *text
-        ctypes.c_size_t,                 # size_t size
-        ctypes.c_uint,                   # unsigned int position
-        ctypes.c_int,                    # espeak_POSITION_TYPE position_type
-        ctypes.c_uint,                   # unsigned int end_position
-        ctypes.c_uint,                   # unsigned int flags
-        ctypes.POINTER(ctypes.c_uint),   # unsigned int *unique_identifier
-        ctypes.c_void_p,                 # void *user_data
+        ctypes.c_void_p,  # const void *text
+        ctypes.c_size_t,  # size_t size
+        ctypes.c_uint,  # unsigned int position
+        ctypes.c_int,  # espeak_POSITION_TYPE position_type
+        ctypes.c_uint,  # unsigned int end_position
+        ctypes.c_uint,  # unsigned int flags
+        ctypes.POINTER(ctypes.c_uint),  # unsigned int *unique_identifier
+        ctypes.c_void_p,  # void *user_data
     ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
@@ -227,12 +227,21 @@ def espeak_voice(language: str) -> str:
     if voice not in _espeak_voice_names():
         raise SynthesisError(
             f"language {language!r} is not available in eSpeak NG "
-            f"(project languages: {', '.join(available_languages())}; or an eSpeak voice such as 'pt-br')")
+            f"(project languages: {', '.join(available_languages())}; or an eSpeak voice such as 'pt-br')"
+        )
     return voice
 
 
-def synthesize(text: str, language: str, *, voice_variant: str | None = None, rate: int = 175,
-               pitch: int = 50, pitch_range: int = 50, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def synthesize(
+    text: str,
+    language: str,
+    *,
+    voice_variant: str | None = None,
+    rate: int = 175,
+    pitch: int = 50,
+    pitch_range: int = 50,
+    sample_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
     """Render ``text`` in ``language`` to a float32 mono waveform at ``sample_rate`` (16 kHz).
 
     ``voice_variant``: a name from ``voice_variants()`` (e.g. 'm3', 'f2', 'klatt'); ``rate`` in
@@ -262,8 +271,9 @@ def synthesize(text: str, language: str, *, voice_variant: str | None = None, ra
         lib.espeak_ng_SetRandSeed(0)
         _libc_srand(0)
         _chunks.clear()
-        err = lib.espeak_Synth(ctypes.cast(buf, ctypes.c_void_p), len(data), 0, _POS_CHARACTER, 0,
-                               _CHARS_UTF8, None, None)
+        err = lib.espeak_Synth(
+            ctypes.cast(buf, ctypes.c_void_p), len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+        )
         chunks = list(_chunks)
         _chunks.clear()
     if err != _EE_OK:

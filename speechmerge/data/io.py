@@ -28,17 +28,19 @@ def _features():
     """The ``datasets.Features`` of a split (used when reading through ``datasets``)."""
     from datasets import Audio, Features, Value
 
-    return Features({
-        "id": Value("string"),
-        "audio": Audio(sampling_rate=16_000, decode=False),
-        "language": Value("string"),
-        "domain": Value("string"),
-        "transcript": Value("string"),
-        "translation": Value("string"),
-        "voice": Value("string"),
-        "split": Value("string"),
-        "duration": Value("float32"),
-    })
+    return Features(
+        {
+            "id": Value("string"),
+            "audio": Audio(sampling_rate=16_000, decode=False),
+            "language": Value("string"),
+            "domain": Value("string"),
+            "transcript": Value("string"),
+            "translation": Value("string"),
+            "voice": Value("string"),
+            "split": Value("string"),
+            "duration": Value("float32"),
+        }
+    )
 
 
 def arrow_schema():
@@ -88,7 +90,9 @@ def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenan
         rows["audio"][i] = {"bytes": bytes(cell["bytes"]), "path": cell.get("path")}
     schema = arrow_schema()
     if provenance is not None:
-        schema = schema.with_metadata({**schema.metadata, b"speechmerge": json.dumps(provenance, sort_keys=True, default=str).encode()})
+        schema = schema.with_metadata(
+            {**schema.metadata, b"speechmerge": json.dumps(provenance, sort_keys=True, default=str).encode()}
+        )
     table = pa.Table.from_pydict(rows, schema=schema)
     with atomic_path(path) as tmp:
         pq.write_table(table, str(tmp))

@@ -43,8 +43,9 @@ def utterance_id(subset: str, sid: str, rendering: int) -> str:
     return f"{subset}-{sid}-r{rendering}"
 
 
-def babble_pool(corpus_path, language: str, *, split: str, seed: int, voice_profile: str,
-                size: int = BABBLE_POOL) -> list[np.ndarray]:
+def babble_pool(
+    corpus_path, language: str, *, split: str, seed: int, voice_profile: str, size: int = BABBLE_POOL
+) -> list[np.ndarray]:
     """Clean renderings of the first ``size`` train sentences (fewer if the split is smaller)."""
     from speechmerge.data.corpus import load_corpus, sentences
 
@@ -86,10 +87,22 @@ def _render(item: tuple[str, str, str, int]) -> dict:
     }
 
 
-def synthesize_split(corpus_path, *, language: str, domain_transforms: Sequence[dict] | None, split: str,
-                     sentences: int | None = None, renderings: int = 1, seed: int = 0,
-                     voice_profile: str = "adult", domain_name: str = "clean", experiment: str = "",
-                     subset: str = "", workers: int = 1, progress: bool = True) -> list[dict]:
+def synthesize_split(
+    corpus_path,
+    *,
+    language: str,
+    domain_transforms: Sequence[dict] | None,
+    split: str,
+    sentences: int | None = None,
+    renderings: int = 1,
+    seed: int = 0,
+    voice_profile: str = "adult",
+    domain_name: str = "clean",
+    experiment: str = "",
+    subset: str = "",
+    workers: int = 1,
+    progress: bool = True,
+) -> list[dict]:
     """Records (``speechmerge.data.io.COLUMNS``) of one synthetic split, in (sentence, rendering) order.
 
     ``domain_transforms``: list of transform configs (``speechmerge.data.domains``);
@@ -107,12 +120,28 @@ def synthesize_split(corpus_path, *, language: str, domain_transforms: Sequence[
     rows = corpus_sentences(corpus_path, language, split, n=sentences)
     if domain.needs_pool:
         domain.pool = babble_pool(corpus_path, language, split=split, seed=seed, voice_profile=voice_profile)
-    job = {"seed": int(seed), "language": language, "split": split, "voice_profile": voice_profile,
-           "domain_name": domain_name, "domain": domain, "subset": subset}
+    job = {
+        "seed": int(seed),
+        "language": language,
+        "split": split,
+        "voice_profile": voice_profile,
+        "domain_name": domain_name,
+        "domain": domain,
+        "subset": subset,
+    }
     items = [(sid, text, english, k) for sid, text, english in rows for k in range(renderings)]
     label = "/".join(p for p in (experiment, subset, split) if p)
-    log.info("synthesising %s: %d sentences x %d renderings, language %s, domain %s (%s), voices %s, %d worker(s)",
-             label, len(rows), renderings, language, domain_name, domain.config(), voice_profile, workers)
+    log.info(
+        "synthesising %s: %d sentences x %d renderings, language %s, domain %s (%s), voices %s, %d worker(s)",
+        label,
+        len(rows),
+        renderings,
+        language,
+        domain_name,
+        domain.config(),
+        voice_profile,
+        workers,
+    )
     bar = tqdm(total=len(items), desc=f"synth {label}", unit="utt", disable=not progress)
     records = []
     try:

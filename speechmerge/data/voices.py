@@ -25,8 +25,24 @@ import numpy as np
 #: ``train`` also serves dev.
 VARIANT_POOLS: dict[str, dict[str, tuple[str, ...]]] = {
     "adult": {
-        "train": ("m1", "m2", "m3", "m4", "m6", "f1", "f2", "f4",
-                  "Andy", "Gene", "Mario", "antonio", "belinda", "iven3", "quincy", "robert"),
+        "train": (
+            "m1",
+            "m2",
+            "m3",
+            "m4",
+            "m6",
+            "f1",
+            "f2",
+            "f4",
+            "Andy",
+            "Gene",
+            "Mario",
+            "antonio",
+            "belinda",
+            "iven3",
+            "quincy",
+            "robert",
+        ),
         "test": ("m5", "m7", "f3", "f5", "Lee", "Michael", "gustave", "linda", "marcelo"),
     },
     "child": {
@@ -64,8 +80,7 @@ class Voice:
 
     def synth_kwargs(self) -> dict:
         """Keyword arguments for ``speechmerge.data.espeak.synthesize``."""
-        return {"voice_variant": self.variant, "rate": self.rate, "pitch": self.pitch,
-                "pitch_range": self.pitch_range}
+        return {"voice_variant": self.variant, "rate": self.rate, "pitch": self.pitch, "pitch_range": self.pitch_range}
 
 
 def _key32(part) -> int:
@@ -90,8 +105,7 @@ def speaker_pool(split: str) -> str:
     return "test" if split == "test" else "train"
 
 
-def sample_voice(seed: int, language: str, sid: str, rendering: int, *, split: str,
-                 profile: str = "adult") -> Voice:
+def sample_voice(seed: int, language: str, sid: str, rendering: int, *, split: str, profile: str = "adult") -> Voice:
     """The voice of rendering ``rendering`` of sentence ``sid`` in ``language``.
 
     Variant uniform over ``VARIANT_POOLS[profile][speaker_pool(split)]``; rate, pitch and range

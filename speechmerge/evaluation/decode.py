@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -121,8 +121,10 @@ def check_prompts(model, languages: Sequence[str], task: str, *, testset: str = 
     lang_to_id = getattr(gc, "lang_to_id", None) or {}
     task_to_id = getattr(gc, "task_to_id", None) or {}
     if not lang_to_id or not task_to_id:
-        raise ValueError(f"{testset}: the model's generation_config lacks lang_to_id / task_to_id, "
-                         "so Whisper cannot be prompted with a language and task")
+        raise ValueError(
+            f"{testset}: the model's generation_config lacks lang_to_id / task_to_id, "
+            "so Whisper cannot be prompted with a language and task"
+        )
     if task not in task_to_id:
         raise ValueError(f"{testset}: the model has no prompt token for task {task!r}")
     missing = sorted({l for l in languages if language_token(l) not in lang_to_id})
@@ -145,8 +147,12 @@ def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
     fe = processor.feature_extractor
     n_samples = n_frames * fe.hop_length
     out = fe(
-        [np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
-        padding="max_length", max_length=n_samples, truncation=True, return_tensors="pt",
+        [np.asarray(w, dtype=np.float32) for w in waves],
+        sampling_rate=SAMPLE_RATE,
+        padding="max_length",
+        max_length=n_samples,
+        truncation=True,
+        return_tensors="pt",
     )
     feats = out["input_features"]
     if feats.shape[-1] != n_frames:
@@ -202,6 +208,7 @@ def decode_tasks(
     """
     import torch
     from tqdm.auto import tqdm
+
     n = len(waves)
     if len(languages) != n or len(tasks) != n:
         raise ValueError(f"{testset}: {n} waveforms but {len(languages)} languages and {len(tasks)} task lists")
@@ -218,15 +225,22 @@ def decode_tasks(
     # prompt = <|startoftranscript|> <|xx|> <|task|> <|notimestamps|>
     limit = int(model.config.max_target_positions) - 4
     if max_new_tokens > limit:
-        log.warning("%s: max_new_tokens %d > %d allowed by the decoder; using %d", testset, max_new_tokens, limit, limit)
+        log.warning(
+            "%s: max_new_tokens %d > %d allowed by the decoder; using %d", testset, max_new_tokens, limit, limit
+        )
         max_new_tokens = limit
     if durations is None:
         durations = [len(w) / SAMPLE_RATE for w in waves]
     order = length_order(durations, sort_by_length)
     truncated = [len(w) > n_samples for w in waves]
     if any(truncated):
-        log.warning("%s: %d of %d utterances are longer than the %.1f s encoder context and are truncated",
-                    testset, sum(truncated), n, n_samples / SAMPLE_RATE)
+        log.warning(
+            "%s: %d of %d utterances are longer than the %.1f s encoder context and are truncated",
+            testset,
+            sum(truncated),
+            n,
+            n_samples / SAMPLE_RATE,
+        )
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     model.eval()
@@ -236,18 +250,28 @@ def decode_tasks(
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
     t0 = time.perf_counter()
-    with torch.inference_mode(), _quiet_transformers(), \
-            tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar:
+    with (
+        torch.inference_mode(),
+        _quiet_transformers(),
+        tqdm(total=n, desc=f"decode {testset}", unit="utt", disable=not progress) as bar,
+    ):
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             bound = max_new_tokens
             if max_tokens_per_second:
                 longest = max(float(durations[i]) for i in idx)
                 bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
             feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
             states = model.get_encoder()(feats).last_hidden_state
-            outputs, n_steps = _generate(model, states, [languages[i] for i in idx], [tasks[i] for i in idx],
-                                         wanted, bound=bound, beam_size=beam_size)
+            outputs, n_steps = _generate(
+                model,
+                states,
+                [languages[i] for i in idx],
+                [tasks[i] for i in idx],
+                wanted,
+                bound=bound,
+                beam_size=beam_size,
+            )
             steps += n_steps
             for task, rows, seqs in outputs:
                 texts = processor.batch_decode(seqs, skip_special_tokens=True)
@@ -258,17 +282,38 @@ def decode_tasks(
                     by_task[task][idx[j]] = text.strip()
                     hit[task][idx[j]] = bool(at_bound and int(last) not in eos)
             bar.update(len(idx))
-    res = DecodeResult(by_task, time.perf_counter() - t0, truncated, hit, batch_size, beam_size, max_new_tokens,
-                       max_tokens_per_second, steps)
+    res = DecodeResult(
+        by_task,
+        time.perf_counter() - t0,
+        truncated,
+        hit,
+        batch_size,
+        beam_size,
+        max_new_tokens,
+        max_tokens_per_second,
+        steps,
+    )
     if res.n_hit_max_tokens:
-        log.warning("%s: %d hypotheses reached their token bound (max_new_tokens=%d%s) without end-of-text",
-                    testset, res.n_hit_max_tokens, max_new_tokens,
-                    f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "")
+        log.warning(
+            "%s: %d hypotheses reached their token bound (max_new_tokens=%d%s) without end-of-text",
+            testset,
+            res.n_hit_max_tokens,
+            max_new_tokens,
+            f", {max_tokens_per_second:g} tokens/s" if max_tokens_per_second else "",
+        )
     return res
 
 
-def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[str]], wanted: Sequence[str], *,
-              bound: int, beam_size: int) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
+def _generate(
+    model,
+    states,
+    languages: Sequence[str],
+    tasks: Sequence[Sequence[str]],
+    wanted: Sequence[str],
+    *,
+    bound: int,
+    beam_size: int,
+) -> tuple[list[tuple[str, list[int], "torch.Tensor"]], int]:
     """``([(task, rows of the batch, generated ids), ...], decoder steps)`` for one encoded batch.
 
     Greedy: one ``greedy_generate`` loop over every (utterance, task) row of the batch, ended rows
@@ -280,11 +325,13 @@ def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[
         from speechmerge.evaluation.greedy import greedy_generate, prompt_ids
 
         pairs = [(j, t) for t in wanted for j, ts in enumerate(tasks) if t in ts]
-        prompts = torch.tensor([prompt_ids(model.generation_config, languages[j], t) for j, t in pairs],
-                               device=states.device)
+        prompts = torch.tensor(
+            [prompt_ids(model.generation_config, languages[j], t) for j, t in pairs], device=states.device
+        )
         rows = [j for j, _ in pairs]
-        ids = greedy_generate(model, states if rows == list(range(states.shape[0])) else states[rows], prompts,
-                              max_new_tokens=bound)
+        ids = greedy_generate(
+            model, states if rows == list(range(states.shape[0])) else states[rows], prompts, max_new_tokens=bound
+        )
         out = []
         for t in wanted:
             sel = [k for k, (_, tt) in enumerate(pairs) if tt == t]
@@ -299,9 +346,15 @@ def _generate(model, states, languages: Sequence[str], tasks: Sequence[Sequence[
         if not rows:
             continue
         sub = states if len(rows) == states.shape[0] else states[rows]
-        res = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=sub),
-                             language=[languages[j] for j in rows], task=t, max_new_tokens=bound,
-                             num_beams=beam_size, do_sample=False, return_timestamps=False)
+        res = model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=sub),
+            language=[languages[j] for j in rows],
+            task=t,
+            max_new_tokens=bound,
+            num_beams=beam_size,
+            do_sample=False,
+            return_timestamps=False,
+        )
         seqs = res.sequences if hasattr(res, "sequences") else res
         out.append((t, rows, seqs))
         steps += int(seqs.shape[-1])
@@ -327,14 +380,23 @@ def _quiet_transformers():
 
 def hypothesis_records(examples: Sequence, hypotheses: Sequence[str], *, task: str, model: str) -> list[dict]:
     """JSONL records for ``examples`` (``speechmerge.data.io.Example`` or dicts)."""
+
     def get(ex, key):
         return ex[key] if isinstance(ex, Mapping) else getattr(ex, key)
 
     recs = []
     for ex, hyp in zip(examples, hypotheses, strict=True):
         ref = get(ex, "transcript") if task == "transcribe" else get(ex, "translation")
-        recs.append({"id": get(ex, "id"), "language": get(ex, "language"), "task": task,
-                     "reference": ref, "hypothesis": hyp, "model": model})
+        recs.append(
+            {
+                "id": get(ex, "id"),
+                "language": get(ex, "language"),
+                "task": task,
+                "reference": ref,
+                "hypothesis": hyp,
+                "model": model,
+            }
+        )
     return recs
 
 
@@ -347,8 +409,9 @@ def write_hypotheses(records: Sequence[Mapping], path: str | os.PathLike) -> Non
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def read_hypotheses(path: str | os.PathLike, *, expect_model: str | None = None,
-                    expect_task: str | None = None) -> list[dict]:
+def read_hypotheses(
+    path: str | os.PathLike, *, expect_model: str | None = None, expect_task: str | None = None
+) -> list[dict]:
     """Read a hypotheses JSONL; raise ``ValueError`` naming the file and line on a malformed
     record, a mixture of models, or a model / task other than expected. Records of one
     evaluation job may span several test sets (field ``testset``) and both tasks."""

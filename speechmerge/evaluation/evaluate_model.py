@@ -25,8 +25,9 @@ __all__ = ["evaluate_testsets", "score_records"]
 PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
 
 
-def score_records(records: list[dict], *, task: str, n_boot: int = 1000, seed: int = 0,
-                  spelling_source=None) -> dict[str, Any]:
+def score_records(
+    records: list[dict], *, task: str, n_boot: int = 1000, seed: int = 0, spelling_source=None
+) -> dict[str, Any]:
     """Metrics of hypothesis records plus 95 % bootstrap intervals (``ci95``)."""
     if not records:
         raise ValueError("no hypothesis records to score")
@@ -65,22 +66,36 @@ def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list,
     field = "transcript" if spec["task"] == "transcribe" else "translation"
     empty = [e.id for e in examples if not str(getattr(e, field) or "").strip()]
     if empty:  # checked before any decoding, not after minutes of it
-        raise ValueError(f"{spec['path']}: empty {field} (the {spec['task']} reference) for utterance(s) "
-                         f"{empty[:5]}{' ...' if len(empty) > 5 else ''}")
+        raise ValueError(
+            f"{spec['path']}: empty {field} (the {spec['task']} reference) for utterance(s) "
+            f"{empty[:5]}{' ...' if len(empty) > 5 else ''}"
+        )
     language = spec.get("language")
     if language is not None:
         want = metrics.base_language(language)
         other = sorted({e.language for e in examples if metrics.base_language(e.language) != want})
         if other:
-            raise ValueError(f"{spec['path']}: evaluation language is {language!r} but the test set holds "
-                             f"utterances in {other}")
+            raise ValueError(
+                f"{spec['path']}: evaluation language is {language!r} but the test set holds utterances in {other}"
+            )
     return examples, [metrics.base_language(e.language) for e in examples]
 
 
 def _evaluate_loaded(
-    model, processor, model_dir: Path, testsets: Sequence[Mapping[str, Any]], *, batch_size: int,
-    beam_size: int, max_new_tokens: int, model_name: str, experiment: str | None, n_boot: int, seed: int,
-    progress: bool, max_tokens_per_second: float | None = None,
+    model,
+    processor,
+    model_dir: Path,
+    testsets: Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int,
+    beam_size: int,
+    max_new_tokens: int,
+    model_name: str,
+    experiment: str | None,
+    n_boot: int,
+    seed: int,
+    progress: bool,
+    max_tokens_per_second: float | None = None,
 ) -> tuple[list[dict], list[dict[str, Any]]]:
     """Decode every test set with one ``decode_tasks`` call and score each test set on its own.
 
@@ -108,26 +123,45 @@ def _evaluate_loaded(
         loaded.append((spec, examples, rows))
     names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
     res = decoding.decode_tasks(
-        model, processor, waves, prompts, tasks, batch_size=batch_size, beam_size=beam_size,
-        max_new_tokens=max_new_tokens, durations=durations, max_tokens_per_second=max_tokens_per_second,
-        testset=f"{model_name} on {len(names)} test set(s)", progress=progress,
+        model,
+        processor,
+        waves,
+        prompts,
+        tasks,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        max_new_tokens=max_new_tokens,
+        durations=durations,
+        max_tokens_per_second=max_tokens_per_second,
+        testset=f"{model_name} on {len(names)} test set(s)",
+        progress=progress,
     )
-    log.info("%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)", model_name,
-             res.n_hypotheses, len(waves), res.seconds, res.utt_per_s, res.decoder_steps)
+    log.info(
+        "%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)",
+        model_name,
+        res.n_hypotheses,
+        len(waves),
+        res.seconds,
+        res.utt_per_s,
+        res.decoder_steps,
+    )
     all_records, results = [], []
     for spec, examples, rows in loaded:
         task = spec["task"]
         testset = spec.get("testset") or Path(spec["path"]).stem
-        records = hypothesis_records(examples, [res.by_task[task][i] or "" for i in rows], task=task,
-                                     model=model_name)
+        records = hypothesis_records(examples, [res.by_task[task][i] or "" for i in rows], task=task, model=model_name)
         for r in records:
             r["testset"] = testset
         scored = score_records(records, task=task, n_boot=n_boot, seed=seed, spelling_source=model_dir)
         langs = sorted({r["language"] for r in records})
         language = spec.get("language")
         scores = {
-            "model": model_name, "experiment": experiment, "testset": testset, "subset": spec.get("subset"),
-            "task": task, "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
+            "model": model_name,
+            "experiment": experiment,
+            "testset": testset,
+            "subset": spec.get("subset"),
+            "task": task,
+            "language": language if language is not None else (langs[0] if len(langs) == 1 else langs),
             "n": len(records),
             "metrics": scored["metrics"],
             "ci95": scored["ci95"],
@@ -137,7 +171,9 @@ def _evaluate_loaded(
             "normalizer": scored["info"].get("normalizer"),
             "primary_metric": scored["info"]["primary_metric"],
             "decoding": {
-                "batch_size": res.batch_size, "beam_size": res.beam_size, "max_new_tokens": res.max_new_tokens,
+                "batch_size": res.batch_size,
+                "beam_size": res.beam_size,
+                "max_new_tokens": res.max_new_tokens,
                 "max_tokens_per_second": res.max_tokens_per_second,
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                 "n_truncated": sum(res.truncated[i] for i in rows),
@@ -145,9 +181,14 @@ def _evaluate_loaded(
                 "context_seconds": model.config.max_source_positions * 2 / 100.0,
                 "threads": torch.get_num_threads(),
                 # figures of the one decode call shared by all test sets of this model
-                "shared": {"testsets": len(testsets), "utterances": len(waves), "hypotheses": res.n_hypotheses,
-                           "seconds": round(res.seconds, 3), "hyp_per_s": round(res.utt_per_s, 3),
-                           "decoder_steps": res.decoder_steps},
+                "shared": {
+                    "testsets": len(testsets),
+                    "utterances": len(waves),
+                    "hypotheses": res.n_hypotheses,
+                    "seconds": round(res.seconds, 3),
+                    "hyp_per_s": round(res.utt_per_s, 3),
+                    "decoder_steps": res.decoder_steps,
+                },
             },
         }
         log.info("%s on %s: %s", model_name, testset, scores["metrics"])
@@ -168,8 +209,13 @@ def _torch_dtype(name: str):
 def _provenance(config_hash, model_dir, weights, **extra):
     from speechmerge.utils import provenance
 
-    return provenance(None, config_hash=config_hash, model_dir=str(model_dir),
-                      weights=None if weights is None else str(weights), **extra)
+    return provenance(
+        None,
+        config_hash=config_hash,
+        model_dir=str(model_dir),
+        weights=None if weights is None else str(weights),
+        **extra,
+    )
 
 
 def evaluate_testsets(
@@ -200,11 +246,23 @@ def evaluate_testsets(
     model_dir = model_dir_of(model_dir)
     model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
     all_records, results = _evaluate_loaded(
-        model, processor, model_dir, testsets, batch_size=batch_size, beam_size=beam_size,
-        max_new_tokens=max_new_tokens, model_name=model_name, experiment=experiment, n_boot=n_boot, seed=seed,
-        progress=progress, max_tokens_per_second=max_tokens_per_second)
+        model,
+        processor,
+        model_dir,
+        testsets,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        max_new_tokens=max_new_tokens,
+        model_name=model_name,
+        experiment=experiment,
+        n_boot=n_boot,
+        seed=seed,
+        progress=progress,
+        max_tokens_per_second=max_tokens_per_second,
+    )
     return all_records, {
-        "model": model_name, "experiment": experiment, "results": results,
-        "provenance": _provenance(config_hash, model_dir, weights,
-                                  testset_paths=[str(t["path"]) for t in testsets]),
+        "model": model_name,
+        "experiment": experiment,
+        "results": results,
+        "provenance": _provenance(config_hash, model_dir, weights, testset_paths=[str(t["path"]) for t in testsets]),
     }

@@ -37,8 +37,12 @@ import torch
 def prompt_ids(generation_config, language: str, task: str) -> list[int]:
     """Decoder prompt token ids for one row: start, language, task, no-timestamps."""
     gc = generation_config
-    return [int(gc.decoder_start_token_id), int(gc.lang_to_id[f"<|{language}|>"]), int(gc.task_to_id[task]),
-            int(gc.no_timestamps_token_id)]
+    return [
+        int(gc.decoder_start_token_id),
+        int(gc.lang_to_id[f"<|{language}|>"]),
+        int(gc.task_to_id[task]),
+        int(gc.no_timestamps_token_id),
+    ]
 
 
 def _suppress_mask(tokens: Sequence[int] | None, vocab: int, device) -> torch.Tensor:
@@ -49,8 +53,9 @@ def _suppress_mask(tokens: Sequence[int] | None, vocab: int, device) -> torch.Te
 
 
 @torch.inference_mode()
-def greedy_generate(model, encoder_states: torch.Tensor, prompts: torch.Tensor, *, max_new_tokens: int,
-                    compact: float | None = 0.75) -> torch.Tensor:
+def greedy_generate(
+    model, encoder_states: torch.Tensor, prompts: torch.Tensor, *, max_new_tokens: int, compact: float | None = 0.75
+) -> torch.Tensor:
     """Generated tokens ``[rows, T]`` (T <= ``max_new_tokens``; the prompt is not included).
 
     ``encoder_states``: ``[rows, positions, d_model]``; ``prompts``: ``[rows, prompt_len]`` ids.
@@ -79,8 +84,9 @@ def greedy_generate(model, encoder_states: torch.Tensor, prompts: torch.Tensor, 
     running = torch.ones(rows, dtype=torch.bool, device=device)
     states, cur, n_steps = encoder_states, prompts, int(max_new_tokens)
     for step in range(int(max_new_tokens)):
-        hidden = decoder(input_ids=cur, encoder_hidden_states=states, past_key_values=cache,
-                         use_cache=True).last_hidden_state[:, -1]
+        hidden = decoder(
+            input_ids=cur, encoder_hidden_states=states, past_key_values=cache, use_cache=True
+        ).last_hidden_state[:, -1]
         logits = model.proj_out(hidden).float().masked_fill_(first if step == 0 else always, float("-inf"))
         nxt = torch.where(running, logits.argmax(-1), torch.full_like(row_of, pad))
         out[row_of, step] = nxt

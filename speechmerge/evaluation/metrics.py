@@ -49,6 +49,7 @@ ENGLISH = "en"
 
 # --------------------------------------------------------------------------- normalisers
 
+
 def _openai_whisper_mapping_path() -> Path | None:
     try:
         import importlib.util
@@ -210,9 +211,7 @@ def error_counts(
         if unit == "char" and base_language(lang) in UNSEGMENTED:
             rn, hn = rn.replace(" ", ""), hn.replace(" ", "")
         if not rn:
-            raise ValueError(
-                f"utterance {_name(ids, i)}: reference {str(r)!r} is empty after normalisation ({lang})"
-            )
+            raise ValueError(f"utterance {_name(ids, i)}: reference {str(r)!r} is empty after normalisation ({lang})")
         refs.append(rn)
         hyps.append(hn)
     if unit == "word":
@@ -225,14 +224,12 @@ def error_counts(
 
 def wer(references, hypotheses, language, *, ids=None, spelling_source=None) -> float:
     """Corpus WER in percent: total word edits / total reference words x 100."""
-    return error_counts(references, hypotheses, language, unit="word", ids=ids,
-                        spelling_source=spelling_source).rate
+    return error_counts(references, hypotheses, language, unit="word", ids=ids, spelling_source=spelling_source).rate
 
 
 def cer(references, hypotheses, language, *, ids=None, spelling_source=None) -> float:
     """Corpus CER in percent: total character edits / total reference characters x 100."""
-    return error_counts(references, hypotheses, language, unit="char", ids=ids,
-                        spelling_source=spelling_source).rate
+    return error_counts(references, hypotheses, language, unit="char", ids=ids, spelling_source=spelling_source).rate
 
 
 # --------------------------------------------------------------------------- BLEU / chrF
@@ -293,8 +290,10 @@ def sentence_stats(metric, references, hypotheses, *, ids=None) -> np.ndarray:
     """
     refs, hyps = _check_text(references, hypotheses, ids)
     if not hasattr(metric, "_extract_corpus_statistics"):
-        raise RuntimeError(f"sacrebleu {type(metric).__name__} lacks _extract_corpus_statistics; "
-                           "this sacrebleu version is not supported")
+        raise RuntimeError(
+            f"sacrebleu {type(metric).__name__} lacks _extract_corpus_statistics; "
+            "this sacrebleu version is not supported"
+        )
     return np.asarray(metric._extract_corpus_statistics(hyps, [refs]), dtype=np.int64)
 
 
@@ -326,13 +325,15 @@ def score_texts(
             "info": {
                 "normalizer": {l: describe_normalizer(l, spelling_source=spelling_source) for l in langs},
                 "primary_metric": primary_error_metric(langs[0]) if len(langs) == 1 else "wer",
-                "ref_words": int(w.ref_len.sum()), "ref_chars": int(c.ref_len.sum()),
+                "ref_words": int(w.ref_len.sum()),
+                "ref_chars": int(c.ref_len.sum()),
             },
         }
     if task == "translate":
         b, bsig = bleu(references, hypotheses, "en", ids=ids)
         f, fsig = chrf(references, hypotheses, ids=ids)
-        return {"metrics": {"bleu": b, "chrf": f},
-                "info": {"bleu_signature": bsig, "chrf_signature": fsig, "primary_metric": "bleu"}}
+        return {
+            "metrics": {"bleu": b, "chrf": f},
+            "info": {"bleu_signature": bsig, "chrf_signature": fsig, "primary_metric": "bleu"},
+        }
     raise ValueError(f"unknown task {task!r} (expected 'transcribe' or 'translate')")
-

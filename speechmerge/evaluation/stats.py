@@ -83,8 +83,9 @@ def corpus_stats(records: Sequence[Mapping], metric: str, *, spelling_source=Non
     hyps = [r["hypothesis"] for r in records]
     if metric in ERROR_METRICS:
         langs = [r["language"] for r in records]
-        c = M.error_counts(refs, hyps, langs, unit="word" if metric == "wer" else "char", ids=ids,
-                           spelling_source=spelling_source)
+        c = M.error_counts(
+            refs, hyps, langs, unit="word" if metric == "wer" else "char", ids=ids, spelling_source=spelling_source
+        )
         return CorpusStats(metric, ids, np.stack([c.edits, c.ref_len], axis=1), _ratio_fn)
     if metric == "bleu":
         m = M.bleu_metric("en")
@@ -128,6 +129,7 @@ def bootstrap_ci(cs: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: f
 def check_paired(a: Sequence[Mapping], b: Sequence[Mapping], *, what_a: str = "A", what_b: str = "B"):
     """Order ``b`` like ``a`` by id; raise ``HypothesesMismatch`` unless both cover exactly the
     same utterances with the same references, task and language."""
+
     def index(recs, what):
         out = {}
         for r in recs:
@@ -182,7 +184,11 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[fl
 
 
 def paired_bootstrap_mean(
-    a_sets: Sequence[CorpusStats], b_sets: Sequence[CorpusStats], *, n_boot: int = 1000, seed: int = 0,
+    a_sets: Sequence[CorpusStats],
+    b_sets: Sequence[CorpusStats],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
     level: float = 0.95,
 ) -> dict:
     """Paired bootstrap of the difference of *mean* corpus scores over several test sets.
@@ -205,8 +211,9 @@ def paired_bootstrap_mean(
     for j, (x, y) in enumerate(zip(a_sets, b_sets)):
         k = x.stats.shape[1]
         both = np.concatenate([x.stats, y.stats], axis=1)
-        d = np.concatenate([x.score_fn(s[:, :k]) - y.score_fn(s[:, k:])
-                            for s in _resampled_sums(both, n_boot, _seed(seed, j))])
+        d = np.concatenate(
+            [x.score_fn(s[:, :k]) - y.score_fn(s[:, k:]) for s in _resampled_sums(both, n_boot, _seed(seed, j))]
+        )
         deltas += d
     deltas *= sign / len(a_sets)
     score_a = float(np.mean([x.score() for x in a_sets]))
@@ -216,17 +223,23 @@ def paired_bootstrap_mean(
     p_two = (1.0 + float(np.sum(centred >= abs(observed) - 1e-12))) / (n_boot + 1.0)
     lo, hi = percentile_interval(deltas, level)
     return {
-        "metric": metric, "score_a": score_a, "score_b": score_b, "delta": observed,
-        "delta_ci": [lo, hi], "p_value": min(1.0, p_two), "p_koehn": float(np.mean(deltas <= 0.0)),
-        "n": int(sum(len(x) for x in a_sets)), "n_sets": len(a_sets), "n_boot": n_boot, "seed": seed,
+        "metric": metric,
+        "score_a": score_a,
+        "score_b": score_b,
+        "delta": observed,
+        "delta_ci": [lo, hi],
+        "p_value": min(1.0, p_two),
+        "p_koehn": float(np.mean(deltas <= 0.0)),
+        "n": int(sum(len(x) for x in a_sets)),
+        "n_sets": len(a_sets),
+        "n_boot": n_boot,
+        "seed": seed,
         "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null"
-                + (", stratified by test set" if len(a_sets) > 1 else ""),
+        + (", stratified by test set" if len(a_sets) > 1 else ""),
     }
 
 
-def paired_bootstrap(
-    a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict:
+def paired_bootstrap(a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Paired bootstrap resampling test of system A against system B (same utterances)."""
     _check_aligned(a, b)
     return paired_bootstrap_mean([a], [b], n_boot=n_boot, seed=seed, level=level)
@@ -249,5 +262,11 @@ def matched_pairs_test(a: CorpusStats, b: CorpusStats) -> dict:
     else:
         z = mean / (sd / np.sqrt(n))
         p = float(2.0 * norm.sf(abs(z)))
-    return {"metric": a.metric, "mean_diff": mean, "z": float(z), "p_value": p, "n": n,
-            "test": "matched pairs (MAPSSWE-style, utterance segments), two-sided normal"}
+    return {
+        "metric": a.metric,
+        "mean_diff": mean,
+        "z": float(z),
+        "p_value": p,
+        "n": n,
+        "test": "matched pairs (MAPSSWE-style, utterance segments), two-sided normal",
+    }

@@ -63,8 +63,7 @@ class MergeMethod:
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
             raise ValueError(
-                f"merge method {self.name!r}: unknown hyperparameter(s) {unknown}; "
-                f"known: {sorted(self.defaults)}"
+                f"merge method {self.name!r}: unknown hyperparameter(s) {unknown}; known: {sorted(self.defaults)}"
             )
         self.hparams: dict[str, Any] = {**self.defaults, **hparams}
         self.validate()
@@ -78,9 +77,7 @@ class MergeMethod:
         on a sweep."""
         return dict(self.hparams)
 
-    def merge_tensor(
-        self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext
-    ) -> torch.Tensor:
+    def merge_tensor(self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext) -> torch.Tensor:
         """Return the merged delta for one tensor (same shape as ``base``, float32)."""
         raise NotImplementedError
 

@@ -59,8 +59,10 @@ def check_weights(
     w = method.hparams[key]
     if w is None:
         return
-    ok = isinstance(w, (list, tuple)) and len(w) > 0 and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in w
+    ok = (
+        isinstance(w, (list, tuple))
+        and len(w) > 0
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in w)
     )
     ok = ok and (not nonnegative or all(x >= 0 for x in w))
     ok = ok and (not positive_sum or sum(w) > 0)
@@ -80,13 +82,10 @@ def expert_weights(method: MergeMethod, n: int, key: str = "weights", *, normali
         w = [1.0] * n
     elif len(w) != n:
         raise ValueError(
-            f"merge method {method.name!r}: hyperparameter {key!r} has {len(w)} values "
-            f"but {n} experts are merged"
+            f"merge method {method.name!r}: hyperparameter {key!r} has {len(w)} values but {n} experts are merged"
         )
     w = [float(x) for x in w]
     if normalize:
         s = math.fsum(w)
         w = [x / s for x in w]
     return w
-
-

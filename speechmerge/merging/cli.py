@@ -87,10 +87,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="merge method (see list-methods)")
     p.add_argument("--base", required=True, help="base model directory (HF format)")
     p.add_argument("--experts", required=True, nargs="+", help="fine-tuned model directories")
-    p.add_argument("--out", required=True,
-                   help="output model directory: new or empty (a previous merge output with --overwrite)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out if it holds a previous merge output (and nothing else)")
+    p.add_argument(
+        "--out", required=True, help="output model directory: new or empty (a previous merge output with --overwrite)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it holds a previous merge output (and nothing else)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="hyperparameter (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of randomised methods (DARE)")
     p.add_argument("--delta-only", action="store_true", help="write the merged task vector, not the model")

@@ -44,8 +44,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from speechmerge.merging.base import MergeMethod, TensorContext, get_method, is_matrix
 from speechmerge.merging import streaming
+from speechmerge.merging.base import MergeMethod, TensorContext, get_method, is_matrix
 from speechmerge.merging.safetensors_io import (
     DTYPE_NAMES,
     INDEX_NAME,
@@ -65,6 +65,8 @@ TIED_ALIASES = {"proj_out.weight": "model.decoder.embed_tokens.weight"}
 _NOT_CONFIG_SUFFIXES = (
     ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".csv", ".png", ".log",
 )  # fmt: skip
+
+
 class FileSource(TensorSource):
     """``TensorSource`` over checkpoints; task vectors read directly or computed as θ_i − θ_0.
 
@@ -72,9 +74,7 @@ class FileSource(TensorSource):
     method makes over a small tensor read it once.
     """
 
-    def __init__(
-        self, key: str, base: Checkpoint, inputs: Sequence[Checkpoint], inputs_are_weights: bool
-    ) -> None:
+    def __init__(self, key: str, base: Checkpoint, inputs: Sequence[Checkpoint], inputs_are_weights: bool) -> None:
         self.key, self.shape, self.n = key, torch.Size(base.specs[key].shape), len(inputs)
         self._base, self._inputs, self._weights = base, list(inputs), inputs_are_weights
         self._cache_rows: tuple[int, int] | None = None
@@ -151,15 +151,11 @@ def check_inputs(
         for key, b in base.items():
             s = specs[key]
             if s.shape != b.shape:
-                raise ValueError(
-                    f"{label}: tensor {key!r} has shape {list(s.shape)}, the base has {list(b.shape)}"
-                )
+                raise ValueError(f"{label}: tensor {key!r} has shape {list(s.shape)}, the base has {list(b.shape)}")
             if same_dtype and s.dtype != b.dtype:
                 raise ValueError(f"{label}: tensor {key!r} has dtype {s.dtype}, the base has {b.dtype}")
             if not same_dtype and b.is_float and not s.is_float:
-                raise ValueError(
-                    f"{label}: tensor {key!r} has dtype {s.dtype}; task vectors must be floating point"
-                )
+                raise ValueError(f"{label}: tensor {key!r} has dtype {s.dtype}; task vectors must be floating point")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -107,9 +107,7 @@ def ns_schedule(steps: int, coefficients: Coefficients) -> list[tuple[float, flo
     steps = int(steps)
     if isinstance(coefficients, str):
         if coefficients not in NS_PRESETS:
-            raise ValueError(
-                f"newton_schulz: unknown coefficient preset {coefficients!r}; known: {sorted(NS_PRESETS)}"
-            )
+            raise ValueError(f"newton_schulz: unknown coefficient preset {coefficients!r}; known: {sorted(NS_PRESETS)}")
         return [NS_PRESETS[coefficients]] * steps
     coeffs = list(coefficients)
     if len(coeffs) == 3 and all(isinstance(c, (int, float)) for c in coeffs):
@@ -208,9 +206,7 @@ def magnitude_prune(m: torch.Tensor, keep_fraction: float) -> torch.Tensor:
     return out.view_as(x)
 
 
-def lowrank_sparse_split(
-    m: torch.Tensor, rank: int, keep_fraction: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def lowrank_sparse_split(m: torch.Tensor, rank: int, keep_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """LoRS split: L = best rank-`rank` approximation of m; S = magnitude_prune(m − L, keep_fraction).
 
     Returns (L, S); the pruned task vector is L + S (no rescaling). keep_fraction = 1 gives

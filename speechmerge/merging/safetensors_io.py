@@ -130,9 +130,7 @@ class Checkpoint:
             specs, _, starts = _parse_header(file)
             for key, spec in specs.items():
                 if key in self.specs:
-                    raise ValueError(
-                        f"{label}: tensor {key!r} appears in two shards ({self._file_of[key]}, {file})"
-                    )
+                    raise ValueError(f"{label}: tensor {key!r} appears in two shards ({self._file_of[key]}, {file})")
                 self.specs[key] = spec
                 self._file_of[key] = file
                 self._start[key] = starts[key]
@@ -189,9 +187,7 @@ class SafetensorsWriter:
     dtype, shape, data_offsets; padded with spaces to a multiple of 8), raw data.
     """
 
-    def __init__(
-        self, path: str | Path, specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None
-    ) -> None:
+    def __init__(self, path: str | Path, specs: Mapping[str, TensorSpec], metadata: Mapping[str, str] | None) -> None:
         header: dict[str, Any] = {}
         if metadata:
             header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
@@ -224,9 +220,7 @@ class SafetensorsWriter:
             raise RuntimeError(f"safetensors writer: got tensor {key!r}, expected {expected!r}")
         spec = self._specs[key]
         if piece.dtype != spec.torch_dtype:
-            raise RuntimeError(
-                f"safetensors writer: tensor {key!r} piece is {piece.dtype}, header says {spec.dtype}"
-            )
+            raise RuntimeError(f"safetensors writer: tensor {key!r} piece is {piece.dtype}, header says {spec.dtype}")
         data = tensor_bytes(piece)
         if self._written + len(data) > spec.nbytes:
             raise RuntimeError(f"safetensors writer: too much data for tensor {key!r}")

@@ -26,6 +26,7 @@ from speechmerge.merging.base import MergeMethod, TensorContext
 # Elements per expert per chunk (4 MiB of float32). Tensors up to this size are one chunk.
 CHUNK_ELEMS = 1 << 20
 
+
 def row_chunks(shape: Sequence[int], chunk_elems: int | None = None) -> list[slice | None]:
     """Row ranges (over dim 0) of at most ``chunk_elems`` elements (at least one row each).
 
@@ -101,9 +102,7 @@ class StreamingMethod(MergeMethod):
         """Yield the merged delta (float32) for each row range of ``src.chunks()``, in order."""
         raise NotImplementedError
 
-    def merge_tensor(
-        self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext
-    ) -> torch.Tensor:
+    def merge_tensor(self, base: torch.Tensor, deltas: Sequence[torch.Tensor], ctx: TensorContext) -> torch.Tensor:
         src = InMemorySource(ctx.key, base, deltas)
         parts = list(self.merge_stream(src, ctx))
         if len(parts) == 1:

@@ -11,5 +11,12 @@ from speechmerge.models.importer import import_model
 from speechmerge.models.loading import load_state_dict_strict, load_whisper, read_state_dict
 from speechmerge.models.spec import SCHEMES, ModelSpec, parse_spec
 
-__all__ = ["import_model", "load_whisper", "load_state_dict_strict", "read_state_dict", "parse_spec",
-           "ModelSpec", "SCHEMES"]
+__all__ = [
+    "import_model",
+    "load_whisper",
+    "load_state_dict_strict",
+    "read_state_dict",
+    "parse_spec",
+    "ModelSpec",
+    "SCHEMES",
+]

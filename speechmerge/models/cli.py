@@ -8,9 +8,11 @@ import logging
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("import-model", help="turn a model spec into a Hugging Face Whisper directory",
-                              description="Import bundle:whisper-base, random:<size> or hf:<id or path> "
-                                          "as a Hugging Face Whisper directory.")
+    p = subparsers.add_parser(
+        "import-model",
+        help="turn a model spec into a Hugging Face Whisper directory",
+        description="Import bundle:whisper-base, random:<size> or hf:<id or path> as a Hugging Face Whisper directory.",
+    )
     p.add_argument("--spec", required=True, help="bundle:whisper-base | random:tiny | random:micro | hf:<id or path>")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--max-seconds", type=int, default=None, help="crop the encoder context to this many seconds")

@@ -59,12 +59,24 @@ _EXPECTED_SCALARS = {
     "decoder/start_from_zero_embedding": 0,
 }
 # Scalars that carry no weights (CTranslate2 runtime options); accepted with any value.
-_IGNORED_SCALARS = {"decoder/alignment_heads", "decoder/alignment_layer", "decoder/multi_query_attention",
-                    "decoder/alibi_use_positive_positions", "decoder/scale_alibi",
-                    "decoder/layernorm_embedding", "decoder/project_in_out", "decoder/rotary_dim",
-                    "decoder/rotary_interleave", "decoder/rotary_scaling_type",
-                    "decoder/rotary_scaling_factor", "decoder/rotary_base", "decoder/parallel_residual",
-                    "decoder/shared_layer_norm", "decoder/num_heads_kv", "decoder/sliding_window"}
+_IGNORED_SCALARS = {
+    "decoder/alignment_heads",
+    "decoder/alignment_layer",
+    "decoder/multi_query_attention",
+    "decoder/alibi_use_positive_positions",
+    "decoder/scale_alibi",
+    "decoder/layernorm_embedding",
+    "decoder/project_in_out",
+    "decoder/rotary_dim",
+    "decoder/rotary_interleave",
+    "decoder/rotary_scaling_type",
+    "decoder/rotary_scaling_factor",
+    "decoder/rotary_base",
+    "decoder/parallel_residual",
+    "decoder/shared_layer_norm",
+    "decoder/num_heads_kv",
+    "decoder/sliding_window",
+}
 
 
 def _layer_count(ct2: CT2Model, scope: str) -> int:
@@ -109,8 +121,10 @@ class _Taker:
         self.used.add(name)
         self.used.add(var.name)
         if var.dtype not in ("float32", "float16", "bfloat16"):
-            raise CT2FormatError(f"{self.ct2.source}: {name} has dtype {var.dtype}; quantized models "
-                                 "(int8/int16) cannot be converted losslessly")
+            raise CT2FormatError(
+                f"{self.ct2.source}: {name} has dtype {var.dtype}; quantized models "
+                "(int8/int16) cannot be converted losslessly"
+            )
         if shape is not None and var.shape != tuple(shape):
             raise CT2FormatError(f"{self.ct2.source}: {name} has shape {list(var.shape)}, expected {list(shape)}")
         return torch.from_numpy(np.ascontiguousarray(var.to_float32()))
@@ -125,16 +139,18 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, Any], dict[str, tor
     if ct2.spec_name != WHISPER_SPEC:
         raise CT2FormatError(f"{ct2.source}: model spec is {ct2.spec_name!r}, expected {WHISPER_SPEC!r}")
     if ct2.spec_revision > WHISPER_MAX_REVISION:
-        raise CT2FormatError(f"{ct2.source}: WhisperSpec revision {ct2.spec_revision} is newer than the "
-                             f"supported revision {WHISPER_MAX_REVISION}")
+        raise CT2FormatError(
+            f"{ct2.source}: WhisperSpec revision {ct2.spec_revision} is newer than the "
+            f"supported revision {WHISPER_MAX_REVISION}"
+        )
     for name, var in ct2.variables.items():
         if name.endswith("_scale"):
-            raise CT2FormatError(f"{ct2.source}: {name} is a quantization scale; quantized models cannot "
-                                 "be converted losslessly")
+            raise CT2FormatError(
+                f"{ct2.source}: {name} is a quantization scale; quantized models cannot be converted losslessly"
+            )
     for name, want in _EXPECTED_SCALARS.items():
         if name in ct2.variables and int(ct2.variables[name].scalar()) != want:
-            raise CT2FormatError(f"{ct2.source}: {name} = {ct2.variables[name].scalar()}, a Whisper model "
-                                 f"has {want}")
+            raise CT2FormatError(f"{ct2.source}: {name} = {ct2.variables[name].scalar()}, a Whisper model has {want}")
 
     dims = whisper_dims(ct2)
     d = dims["d_model"]
@@ -155,12 +171,14 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, Any], dict[str, tor
         weight = t.get(f"{src}/weight", (n * d, d))
         bias = t.get(f"{src}/bias", (n * d,))
         for i, proj in enumerate(names):
-            sd[f"{dst}.{proj}.weight"] = weight[i * d:(i + 1) * d].clone()
-            b = bias[i * d:(i + 1) * d].clone()
+            sd[f"{dst}.{proj}.weight"] = weight[i * d : (i + 1) * d].clone()
+            b = bias[i * d : (i + 1) * d].clone()
             if proj == biasless:
                 if torch.any(b != 0):
-                    raise CT2FormatError(f"{ct2.source}: {src}/bias has a non-zero key-projection block "
-                                         f"(max |b| = {b.abs().max().item():.3g}); Whisper's k_proj has no bias")
+                    raise CT2FormatError(
+                        f"{ct2.source}: {src}/bias has a non-zero key-projection block "
+                        f"(max |b| = {b.abs().max().item():.3g}); Whisper's k_proj has no bias"
+                    )
             else:
                 sd[f"{dst}.{proj}.bias"] = b
 
@@ -183,8 +201,9 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, Any], dict[str, tor
     sd["model.encoder.conv1.bias"] = t.get("encoder/conv1/bias", (d,))
     sd["model.encoder.conv2.weight"] = t.get("encoder/conv2/weight", (d, d, 3))
     sd["model.encoder.conv2.bias"] = t.get("encoder/conv2/bias", (d,))
-    sd["model.encoder.embed_positions.weight"] = t.get("encoder/position_encodings/encodings",
-                                                       (dims["max_source_positions"], d))
+    sd["model.encoder.embed_positions.weight"] = t.get(
+        "encoder/position_encodings/encodings", (dims["max_source_positions"], d)
+    )
     for i in range(dims["encoder_layers"]):
         s, h = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
         attention_block(f"{s}/self_attention", f"{h}.self_attn", cross=False)
@@ -193,8 +212,9 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, Any], dict[str, tor
     layer_norm("encoder/layer_norm", "model.encoder.layer_norm")
 
     sd["model.decoder.embed_tokens.weight"] = t.get("decoder/embeddings/weight", (dims["vocab_size"], d))
-    sd["model.decoder.embed_positions.weight"] = t.get("decoder/position_encodings/encodings",
-                                                       (dims["max_target_positions"], d))
+    sd["model.decoder.embed_positions.weight"] = t.get(
+        "decoder/position_encodings/encodings", (dims["max_target_positions"], d)
+    )
     for i in range(dims["decoder_layers"]):
         s, h = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
         attention_block(f"{s}/self_attention", f"{h}.self_attn", cross=False)
@@ -208,8 +228,10 @@ def ct2_whisper_state_dict(ct2: CT2Model) -> tuple[dict[str, Any], dict[str, tor
     t.used.update(n for n in ("encoder/num_heads", "decoder/num_heads", *_EXPECTED_SCALARS))
     leftovers = [n for n in ct2.variables if n not in t.used and n not in _IGNORED_SCALARS]
     if leftovers:
-        raise CT2FormatError(f"{ct2.source}: variables not understood by the Whisper converter: "
-                             f"{', '.join(sorted(leftovers)[:10])}" + (" ..." if len(leftovers) > 10 else ""))
+        raise CT2FormatError(
+            f"{ct2.source}: variables not understood by the Whisper converter: "
+            f"{', '.join(sorted(leftovers)[:10])}" + (" ..." if len(leftovers) > 10 else "")
+        )
     return dims, sd
 
 
@@ -218,13 +240,17 @@ def _check_projection(ct2: CT2Model, t: _Taker) -> None:
     name = "decoder/projection/weight"
     if name in ct2.aliases:
         if ct2.aliases[name] != "decoder/embeddings/weight":
-            raise CT2FormatError(f"{ct2.source}: {name} aliases {ct2.aliases[name]!r}, expected the token "
-                                 "embedding (Whisper ties the output projection)")
+            raise CT2FormatError(
+                f"{ct2.source}: {name} aliases {ct2.aliases[name]!r}, expected the token "
+                "embedding (Whisper ties the output projection)"
+            )
     elif name in ct2.variables:
         emb = ct2.variables["decoder/embeddings/weight"]
         if not np.array_equal(ct2.variables[name].to_float32(), emb.to_float32()):
-            raise CT2FormatError(f"{ct2.source}: {name} differs from decoder/embeddings/weight; an untied "
-                                 "output projection is not a Whisper model")
+            raise CT2FormatError(
+                f"{ct2.source}: {name} differs from decoder/embeddings/weight; an untied "
+                "output projection is not a Whisper model"
+            )
         t.used.add(name)
     else:
         raise CT2FormatError(f"{ct2.source}: {name} is missing")

@@ -21,8 +21,8 @@ from transformers import WhisperFeatureExtractor
 SAMPLE_RATE = 16_000
 HOP_LENGTH = 160
 N_FFT = 400
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH      # 100 mel frames per second
-POSITIONS_PER_SECOND = FRAMES_PER_SECOND // 2      # 50 encoder positions per second (conv2 stride 2)
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+POSITIONS_PER_SECOND = FRAMES_PER_SECOND // 2  # 50 encoder positions per second (conv2 stride 2)
 FULL_SECONDS = 30
 ENCODER_POSITIONS_KEY = "model.encoder.embed_positions.weight"
 
@@ -33,10 +33,17 @@ def check_max_seconds(max_seconds: Any, max_source_positions: int | None = None)
     With ``max_source_positions=None`` only the type is checked (before a model is built).
     """
     limit = FULL_SECONDS if max_source_positions is None else max_source_positions // POSITIONS_PER_SECOND
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) \
-            or float(max_seconds) != int(max_seconds) or not 1 <= int(max_seconds) <= limit:
-        where = ("" if max_source_positions is None else
-                 f" (the model has {max_source_positions} encoder positions = {limit} s)")
+    if (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, (int, float))
+        or float(max_seconds) != int(max_seconds)
+        or not 1 <= int(max_seconds) <= limit
+    ):
+        where = (
+            ""
+            if max_source_positions is None
+            else f" (the model has {max_source_positions} encoder positions = {limit} s)"
+        )
         raise ValueError(f"max_seconds={max_seconds!r}: must be a whole number of seconds in 1..{limit}{where}")
     return int(max_seconds)
 
@@ -55,8 +62,13 @@ def crop_state_dict(config, state_dict: dict[str, torch.Tensor], max_seconds: in
 
 def feature_extractor(num_mel_bins: int = 80, chunk_length: int = FULL_SECONDS) -> WhisperFeatureExtractor:
     """Whisper's log-mel extractor for ``chunk_length``-second windows (16 kHz, hop 160, n_fft 400)."""
-    fe = WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=SAMPLE_RATE, hop_length=HOP_LENGTH,
-                                 chunk_length=int(chunk_length), n_fft=N_FFT)
+    fe = WhisperFeatureExtractor(
+        feature_size=num_mel_bins,
+        sampling_rate=SAMPLE_RATE,
+        hop_length=HOP_LENGTH,
+        chunk_length=int(chunk_length),
+        n_fft=N_FFT,
+    )
     assert fe.n_samples == int(chunk_length) * SAMPLE_RATE and fe.nb_max_frames == int(chunk_length) * FRAMES_PER_SECOND
     return fe
 

@@ -40,8 +40,14 @@ CURRENT_BINARY_VERSION = 6
 #: dtype ids of CTranslate2's ``DataType`` enum (include/ctranslate2/types.h); bfloat16 has no numpy
 #: dtype and is kept as raw uint16 words (see :func:`to_float32`).
 DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
-_NUMPY = {"float32": np.float32, "int8": np.int8, "int16": np.int16, "int32": np.int32,
-          "float16": np.float16, "bfloat16": np.uint16}
+_NUMPY = {
+    "float32": np.float32,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "float16": np.float16,
+    "bfloat16": np.uint16,
+}
 
 
 class CT2FormatError(ValueError):
@@ -51,8 +57,8 @@ class CT2FormatError(ValueError):
 @dataclass
 class CT2Variable:
     name: str
-    dtype: str            # one of DTYPES' values
-    array: np.ndarray     # shape as stored; bfloat16 as uint16 words
+    dtype: str  # one of DTYPES' values
+    array: np.ndarray  # shape as stored; bfloat16 as uint16 words
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -69,7 +75,7 @@ class CT2Variable:
 
 @dataclass
 class CT2Model:
-    source: str                     # the file(s) read, for messages
+    source: str  # the file(s) read, for messages
     binary_version: int
     spec_name: str
     spec_revision: int
@@ -82,8 +88,9 @@ class CT2Model:
         try:
             return self.variables[target]
         except KeyError:
-            raise KeyError(f"{self.source}: no variable {name!r}"
-                           + (f" (alias of {target!r})" if target != name else "")) from None
+            raise KeyError(
+                f"{self.source}: no variable {name!r}" + (f" (alias of {target!r})" if target != name else "")
+            ) from None
 
 
 def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -134,7 +141,8 @@ class _PartsReader:
                 raise CT2FormatError(
                     f"{self.source}: truncated CTranslate2 model: {what} needs {n} bytes at offset "
                     f"{self.offset}, only {got} left (total {self.total} bytes; last part "
-                    f"{self.paths[-1]} is missing data or a part is missing)")
+                    f"{self.paths[-1]} is missing data or a part is missing)"
+                )
             self._fh.close()
             self._index += 1
             self._fh = open(self.paths[self._index], "rb")
@@ -149,21 +157,28 @@ class _PartsReader:
         (length,) = self.unpack("H", what)
         raw = self.read_exact(length, what)
         if length == 0 or raw[-1] != 0:
-            raise CT2FormatError(f"{self.source}: {what} at offset {self.offset - length} is not a "
-                                 "NUL-terminated string (corrupted file?)")
+            raise CT2FormatError(
+                f"{self.source}: {what} at offset {self.offset - length} is not a "
+                "NUL-terminated string (corrupted file?)"
+            )
         try:
             return raw[:-1].decode("utf-8")
         except UnicodeDecodeError as err:
-            raise CT2FormatError(f"{self.source}: {what} at offset {self.offset - length} is not "
-                                 f"UTF-8 ({err})") from None
+            raise CT2FormatError(
+                f"{self.source}: {what} at offset {self.offset - length} is not UTF-8 ({err})"
+            ) from None
 
     def at_end(self) -> bool:
         return self.offset == self.total
 
 
-def read_ct2_model(parts: Sequence[str | os.PathLike] | str | os.PathLike,
-                   *, expected_spec: str | None = None, max_revision: int | None = None,
-                   progress: bool = False) -> CT2Model:
+def read_ct2_model(
+    parts: Sequence[str | os.PathLike] | str | os.PathLike,
+    *,
+    expected_spec: str | None = None,
+    max_revision: int | None = None,
+    progress: bool = False,
+) -> CT2Model:
     """Parse a CTranslate2 ``model.bin`` given as one path or the ordered list of its parts.
 
     Errors name the file(s) and what is wrong: a missing part, a truncated stream, an unknown
@@ -178,14 +193,16 @@ def read_ct2_model(parts: Sequence[str | os.PathLike] | str | os.PathLike,
         if version not in SUPPORTED_BINARY_VERSIONS:
             raise CT2FormatError(
                 f"{reader.source}: unknown CTranslate2 binary version {version} (this reader "
-                f"supports {', '.join(map(str, SUPPORTED_BINARY_VERSIONS))})")
+                f"supports {', '.join(map(str, SUPPORTED_BINARY_VERSIONS))})"
+            )
         spec_name = reader.string("spec name")
         (revision,) = reader.unpack("I", "spec revision")
         if expected_spec is not None and spec_name != expected_spec:
             raise CT2FormatError(f"{reader.source}: model spec is {spec_name!r}, expected {expected_spec!r}")
         if max_revision is not None and revision > max_revision:
-            raise CT2FormatError(f"{reader.source}: {spec_name} revision {revision} is newer than the "
-                                 f"supported revision {max_revision}")
+            raise CT2FormatError(
+                f"{reader.source}: {spec_name} revision {revision} is newer than the supported revision {max_revision}"
+            )
         model = CT2Model(reader.source, version, spec_name, revision)
         (n_vars,) = reader.unpack("I", "variable count")
         bar = None
@@ -205,8 +222,10 @@ def read_ct2_model(parts: Sequence[str | os.PathLike] | str | os.PathLike,
             np_dtype = np.dtype(_NUMPY[dtype])
             expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
             if num_bytes != expected:
-                raise CT2FormatError(f"{reader.source}: variable {name!r} of shape {list(shape)} and "
-                                     f"dtype {dtype} declares {num_bytes} bytes, expected {expected}")
+                raise CT2FormatError(
+                    f"{reader.source}: variable {name!r} of shape {list(shape)} and "
+                    f"dtype {dtype} declares {num_bytes} bytes, expected {expected}"
+                )
             data = reader.read_exact(num_bytes, f"data of {name!r}")
             array = np.frombuffer(data, dtype=np_dtype.newbyteorder("<")).reshape(shape)
             if name in model.variables:
@@ -226,17 +245,25 @@ def read_ct2_model(parts: Sequence[str | os.PathLike] | str | os.PathLike,
             bar.update(reader.offset - bar.n)
             bar.close()
         if not reader.at_end():
-            raise CT2FormatError(f"{reader.source}: {reader.total - reader.offset} unexpected bytes after "
-                                 f"the aliases at offset {reader.offset} (parts in the wrong order or "
-                                 "not from the same model?)")
+            raise CT2FormatError(
+                f"{reader.source}: {reader.total - reader.offset} unexpected bytes after "
+                f"the aliases at offset {reader.offset} (parts in the wrong order or "
+                "not from the same model?)"
+            )
         return model
     finally:
         reader.close()
 
 
-def write_ct2_model(path: str | os.PathLike, spec_name: str, revision: int,
-                    variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None,
-                    *, binary_version: int = CURRENT_BINARY_VERSION) -> None:
+def write_ct2_model(
+    path: str | os.PathLike,
+    spec_name: str,
+    revision: int,
+    variables: dict[str, np.ndarray],
+    aliases: dict[str, str] | None = None,
+    *,
+    binary_version: int = CURRENT_BINARY_VERSION,
+) -> None:
     """Write ``variables`` (numpy arrays: float32/float16/int8/int16/int32) in the layout above.
 
     Variables are written in sorted name order, like CTranslate2. Used by tests to build small

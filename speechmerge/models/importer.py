@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (GenerationConfig, WhisperConfig, WhisperForConditionalGeneration,
-                          WhisperProcessor)
+from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
 from speechmerge.merging.safetensors_io import write_safetensors
 from speechmerge.models import crop
@@ -33,8 +32,14 @@ from speechmerge.models.convert import WHISPER_MAX_REVISION, WHISPER_SPEC, ct2_w
 from speechmerge.models.ct2 import read_ct2_model
 from speechmerge.models.random_init import random_dims, random_state_dict
 from speechmerge.models.spec import ModelSpec, parse_spec
-from speechmerge.models.text import (EOT, SOT, build_tokenizer, complete_generation_config, token_id,
-                                     whisper_generation_config)
+from speechmerge.models.text import (
+    EOT,
+    SOT,
+    build_tokenizer,
+    complete_generation_config,
+    token_id,
+    whisper_generation_config,
+)
 from speechmerge.utils import atomic_path, provenance
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,7 @@ class BuiltModel:
     state_dict: dict[str, torch.Tensor]
     generation_config: GenerationConfig
     processor: WhisperProcessor
-    sources: dict[str, str] = field(default_factory=dict)   # source file -> sha256
+    sources: dict[str, str] = field(default_factory=dict)  # source file -> sha256
     details: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
 
@@ -68,10 +73,18 @@ def whisper_config(dims: dict[str, Any], tokenizer, gen: GenerationConfig) -> Wh
     eot, sot = token_id(tokenizer, EOT), token_id(tokenizer, SOT)
     return WhisperConfig(
         **dims,
-        activation_function="gelu", scale_embedding=False, tie_word_embeddings=True,
-        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, decoder_start_token_id=sot,
-        begin_suppress_tokens=list(gen.begin_suppress_tokens), suppress_tokens=list(gen.suppress_tokens),
+        activation_function="gelu",
+        scale_embedding=False,
+        tie_word_embeddings=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        decoder_start_token_id=sot,
+        begin_suppress_tokens=list(gen.begin_suppress_tokens),
+        suppress_tokens=list(gen.suppress_tokens),
         architectures=["WhisperForConditionalGeneration"],
     )
 
@@ -87,18 +100,25 @@ def _ct2_text_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _text_assets(tokenizer_path: Path, ct2_config_path: Path, vocab_size: int, max_length: int,
-                 alignment_heads: bool = True):
+def _text_assets(
+    tokenizer_path: Path, ct2_config_path: Path, vocab_size: int, max_length: int, alignment_heads: bool = True
+):
     """Tokenizer + generation config from the bundle's tokenizer.json and CTranslate2 config.json."""
     tokenizer, report = build_tokenizer(tokenizer_path, vocab_size)
     cfg = _ct2_text_config(ct2_config_path)
-    gen = whisper_generation_config(tokenizer, max_length=max_length, suppress_tokens=cfg["suppress_ids"],
-                                    begin_suppress_tokens=cfg["suppress_ids_begin"],
-                                    alignment_heads=cfg.get("alignment_heads") if alignment_heads else None)
+    gen = whisper_generation_config(
+        tokenizer,
+        max_length=max_length,
+        suppress_tokens=cfg["suppress_ids"],
+        begin_suppress_tokens=cfg["suppress_ids_begin"],
+        alignment_heads=cfg.get("alignment_heads") if alignment_heads else None,
+    )
     lang_ids = sorted(gen.lang_to_id.values())
     if lang_ids != sorted(cfg["lang_ids"]):
-        raise ValueError(f"{ct2_config_path}: lang_ids ({len(cfg['lang_ids'])}) differ from the language tokens "
-                         f"of {tokenizer_path} ({len(lang_ids)})")
+        raise ValueError(
+            f"{ct2_config_path}: lang_ids ({len(cfg['lang_ids'])}) differ from the language tokens "
+            f"of {tokenizer_path} ({len(lang_ids)})"
+        )
     return tokenizer, gen, report
 
 
@@ -106,24 +126,36 @@ def build_bundle(name: str, *, progress: bool = True) -> BuiltModel:
     t0 = time.perf_counter()
     files, hashes = locate_bundle(name)
     t1 = time.perf_counter()
-    ct2 = read_ct2_model(files.model_parts, expected_spec=WHISPER_SPEC, max_revision=WHISPER_MAX_REVISION,
-                         progress=progress)
+    ct2 = read_ct2_model(
+        files.model_parts, expected_spec=WHISPER_SPEC, max_revision=WHISPER_MAX_REVISION, progress=progress
+    )
     t2 = time.perf_counter()
     dims, sd = ct2_whisper_state_dict(ct2)
-    ct2_info = {"binary_version": ct2.binary_version, "spec": ct2.spec_name, "revision": ct2.spec_revision,
-                "n_variables": len(ct2.variables), "aliases": ct2.aliases}
+    ct2_info = {
+        "binary_version": ct2.binary_version,
+        "spec": ct2.spec_name,
+        "revision": ct2.spec_revision,
+        "n_variables": len(ct2.variables),
+        "aliases": ct2.aliases,
+    }
     del ct2
     t3 = time.perf_counter()
-    tokenizer, gen, report = _text_assets(files.tokenizer, files.ct2_config, dims["vocab_size"],
-                                          dims["max_target_positions"])
+    tokenizer, gen, report = _text_assets(
+        files.tokenizer, files.ct2_config, dims["vocab_size"], dims["max_target_positions"]
+    )
     config = whisper_config(dims, tokenizer, gen)
     fe = crop.feature_extractor(dims["num_mel_bins"])
     processor = WhisperProcessor(feature_extractor=fe, tokenizer=tokenizer)
     t4 = time.perf_counter()
-    return BuiltModel(config, sd, gen, processor, sources=hashes,
-                      details={"tokenizer": report, "ct2": ct2_info},
-                      timing={"locate_and_hash": t1 - t0, "read_ct2": t2 - t1, "convert": t3 - t2,
-                              "tokenizer": t4 - t3})
+    return BuiltModel(
+        config,
+        sd,
+        gen,
+        processor,
+        sources=hashes,
+        details={"tokenizer": report, "ct2": ct2_info},
+        timing={"locate_and_hash": t1 - t0, "read_ct2": t2 - t1, "convert": t3 - t2, "tokenizer": t4 - t3},
+    )
 
 
 def build_random(size: str, seed: int) -> BuiltModel:
@@ -131,15 +163,23 @@ def build_random(size: str, seed: int) -> BuiltModel:
     dims = random_dims(size)
     files, hashes = locate_bundle(TEXT_BUNDLE, model=False)
     # alignment heads of the bundle belong to Whisper base, not to this network
-    tokenizer, gen, report = _text_assets(files.tokenizer, files.ct2_config, dims["vocab_size"],
-                                          dims["max_target_positions"], alignment_heads=False)
+    tokenizer, gen, report = _text_assets(
+        files.tokenizer, files.ct2_config, dims["vocab_size"], dims["max_target_positions"], alignment_heads=False
+    )
     config = whisper_config(dims, tokenizer, gen)
     t1 = time.perf_counter()
     sd = random_state_dict(config, seed)
     t2 = time.perf_counter()
     processor = WhisperProcessor(feature_extractor=crop.feature_extractor(dims["num_mel_bins"]), tokenizer=tokenizer)
-    return BuiltModel(config, sd, gen, processor, sources=hashes, details={"tokenizer": report, "seed": seed},
-                      timing={"tokenizer": t1 - t0, "init": t2 - t1})
+    return BuiltModel(
+        config,
+        sd,
+        gen,
+        processor,
+        sources=hashes,
+        details={"tokenizer": report, "seed": seed},
+        timing={"tokenizer": t1 - t0, "init": t2 - t1},
+    )
 
 
 def _hash_files(root: Path) -> dict[str, str]:
@@ -171,10 +211,18 @@ def build_hf(ref: str) -> BuiltModel:
         raise ValueError(f"hf:{ref}: {TIED_KEY} differs from {TIED_TO}; only tied Whisper models are supported")
     config.tie_word_embeddings = True
     local = Path(ref)
-    sources = _hash_files(local) if local.is_dir() else {"hub_id": ref,
-                                                        "commit": str(getattr(config, "_commit_hash", None))}
-    return BuiltModel(config, sd, gen, processor, sources=sources, details={"generation_fields_filled": filled},
-                      timing={"load": t1 - t0})
+    sources = (
+        _hash_files(local) if local.is_dir() else {"hub_id": ref, "commit": str(getattr(config, "_commit_hash", None))}
+    )
+    return BuiltModel(
+        config,
+        sd,
+        gen,
+        processor,
+        sources=sources,
+        details={"generation_fields_filled": filled},
+        timing={"load": t1 - t0},
+    )
 
 
 def check_state_dict(config: WhisperConfig, sd: dict[str, torch.Tensor], where: str) -> None:
@@ -185,8 +233,10 @@ def check_state_dict(config: WhisperConfig, sd: dict[str, torch.Tensor], where: 
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{where}: state dict does not match WhisperForConditionalGeneration: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{where}: state dict does not match WhisperForConditionalGeneration: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for k, shape in expected.items():
         if tuple(sd[k].shape) != shape:
             raise ValueError(f"{where}: tensor {k} has shape {list(sd[k].shape)}, expected {list(shape)}")
@@ -195,9 +245,18 @@ def check_state_dict(config: WhisperConfig, sd: dict[str, torch.Tensor], where: 
 def write_model_dir(built: BuiltModel, out_dir: str | Path, info: dict[str, Any], t_start: float) -> None:
     """Write the HF directory atomically; completes ``info`` (files, sizes, timing) and writes it last."""
     out_dir = Path(out_dir)
-    meta = {"format": "pt", "speechmerge": json.dumps({"spec": info["spec"], "max_seconds": info["max_seconds"],
-                                                      "seed": info["seed"], "provenance": info["provenance"]},
-                                                     default=str)}
+    meta = {
+        "format": "pt",
+        "speechmerge": json.dumps(
+            {
+                "spec": info["spec"],
+                "max_seconds": info["max_seconds"],
+                "seed": info["seed"],
+                "provenance": info["provenance"],
+            },
+            default=str,
+        ),
+    }
     with atomic_path(out_dir, is_dir=True) as tmp:
         t_write = time.perf_counter()
         built.config.save_pretrained(tmp)
@@ -211,8 +270,15 @@ def write_model_dir(built: BuiltModel, out_dir: str | Path, info: dict[str, Any]
         (tmp / INFO_NAME).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
-def import_model(spec: str | ModelSpec, out_dir: str | Path, max_seconds: int | None = None, seed: int = 0,
-                 *, progress: bool = True, extra_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def import_model(
+    spec: str | ModelSpec,
+    out_dir: str | Path,
+    max_seconds: int | None = None,
+    seed: int = 0,
+    *,
+    progress: bool = True,
+    extra_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build the model named by ``spec`` and write it to ``out_dir``; return the import info.
 
     ``max_seconds`` crops the encoder context (see :mod:`speechmerge.models.crop`); ``seed``
@@ -243,13 +309,25 @@ def import_model(spec: str | ModelSpec, out_dir: str | Path, max_seconds: int | 
         "max_seconds": max_seconds,
         "seed": seed,
         "n_params": n_params,
-        "n_tensors": len(built.state_dict) + 1,   # + the tied proj_out.weight
+        "n_tensors": len(built.state_dict) + 1,  # + the tied proj_out.weight
         "n_tensors_stored": len(built.state_dict),
         "tied": {TIED_KEY: TIED_TO},
-        "architecture": {k: getattr(built.config, k) for k in (
-            "vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
-            "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins",
-            "max_source_positions", "max_target_positions")},
+        "architecture": {
+            k: getattr(built.config, k)
+            for k in (
+                "vocab_size",
+                "d_model",
+                "encoder_layers",
+                "decoder_layers",
+                "encoder_attention_heads",
+                "decoder_attention_heads",
+                "encoder_ffn_dim",
+                "decoder_ffn_dim",
+                "num_mel_bins",
+                "max_source_positions",
+                "max_target_positions",
+            )
+        },
         "chunk_seconds": crop.chunk_seconds(built.config),
         "sources": built.sources,
         "details": built.details,
@@ -258,6 +336,12 @@ def import_model(spec: str | ModelSpec, out_dir: str | Path, max_seconds: int | 
     }
     info["timing_s"] = {**built.timing, "build": t1 - t0}
     write_model_dir(built, out_dir, info, t0)
-    log.info("imported %s -> %s: %.1f M parameters, %.1f MB, %.1f s", parsed.raw, out_dir, n_params / 1e6,
-             info["size_bytes"] / 1e6, info["timing_s"]["total"])
+    log.info(
+        "imported %s -> %s: %.1f M parameters, %.1f MB, %.1f s",
+        parsed.raw,
+        out_dir,
+        n_params / 1e6,
+        info["size_bytes"] / 1e6,
+        info["timing_s"]["total"],
+    )
     return info

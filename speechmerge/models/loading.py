@@ -45,11 +45,15 @@ def check_full_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], s
             raise ValueError(f"{source}: tensor {TIED_KEY} differs from {TIED_TO}, but the model ties them")
     missing = sorted(set(expected) - set(sd))
     if missing:
-        raise ValueError(f"{source}: missing tensor {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ValueError(
+            f"{source}: missing tensor {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     unexpected = sorted(set(sd) - set(expected))
     if unexpected:
-        raise ValueError(f"{source}: unexpected tensor {unexpected[0]}"
-                         + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise ValueError(
+            f"{source}: unexpected tensor {unexpected[0]}"
+            + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+        )
     for k, ref in expected.items():
         t = sd[k]
         if tuple(t.shape) != tuple(ref.shape):
@@ -72,8 +76,9 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], 
         model.tie_weights()
 
 
-def load_whisper(model_dir: str | os.PathLike, weights: str | os.PathLike | None = None,
-                 dtype: torch.dtype = torch.float32) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+def load_whisper(
+    model_dir: str | os.PathLike, weights: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """The model (eval mode) and processor of ``model_dir``; ``weights`` replaces all its weights.
 
     ``model_dir`` may also be a file inside the directory (e.g. its ``config.json``, as rules name it).

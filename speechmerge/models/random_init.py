@@ -15,10 +15,24 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 #: size -> architecture. ``tiny`` ~3.5 M parameters (~14 MB), ``micro`` ~1.7 M (~7 MB).
 RANDOM_SIZES: dict[str, dict[str, int]] = {
-    "micro": dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
-    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256),
+    "micro": dict(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+    ),
+    "tiny": dict(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+    ),
 }
 
 

@@ -9,9 +9,9 @@ SCHEMES = ("bundle", "random", "hf")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    scheme: str   # one of SCHEMES
-    ref: str      # bundle name, random size, or hub id / local path
-    raw: str      # the spec as given
+    scheme: str  # one of SCHEMES
+    ref: str  # bundle name, random size, or hub id / local path
+    raw: str  # the spec as given
 
     def __str__(self) -> str:
         return self.raw
@@ -26,8 +26,10 @@ def parse_spec(spec: str | ModelSpec) -> ModelSpec:
     if isinstance(spec, ModelSpec):
         return spec
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"model spec {spec!r} is not of the form scheme:reference "
-                         f"(schemes: {', '.join(SCHEMES)}; e.g. bundle:whisper-base, random:tiny)")
+        raise ValueError(
+            f"model spec {spec!r} is not of the form scheme:reference "
+            f"(schemes: {', '.join(SCHEMES)}; e.g. bundle:whisper-base, random:tiny)"
+        )
     scheme, ref = spec.split(":", 1)
     scheme, ref = scheme.strip().lower(), ref.strip()
     if scheme not in SCHEMES:

@@ -43,6 +43,7 @@ _LANG_TOKEN = re.compile(r"^<\|([a-z]{2,3}|haw)\|>$")
 
 # ----------------------------------------------------------------------------- BPE merge repair
 
+
 def _split_merge(merge: str | Sequence[str]) -> tuple[str, str]:
     if isinstance(merge, str):
         a, _, b = merge.partition(" ")
@@ -63,7 +64,7 @@ def _bpe_split(token: str, ranks: dict[tuple[str, str], int], max_rank: int) -> 
         if best is None:
             break
         i = best[1]
-        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
     return parts
 
 
@@ -110,6 +111,7 @@ def repair_bpe_merges(tok_json: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- tokenizer
 
+
 def build_tokenizer(tokenizer_json: str | os.PathLike, vocab_size: int) -> tuple[WhisperTokenizer, dict]:
     """A ``WhisperTokenizer`` from a Whisper ``tokenizer.json``; returns (tokenizer, report).
 
@@ -129,20 +131,30 @@ def build_tokenizer(tokenizer_json: str | os.PathLike, vocab_size: int) -> tuple
     with tempfile.TemporaryDirectory(prefix="sm-tok-") as tmp:
         (Path(tmp) / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False), encoding="utf-8")
         tok = WhisperTokenizer.from_pretrained(
-            tmp, pad_token=EOT, additional_special_tokens=[s for s in specials if s != EOT])
+            tmp, pad_token=EOT, additional_special_tokens=[s for s in specials if s != EOT]
+        )
     n_ts = vocab_size - len(tok)
     if n_ts < 0:
         raise ValueError(f"{path}: tokenizer has {len(tok)} tokens, more than the model's vocab_size {vocab_size}")
     if n_ts:
-        tok.add_tokens([AddedToken("<|%.2f|>" % (i * TIME_PRECISION), lstrip=False, rstrip=False,
-                                   normalized=False, special=False) for i in range(n_ts)])
+        tok.add_tokens(
+            [
+                AddedToken(
+                    "<|%.2f|>" % (i * TIME_PRECISION), lstrip=False, rstrip=False, normalized=False, special=False
+                )
+                for i in range(n_ts)
+            ]
+        )
     if len(tok) != vocab_size:
-        raise ValueError(f"{path}: tokenizer has {len(tok)} tokens after adding timestamps, "
-                         f"expected {vocab_size} (a timestamp token clashes with the vocabulary?)")
+        raise ValueError(
+            f"{path}: tokenizer has {len(tok)} tokens after adding timestamps, "
+            f"expected {vocab_size} (a timestamp token clashes with the vocabulary?)"
+        )
     return tok, {"repaired_merges": repaired, "timestamp_tokens": n_ts}
 
 
 # ----------------------------------------------------------------------------- generation config
+
 
 def language_tokens(tokenizer) -> dict[str, int]:
     """``{"<|en|>": 50259, ...}``: special tokens that are Whisper language codes."""
@@ -161,9 +173,14 @@ def token_id(tokenizer, token: str) -> int:
     return tid
 
 
-def whisper_generation_config(tokenizer, *, max_length: int, suppress_tokens: Sequence[int] | None = None,
-                              begin_suppress_tokens: Sequence[int] | None = None,
-                              alignment_heads: Sequence[Sequence[int]] | None = None) -> GenerationConfig:
+def whisper_generation_config(
+    tokenizer,
+    *,
+    max_length: int,
+    suppress_tokens: Sequence[int] | None = None,
+    begin_suppress_tokens: Sequence[int] | None = None,
+    alignment_heads: Sequence[Sequence[int]] | None = None,
+) -> GenerationConfig:
     """Generation config of a multilingual Whisper (fields of ``openai/whisper-base``'s file).
 
     ``begin_suppress_tokens`` defaults to ``[id(" "), id(<|endoftext|>)]`` (Whisper's
@@ -203,16 +220,28 @@ def whisper_generation_config(tokenizer, *, max_length: int, suppress_tokens: Se
     return GenerationConfig(**kwargs)
 
 
-REQUIRED_GENERATION_FIELDS = ("lang_to_id", "task_to_id", "is_multilingual", "no_timestamps_token_id",
-                              "decoder_start_token_id", "task")
+REQUIRED_GENERATION_FIELDS = (
+    "lang_to_id",
+    "task_to_id",
+    "is_multilingual",
+    "no_timestamps_token_id",
+    "decoder_start_token_id",
+    "task",
+)
 
 
 def complete_generation_config(gen: GenerationConfig, tokenizer, max_length: int) -> list[str]:
     """Fill the fields ``generate(language=, task=)`` needs where ``gen`` lacks them; return their names."""
     ref = whisper_generation_config(tokenizer, max_length=max_length)
     filled = []
-    for name in REQUIRED_GENERATION_FIELDS + ("prev_sot_token_id", "begin_suppress_tokens", "suppress_tokens",
-                                              "eos_token_id", "pad_token_id", "bos_token_id"):
+    for name in REQUIRED_GENERATION_FIELDS + (
+        "prev_sot_token_id",
+        "begin_suppress_tokens",
+        "suppress_tokens",
+        "eos_token_id",
+        "pad_token_id",
+        "bos_token_id",
+    ):
         if getattr(gen, name, None) is None:
             setattr(gen, name, getattr(ref, name))
             filled.append(name)

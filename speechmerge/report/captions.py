@@ -16,20 +16,23 @@ def report_captions(spec: Mapping) -> dict[str, str]:
     baseline = spec.get("baseline_for_significance")
     caps = {
         "table.csv": f"{exp}: the paper's main table — {lay.caption_metric} per test set and method, averages"
-                     + (", normalised performance" if spec.get("normalise_to") else "")
-                     + (", trainable parameters" if lay.counts_parameters else "")
-                     + "; 95 % bootstrap intervals and paired-bootstrap p-values against "
-                     f"{baseline} in the extra columns.",
+        + (", normalised performance" if spec.get("normalise_to") else "")
+        + (", trainable parameters" if lay.counts_parameters else "")
+        + "; 95 % bootstrap intervals and paired-bootstrap p-values against "
+        f"{baseline} in the extra columns.",
         "training.csv": f"{exp}: each fine-tuned model on its own test sets against zero-shot, with the dev "
-                        "loss of the selected step, training time and trainable parameters.",
+        "loss of the selected step, training time and trainable parameters.",
         "significance.csv": f"{exp}: paired bootstrap tests of every cell against "
-                            f"{baseline} (and matched-pairs p for error rates).",
+        f"{baseline} (and matched-pairs p for error rates).",
         "methods.png": f"{exp}: every method on the summary columns, with 95 % bootstrap intervals.",
         "taskvector_cosine.png": f"{exp}: cosine similarity between the experts' task vectors (all weights).",
         "taskvector_spectra.png": f"{exp}: singular-value spectra of representative task-vector matrices"
-                                  + (", with what BoostedTSV-M's boosting makes of them"
-                                     if any(r.get("method") == "boosted_tsv_m" for r in spec["rows"]) else "")
-                                  + ".",
+        + (
+            ", with what BoostedTSV-M's boosting makes of them"
+            if any(r.get("method") == "boosted_tsv_m" for r in spec["rows"])
+            else ""
+        )
+        + ".",
     }
     if spec.get("sequential"):
         caps["forgetting.csv"] = f"{exp}: error rate per subset after each stage of sequential fine-tuning."
@@ -37,7 +40,9 @@ def report_captions(spec: Mapping) -> dict[str, str]:
     for sw in spec.get("sweeps", []):
         name, param = N.sweep_table_name(sw["method"], sw["param"]), sw["param"]
         caps[f"{name}.csv"] = f"{exp}: {sw['method']} with {param} swept over {[p['value'] for p in sw['points']]}."
-        caps[f"{name}.png"] = (f"{exp}: {sw['method']} against {param} (95 % bands); dashed lines: the baseline "
-                               "and the method at its default.")
+        caps[f"{name}.png"] = (
+            f"{exp}: {sw['method']} against {param} (95 % bands); dashed lines: the baseline "
+            "and the method at its default."
+        )
     caps.update(lay.extra_captions(exp))
     return caps

@@ -32,8 +32,14 @@ from speechmerge.report.scores import ResultStore
 from speechmerge.report.table import Cell, Column, Row, Table, row_model
 
 
-def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = None,
-               baseline: Mapping | None = None, params: Mapping[str, Mapping] | None = None) -> Table:
+def fill_table(
+    table: Table,
+    store: ResultStore,
+    *,
+    reference: Mapping | None = None,
+    baseline: Mapping | None = None,
+    params: Mapping[str, Mapping] | None = None,
+) -> Table:
     """Compute every cell: values, intervals, NP against ``reference`` (a spec row) and
     p-values against ``baseline`` (a spec row)."""
     ref_cells = row_cells(table, store, reference, with_ci=False, params=params) if reference is not None else None
@@ -47,8 +53,14 @@ def fill_table(table: Table, store: ResultStore, *, reference: Mapping | None = 
     return table
 
 
-def row_cells(table: Table, store: ResultStore, row_spec: Mapping, *, with_ci: bool = True,
-              params: Mapping[str, Mapping] | None = None) -> dict[str, Cell]:
+def row_cells(
+    table: Table,
+    store: ResultStore,
+    row_spec: Mapping,
+    *,
+    with_ci: bool = True,
+    params: Mapping[str, Mapping] | None = None,
+) -> dict[str, Cell]:
     """The base, mean and parameter cells of one row (NP cells need the reference row)."""
     cells: dict[str, Cell] = {}
     for c in table.columns:
@@ -78,8 +90,9 @@ def base_cell(store: ResultStore, row_spec: Mapping, c: Column, with_ci: bool) -
     return cell
 
 
-def mean_cell(table: Table, store: ResultStore, row_spec: Mapping, c: Column, cells: Mapping[str, Cell],
-              with_ci: bool) -> Cell:
+def mean_cell(
+    table: Table, store: ResultStore, row_spec: Mapping, c: Column, cells: Mapping[str, Cell], with_ci: bool
+) -> Cell:
     """Unweighted mean of the part columns (NaN if any is missing), with a stratified interval."""
     vals = [cells[k].value for k in c.parts]
     value = float(np.mean(vals)) if vals and not any(math.isnan(v) for v in vals) else math.nan
@@ -133,7 +146,7 @@ def paired_stats(table: Table, store: ResultStore, row: Row, baseline: Mapping, 
     """(row, baseline) corpus statistics on the same utterances for every part of a column, or
     None when a part has no hypotheses or both sides are the same model."""
     pairs = []
-    for pc in ([c] if c.kind == "base" else table.parts(c)):
+    for pc in [c] if c.kind == "base" else table.parts(c):
         ma, mb = row_model(row.spec, pc.subset, pc.testset), row_model(baseline, pc.subset, pc.testset)
         if ma is None or mb is None or ma == mb:
             return None
@@ -141,8 +154,12 @@ def paired_stats(table: Table, store: ResultStore, row: Row, baseline: Mapping, 
         if a is None or b is None:
             return None
         if a.ids != b.ids:
-            ra, rb = S.check_paired(store.hyps[(ma, pc.testset)], store.hyps[(mb, pc.testset)],
-                                    what_a=f"{ma}/{pc.testset}", what_b=f"{mb}/{pc.testset}")
+            ra, rb = S.check_paired(
+                store.hyps[(ma, pc.testset)],
+                store.hyps[(mb, pc.testset)],
+                what_a=f"{ma}/{pc.testset}",
+                what_b=f"{mb}/{pc.testset}",
+            )
             a, b = S.corpus_stats(ra, pc.metric), S.corpus_stats(rb, pc.metric)
         pairs.append((a, b))
     return pairs
@@ -157,14 +174,28 @@ def add_significance(table: Table, store: ResultStore, row: Row, baseline: Mappi
         pairs = paired_stats(table, store, row, baseline, c)
         if not pairs:
             continue
-        res = S.paired_bootstrap_mean([p[0] for p in pairs], [p[1] for p in pairs],
-                                      n_boot=store.n_boot, seed=store.seed)
+        res = S.paired_bootstrap_mean(
+            [p[0] for p in pairs], [p[1] for p in pairs], n_boot=store.n_boot, seed=store.seed
+        )
         row.cells[c.key].p = res["p_value"]
-        entry = {"table": table.name, "row": row.label, "column": c.key, "metric": c.metric,
-                 "model": row.model, "baseline": baseline["model"], "score": res["score_a"],
-                 "baseline_score": res["score_b"], "delta": res["delta"], "delta_ci_lo": res["delta_ci"][0],
-                 "delta_ci_hi": res["delta_ci"][1], "p_bootstrap": res["p_value"], "p_koehn": res["p_koehn"],
-                 "p_matched_pairs": None, "n_utterances": res["n"], "n_testsets": res["n_sets"]}
+        entry = {
+            "table": table.name,
+            "row": row.label,
+            "column": c.key,
+            "metric": c.metric,
+            "model": row.model,
+            "baseline": baseline["model"],
+            "score": res["score_a"],
+            "baseline_score": res["score_b"],
+            "delta": res["delta"],
+            "delta_ci_lo": res["delta_ci"][0],
+            "delta_ci_hi": res["delta_ci"][1],
+            "p_bootstrap": res["p_value"],
+            "p_koehn": res["p_koehn"],
+            "p_matched_pairs": None,
+            "n_utterances": res["n"],
+            "n_testsets": res["n_sets"],
+        }
         if c.kind == "base" and c.metric in S.ERROR_METRICS:
             entry["p_matched_pairs"] = S.matched_pairs_test(pairs[0][0], pairs[0][1])["p_value"]
         table.significance.append(entry)

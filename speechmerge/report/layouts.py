@@ -78,8 +78,11 @@ class MultilingualLayout(Layout):
             subsets = [s for s in spec["subsets"] if not (task == "translate" and M.base_language(s) == "en")]
             base = [base_column(store, s, task, "") for s in subsets]
             metric = base[0].metric if base else ("bleu" if task == "translate" else "wer")
-            group = ("ASR " if task == "transcribe" else "ST ") + METRIC_LABEL[metric] + (
-                " ↑" if metric == "bleu" else " (%) ↓")
+            group = (
+                ("ASR " if task == "transcribe" else "ST ")
+                + METRIC_LABEL[metric]
+                + (" ↑" if metric == "bleu" else " (%) ↓")
+            )
             for c in base:
                 c.group = group
             cols += base
@@ -91,10 +94,26 @@ class MultilingualLayout(Layout):
             all_base = [c for t in tasks for c in np_groups[t]]
             if len(tasks) > 1:
                 for task in tasks:
-                    cols.append(Column(key=f"np:{task}", header="ASR" if task == "transcribe" else "ST",
-                                       group="NP ↑", metric="np", kind="np", parts=[c.key for c in np_groups[task]]))
-            cols.append(Column(key="np", header="All" if len(tasks) > 1 else "NP", group="NP ↑", metric="np",
-                               kind="np", parts=[c.key for c in all_base]))
+                    cols.append(
+                        Column(
+                            key=f"np:{task}",
+                            header="ASR" if task == "transcribe" else "ST",
+                            group="NP ↑",
+                            metric="np",
+                            kind="np",
+                            parts=[c.key for c in np_groups[task]],
+                        )
+                    )
+            cols.append(
+                Column(
+                    key="np",
+                    header="All" if len(tasks) > 1 else "NP",
+                    group="NP ↑",
+                    metric="np",
+                    kind="np",
+                    parts=[c.key for c in all_base],
+                )
+            )
         return cols
 
     def sweep_columns(self, spec: Mapping, store: ResultStore) -> list[Column]:
@@ -109,9 +128,11 @@ class MultilingualLayout(Layout):
     def notes(self, spec: Mapping, reference: Mapping | None) -> list[str]:
         if reference is None:
             return []
-        return [f"NP (normalised performance) = 100 × mean over per-language columns of a(row)/a("
-                f"{reference.get('label', reference['model'])}), a = max(0, 100 − WER) for ASR and a = BLEU for ST; "
-                "Avg = unweighted mean over languages."]
+        return [
+            f"NP (normalised performance) = 100 × mean over per-language columns of a(row)/a("
+            f"{reference.get('label', reference['model'])}), a = max(0, 100 − WER) for ASR and a = BLEU for ST; "
+            "Avg = unweighted mean over languages."
+        ]
 
 
 class DomainsLayout(Layout):
@@ -123,27 +144,37 @@ class DomainsLayout(Layout):
 
     def main_columns(self, spec: Mapping, store: ResultStore, *, show_base: bool = False) -> list[Column]:
         idc = [base_column(store, s, "transcribe", "In-domain", show=show_base) for s in spec["subsets"]]
-        ood = [base_column(store, s, "transcribe", "Out-of-domain", show=show_base)
-               for s in spec.get("ood_subsets", [])]
+        ood = [
+            base_column(store, s, "transcribe", "Out-of-domain", show=show_base) for s in spec.get("ood_subsets", [])
+        ]
         ret = spec.get("retention_subsets", [])
-        en = [base_column(store, s, "transcribe", "Retention", show=show_base) for s in ret
-              if M.base_language(s) == "en"]
-        multi = [base_column(store, s, "transcribe", "Retention", show=show_base) for s in ret
-                 if M.base_language(s) != "en"]
+        en = [
+            base_column(store, s, "transcribe", "Retention", show=show_base) for s in ret if M.base_language(s) == "en"
+        ]
+        multi = [
+            base_column(store, s, "transcribe", "Retention", show=show_base) for s in ret if M.base_language(s) != "en"
+        ]
         metric = idc[0].metric if idc else "wer"
         grp = f"{METRIC_LABEL[metric]} (%) ↓"
         cols = idc + ood + en + multi
-        for key, header, parts in (("id", "ID", idc), ("ood", "OOD", ood), ("en", "English", en),
-                                   ("multi", "Multilingual", multi), ("avg", "Avg", idc + ood + en + multi)):
+        for key, header, parts in (
+            ("id", "ID", idc),
+            ("ood", "OOD", ood),
+            ("en", "English", en),
+            ("multi", "Multilingual", multi),
+            ("avg", "Avg", idc + ood + en + multi),
+        ):
             m = mean_mixed(f"{metric}:{key}", header, grp, parts)
             if m:
                 cols.append(m)
         return cols
 
     def notes(self, spec: Mapping, reference: Mapping | None) -> list[str]:
-        return ["ID = mean over in-domain test sets; OOD = mean over out-of-domain sets; English / "
-                "Multilingual = retention sets; Avg = unweighted mean over every test set of the row "
-                "(per-test-set values in per_testset.*). Rows with missing columns (experts) have no Avg."]
+        return [
+            "ID = mean over in-domain test sets; OOD = mean over out-of-domain sets; English / "
+            "Multilingual = retention sets; Avg = unweighted mean over every test set of the row "
+            "(per-test-set values in per_testset.*). Rows with missing columns (experts) have no Avg."
+        ]
 
     def extra_tables(self, spec: Mapping, store: ResultStore) -> list[Table]:
         from speechmerge.report.tables import build_per_testset_table
@@ -166,22 +197,26 @@ class PeftLayout(Layout):
 
     def main_columns(self, spec: Mapping, store: ResultStore) -> list[Column]:
         ind = [base_column(store, s, "transcribe", "In-domain CER (%) ↓") for s in spec["subsets"]]
-        cross = [base_column(store, s, "transcribe", "Cross-domain CER (%) ↓")
-                 for s in spec.get("peft_cross_subsets", [])]
+        cross = [
+            base_column(store, s, "transcribe", "Cross-domain CER (%) ↓") for s in spec.get("peft_cross_subsets", [])
+        ]
         cols = ind + cross
         if len(cross) > 1:
             cols.append(mean_column("cer:avg-cross", "Avg", "Cross-domain CER (%) ↓", cross))
         cols.append(Column(key="params", header="#", group="Trainable params", metric="params", kind="params"))
-        cols.append(Column(key="params_pct", header="%", group="Trainable params", metric="params_pct",
-                           kind="params_pct"))
+        cols.append(
+            Column(key="params_pct", header="%", group="Trainable params", metric="params_pct", kind="params_pct")
+        )
         return cols
 
     def notes(self, spec: Mapping, reference: Mapping | None) -> list[str]:
         return ["Trainable parameters counted once (proj_out tied to the token embedding); % of the total."]
 
     def extra_captions(self, experiment: str) -> dict[str, str]:
-        return {"rank_allocation.png": f"{experiment}: learned rank per adapted module (module type × layer) — "
-                                       "AdaLoRA's final ranks and S2-LoRA's non-zero coefficients."}
+        return {
+            "rank_allocation.png": f"{experiment}: learned rank per adapted module (module type × layer) — "
+            "AdaLoRA's final ranks and S2-LoRA's non-zero coefficients."
+        }
 
 
 LAYOUTS: dict[str, Layout] = {cls.kind: cls() for cls in (MultilingualLayout, DomainsLayout, PeftLayout)}

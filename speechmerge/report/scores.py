@@ -56,8 +56,15 @@ def load_hyps(paths: Iterable[str | Path]) -> dict[tuple[str, str], list[dict]]:
 class ResultStore:
     """Score records and hypotheses indexed by (model, testset); corpus statistics cached."""
 
-    def __init__(self, score_records: Sequence[Mapping], hyps: Mapping[tuple[str, str], list[dict]] | None = None,
-                 *, n_boot: int = 1000, seed: int = 0, metric_override: str | None = None):
+    def __init__(
+        self,
+        score_records: Sequence[Mapping],
+        hyps: Mapping[tuple[str, str], list[dict]] | None = None,
+        *,
+        n_boot: int = 1000,
+        seed: int = 0,
+        metric_override: str | None = None,
+    ):
         self.scores: dict[tuple[str, str], dict] = {}
         for r in score_records:
             key = (r["model"], r["testset"])
@@ -93,8 +100,9 @@ class ResultStore:
                 self.missing.append(f"{model} on {testset}")
             return math.nan
         if metric not in rec["metrics"]:
-            raise KeyError(f"scores of model {model!r} on {testset!r} have no {metric!r} "
-                           f"(have {sorted(rec['metrics'])})")
+            raise KeyError(
+                f"scores of model {model!r} on {testset!r} have no {metric!r} (have {sorted(rec['metrics'])})"
+            )
         return float(rec["metrics"][metric])
 
     def corpus_stats(self, model: str | None, testset: str, metric: str) -> S.CorpusStats | None:

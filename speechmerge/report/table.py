@@ -25,9 +25,15 @@ from speechmerge.report.scores import ResultStore
 
 ALPHA = 0.05  # significance level of the daggers
 GREEK = {"beta": "β", "lambda": "λ", "alpha": "α"}
-METRIC_LABEL = {"wer": "WER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF", "np": "NP",
-                "params": "Params", "params_pct": "Params %"}
-
+METRIC_LABEL = {
+    "wer": "WER",
+    "cer": "CER",
+    "bleu": "BLEU",
+    "chrf": "chrF",
+    "np": "NP",
+    "params": "Params",
+    "params_pct": "Params %",
+}
 
 
 @dataclass
@@ -111,12 +117,21 @@ def row_model(row: Mapping, subset: str | None, testset: str | None = None) -> s
     return row["model"]
 
 
-def base_column(store: ResultStore, subset: str, task: str, group: str, *, header: str | None = None,
-                show: bool = True) -> Column:
+def base_column(
+    store: ResultStore, subset: str, task: str, group: str, *, header: str | None = None, show: bool = True
+) -> Column:
     testset = N.testset(subset, task)
     metric = store.metric_for(testset)
-    return Column(key=f"{metric}:{testset}", header=header or subset, group=group, metric=metric,
-                  kind="base", testset=testset, subset=subset, show=show)
+    return Column(
+        key=f"{metric}:{testset}",
+        header=header or subset,
+        group=group,
+        metric=metric,
+        kind="base",
+        testset=testset,
+        subset=subset,
+        show=show,
+    )
 
 
 def mean_column(key: str, header: str, group: str, parts: Sequence[Column], *, show: bool = True) -> Column | None:
@@ -126,5 +141,6 @@ def mean_column(key: str, header: str, group: str, parts: Sequence[Column], *, s
     metrics = {c.metric for c in parts}
     if len(metrics) != 1:
         raise ValueError(f"column {key}: cannot average different metrics {sorted(metrics)}")
-    return Column(key=key, header=header, group=group, metric=metrics.pop(), kind="mean",
-                  parts=[c.key for c in parts], show=show)
+    return Column(
+        key=key, header=header, group=group, metric=metrics.pop(), kind="mean", parts=[c.key for c in parts], show=show
+    )

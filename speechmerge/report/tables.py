@@ -31,16 +31,20 @@ def build_tables(spec: Mapping, store: ResultStore, *, params: Mapping | None = 
 
 
 def rows_of(spec_rows: Sequence[Mapping]) -> list[Row]:
-    return [Row(label=r.get("label", r["model"]), model=r["model"], group=r.get("group", ""), spec=dict(r))
-            for r in spec_rows]
+    return [
+        Row(label=r.get("label", r["model"]), model=r["model"], group=r.get("group", ""), spec=dict(r))
+        for r in spec_rows
+    ]
 
 
 def significance_note(baseline: Mapping | None, n_boot: int) -> list[str]:
     if baseline is None:
         return []
-    return [f"† differs from {baseline.get('label', baseline['model'])} at p < {ALPHA:g} (paired bootstrap over "
-            f"utterances, {n_boot} resamples, two-sided; stratified by test set for averages); "
-            "p-values in significance.csv."]
+    return [
+        f"† differs from {baseline.get('label', baseline['model'])} at p < {ALPHA:g} (paired bootstrap over "
+        f"utterances, {n_boot} resamples, two-sided; stratified by test set for averages); "
+        "p-values in significance.csv."
+    ]
 
 
 def baseline_row(spec: Mapping) -> dict | None:
@@ -51,24 +55,34 @@ def build_main_table(spec: Mapping, store: ResultStore, *, params: Mapping[str, 
     """The paper's main table of the experiment's kind."""
     lay = layout(spec)
     reference, baseline = lay.reference(spec), baseline_row(spec)
-    table = Table(name="table", title=f"{spec['experiment']}: {lay.title}", columns=lay.main_columns(spec, store),
-                  rows=rows_of(spec["rows"]))
+    table = Table(
+        name="table",
+        title=f"{spec['experiment']}: {lay.title}",
+        columns=lay.main_columns(spec, store),
+        rows=rows_of(spec["rows"]),
+    )
     fill_table(table, store, reference=reference, baseline=baseline, params=params)
     table.notes = main_notes(spec, table, reference, baseline, store)
     return table
 
 
-def main_notes(spec: Mapping, table: Table, reference: Mapping | None, baseline: Mapping | None,
-               store: ResultStore) -> list[str]:
+def main_notes(
+    spec: Mapping, table: Table, reference: Mapping | None, baseline: Mapping | None, store: ResultStore
+) -> list[str]:
     notes = []
     kinds = {c.metric for c in table.columns if c.kind in ("base", "mean")}
     if kinds & {"wer", "cer"}:
-        notes.append("WER/CER in % after Whisper's text normalisers (corpus level: total edits / total reference "
-                     "words or characters); lower is better.")
+        notes.append(
+            "WER/CER in % after Whisper's text normalisers (corpus level: total edits / total reference "
+            "words or characters); lower is better."
+        )
     if "bleu" in kinds:
         sigs = sorted({r.get("bleu_signature") for r in store.scores.values() if r.get("bleu_signature")})
-        notes.append("BLEU: sacrebleu corpus BLEU on detokenised output" + (f" ({'; '.join(sigs)})" if sigs else "")
-                     + "; higher is better.")
+        notes.append(
+            "BLEU: sacrebleu corpus BLEU on detokenised output"
+            + (f" ({'; '.join(sigs)})" if sigs else "")
+            + "; higher is better."
+        )
     notes += layout(spec).notes(spec, reference)
     if any(r.spec.get("per_subset") or r.spec.get("per_testset") for r in table.rows):
         notes.append("Composite rows (experts) take each column from the model trained on that subset.")
@@ -86,11 +100,16 @@ def build_per_testset_table(spec: Mapping, store: ResultStore) -> Table:
         if c.kind == "mean":
             c.show = c.key.endswith(":avg")
     baseline = baseline_row(spec)
-    table = Table(name="per_testset", title=f"{spec['experiment']}: error rate per test set", columns=cols,
-                  rows=rows_of(spec["rows"]))
+    table = Table(
+        name="per_testset",
+        title=f"{spec['experiment']}: error rate per test set",
+        columns=cols,
+        rows=rows_of(spec["rows"]),
+    )
     fill_table(table, store, baseline=baseline)
     table.notes = ["Error rates (%) per test set; lower is better. Bold: best in column."] + significance_note(
-        baseline, store.n_boot)
+        baseline, store.n_boot
+    )
     return table
 
 
@@ -99,16 +118,30 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
     lay = layout(spec)
     out = []
     for sw in spec.get("sweeps", []):
-        rows = [{"model": p["model"], "label": f"{sw['param']} = {p['value']}" + (" (default)" if p.get("default") else ""),
-                 "group": "sweep", "value": p["value"]} for p in sw["points"]]
-        label = sw.get("label") or next((r.get("label") for r in spec["rows"] if r.get("method") == sw["method"]),
-                                        sw["method"])
-        table = Table(name=N.sweep_table_name(sw["method"], sw["param"]),
-                      title=f"{spec['experiment']}: {label}, sweep of {GREEK.get(sw['param'], sw['param'])}",
-                      columns=lay.sweep_columns(spec, store), rows=rows_of(rows), row_header="Setting")
+        rows = [
+            {
+                "model": p["model"],
+                "label": f"{sw['param']} = {p['value']}" + (" (default)" if p.get("default") else ""),
+                "group": "sweep",
+                "value": p["value"],
+            }
+            for p in sw["points"]
+        ]
+        label = sw.get("label") or next(
+            (r.get("label") for r in spec["rows"] if r.get("method") == sw["method"]), sw["method"]
+        )
+        table = Table(
+            name=N.sweep_table_name(sw["method"], sw["param"]),
+            title=f"{spec['experiment']}: {label}, sweep of {GREEK.get(sw['param'], sw['param'])}",
+            columns=lay.sweep_columns(spec, store),
+            rows=rows_of(rows),
+            row_header="Setting",
+        )
         fill_table(table, store, reference=lay.reference(spec))
-        table.notes = [f"Merging method {sw['method']} with {sw['param']} varied (other hyperparameters at their "
-                       "defaults). Bold: best in column."]
+        table.notes = [
+            f"Merging method {sw['method']} with {sw['param']} varied (other hyperparameters at their "
+            "defaults). Bold: best in column."
+        ]
         out.append(table)
     return out
 
@@ -119,13 +152,28 @@ def build_forgetting_table(spec: Mapping, store: ResultStore) -> Table | None:
     if not stages:
         return None
     cols = [base_column(store, s, "transcribe", "Error rate (%) ↓") for s in spec["subsets"]]
-    rows = [{"model": st["model"], "label": f"stage {k}: +{st['subset']}", "group": "sequential",
-             "subset": st["subset"], "stage": k} for k, st in enumerate(stages, 1)]
+    rows = [
+        {
+            "model": st["model"],
+            "label": f"stage {k}: +{st['subset']}",
+            "group": "sequential",
+            "subset": st["subset"],
+            "stage": k,
+        }
+        for k, st in enumerate(stages, 1)
+    ]
     if any(r["model"] == N.ZEROSHOT for r in spec["rows"]):
         rows.insert(0, {"model": N.ZEROSHOT, "label": "stage 0: zero-shot", "group": "sequential", "stage": 0})
-    table = Table(name="forgetting", title=f"{spec['experiment']}: sequential fine-tuning, error rate after each stage",
-                  columns=cols, rows=rows_of(rows), row_header="Stage")
+    table = Table(
+        name="forgetting",
+        title=f"{spec['experiment']}: sequential fine-tuning, error rate after each stage",
+        columns=cols,
+        rows=rows_of(rows),
+        row_header="Stage",
+    )
     fill_table(table, store)
-    table.notes = ["Stage k fine-tunes the model of stage k−1 on one more subset (named in the row); stage 0 is "
-                   "the zero-shot model. Rising values in earlier columns = forgetting."]
+    table.notes = [
+        "Stage k fine-tunes the model of stage k−1 on one more subset (named in the row); stage 0 is "
+        "the zero-shot model. Rising values in earlier columns = forgetting."
+    ]
     return table

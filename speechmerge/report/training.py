@@ -16,10 +16,34 @@ from speechmerge import names as N
 from speechmerge.report.render import human_count, md_escape
 from speechmerge.report.scores import ResultStore
 
-COLUMNS = ("job", "testset", "metric", "zeroshot", "finetuned", "change", "best_dev_loss", "steps",
-           "train_time_s", "samples_per_s", "trainable_params", "trainable_pct")
-HEADERS = ("Job", "Test set", "Metric", "Zero-shot", "Fine-tuned", "Change", "Dev loss", "Steps",
-           "Train time (s)", "Samples/s", "Trainable", "Trainable %")
+COLUMNS = (
+    "job",
+    "testset",
+    "metric",
+    "zeroshot",
+    "finetuned",
+    "change",
+    "best_dev_loss",
+    "steps",
+    "train_time_s",
+    "samples_per_s",
+    "trainable_params",
+    "trainable_pct",
+)
+HEADERS = (
+    "Job",
+    "Test set",
+    "Metric",
+    "Zero-shot",
+    "Fine-tuned",
+    "Change",
+    "Dev loss",
+    "Steps",
+    "Train time (s)",
+    "Samples/s",
+    "Trainable",
+    "Trainable %",
+)
 
 
 def training_rows(spec: Mapping, store: ResultStore, infos: Mapping[str, Mapping]) -> list[dict]:
@@ -30,13 +54,22 @@ def training_rows(spec: Mapping, store: ResultStore, infos: Mapping[str, Mapping
         for testset in testsets:
             metric = store.metric_for(testset)
             zs, ft = store.value(N.ZEROSHOT, testset, metric), store.value(job, testset, metric)
-            rows.append({
-                "job": job, "testset": testset, "metric": metric.upper() if metric != "bleu" else "BLEU",
-                "zeroshot": zs, "finetuned": ft, "change": ft - zs,
-                "best_dev_loss": info.get("best_dev_loss", math.nan), "steps": info.get("steps"),
-                "train_time_s": info.get("train_time_s", math.nan), "samples_per_s": info.get("samples_per_s"),
-                "trainable_params": info.get("trainable_params"), "trainable_pct": info.get("trainable_percent"),
-            })
+            rows.append(
+                {
+                    "job": job,
+                    "testset": testset,
+                    "metric": metric.upper() if metric != "bleu" else "BLEU",
+                    "zeroshot": zs,
+                    "finetuned": ft,
+                    "change": ft - zs,
+                    "best_dev_loss": info.get("best_dev_loss", math.nan),
+                    "steps": info.get("steps"),
+                    "train_time_s": info.get("train_time_s", math.nan),
+                    "samples_per_s": info.get("samples_per_s"),
+                    "trainable_params": info.get("trainable_params"),
+                    "trainable_pct": info.get("trainable_percent"),
+                }
+            )
     return rows
 
 
@@ -64,10 +97,17 @@ def to_csv(rows: Sequence[Mapping]) -> str:
 
 
 def to_markdown(rows: Sequence[Mapping], title: str) -> str:
-    out = [f"**{md_escape(title)}**", "", "| " + " | ".join(HEADERS) + " |",
-           "|" + "|".join("---" if k in ("job", "testset", "metric") else "---:" for k in COLUMNS) + "|"]
+    out = [
+        f"**{md_escape(title)}**",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "|".join("---" if k in ("job", "testset", "metric") else "---:" for k in COLUMNS) + "|",
+    ]
     for r in rows:
         out.append("| " + " | ".join(md_escape(_fmt(k, r[k])) for k in COLUMNS) + " |")
-    out += ["", "Change: fine-tuned minus zero-shot (negative is better for WER/CER, positive for BLEU). "
-            "Dev loss: token cross entropy on the job's dev split at the selected step."]
+    out += [
+        "",
+        "Change: fine-tuned minus zero-shot (negative is better for WER/CER, positive for BLEU). "
+        "Dev loss: token cross entropy on the job's dev split at the selected step.",
+    ]
     return "\n".join(out) + "\n"

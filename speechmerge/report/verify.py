@@ -64,7 +64,9 @@ def _load_hyps(paths: Sequence[str | os.PathLike]) -> dict[tuple[str, str], tupl
             raise ResultMismatch(f"{p}: hypotheses of model {model!r} in the file named for model {_stem(p)!r}")
         for testset, group in split_by_testset(recs, default=_stem(p)).items():
             if (model, testset) in out:
-                raise ResultMismatch(f"{p}: hypotheses of model {model!r} on {testset!r} also in {out[(model, testset)][0]}")
+                raise ResultMismatch(
+                    f"{p}: hypotheses of model {model!r} on {testset!r} also in {out[(model, testset)][0]}"
+                )
             out[(model, testset)] = (str(p), group)
     return out
 
@@ -93,19 +95,28 @@ def verify_results(scores: Sequence[str | os.PathLike], hyps: Sequence[str | os.
                 dup = next(i for i in ids if ids.count(i) > 1)
                 raise ResultMismatch(f"{hyp_path}: {where}: utterance id {dup!r} appears twice")
             if rec.get("n") is not None and int(rec["n"]) != len(ids):
-                raise ResultMismatch(f"{hyp_path}: {where}: {len(ids)} hypotheses, the scores in {path} say n={rec['n']}")
+                raise ResultMismatch(
+                    f"{hyp_path}: {where}: {len(ids)} hypotheses, the scores in {path} say n={rec['n']}"
+                )
             first = ids_of.setdefault(testset, (model, hyp_path, set(ids)))
             if first[2] != set(ids):
                 extra = sorted(set(ids) - first[2])[:3] or sorted(first[2] - set(ids))[:3]
-                raise ResultMismatch(f"{hyp_path}: {where}: utterance ids differ from those of model {first[0]!r} "
-                                     f"({first[1]}), e.g. {extra}")
+                raise ResultMismatch(
+                    f"{hyp_path}: {where}: utterance ids differ from those of model {first[0]!r} "
+                    f"({first[1]}), e.g. {extra}"
+                )
             tasks = {r["task"] for r in group}
             task = rec.get("task") or (tasks.pop() if len(tasks) == 1 else None)
             if task is None or tasks - {task}:
                 raise ResultMismatch(f"{hyp_path}: {where}: hypotheses of task(s) {sorted(tasks)}, scores of {task!r}")
-            again = M.score_texts([r["reference"] for r in group], [r["hypothesis"] for r in group], task=task,
-                                  language=[r["language"] for r in group], ids=ids,
-                                  spelling_source=_spelling_source(rec))["metrics"]
+            again = M.score_texts(
+                [r["reference"] for r in group],
+                [r["hypothesis"] for r in group],
+                task=task,
+                language=[r["language"] for r in group],
+                ids=ids,
+                spelling_source=_spelling_source(rec),
+            )["metrics"]
             for metric, stored in rec["metrics"].items():
                 if metric not in again or stored is None:
                     continue

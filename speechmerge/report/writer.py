@@ -51,8 +51,11 @@ def train_params(infos: Mapping[str, tuple[str, dict]]) -> dict[str, dict]:
         if "trainable_params" not in info or "total_params" not in info:
             raise KeyError(f"{p}: train_info lacks trainable_params / total_params")
         pct = info.get("trainable_percent", 100.0 * info["trainable_params"] / info["total_params"])
-        out[job] = {"trainable_params": info["trainable_params"], "total_params": info["total_params"],
-                    "trainable_percent": pct}
+        out[job] = {
+            "trainable_params": info["trainable_params"],
+            "total_params": info["total_params"],
+            "trainable_percent": pct,
+        }
     return out
 
 
@@ -80,8 +83,7 @@ def add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
         value = defaults.get(sw["method"], {}).get(sw["param"])
         model = N.merge_model(sw["method"])
         points = list(sw["points"])
-        if model in rows and isinstance(value, (int, float)) and \
-                all(float(p["value"]) != float(value) for p in points):
+        if model in rows and isinstance(value, (int, float)) and all(float(p["value"]) != float(value) for p in points):
             points.append({"value": value, "model": model, "default": True})
             points.sort(key=lambda p: float(p["value"]))
         sweeps.append({**sw, "points": points})
@@ -145,8 +147,9 @@ def write_report(
         verify_results(scores, hyps)
     exp, lay = spec["experiment"], layout(spec)
     spec = add_default_points(spec, spec.get("default_merges") or {})
-    store = ResultStore(load_scores(scores), load_hyps(hyps), n_boot=n_boot, seed=seed,
-                        metric_override=lay.metric_override)
+    store = ResultStore(
+        load_scores(scores), load_hyps(hyps), n_boot=n_boot, seed=seed, metric_override=lay.metric_override
+    )
     infos = read_train_infos(train_infos)
     tables = build_tables(spec, store, params=train_params(infos) if lay.counts_parameters else None)
     training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})
@@ -158,7 +161,9 @@ def write_report(
         _write_figures(tmp, spec, tables, taskvectors, rank_allocations, caps, listing)
         files = listing.with_pdfs()
         summary = {
-            "experiment": exp, "kind": spec["kind"], "files": files,
+            "experiment": exp,
+            "kind": spec["kind"],
+            "files": files,
             "missing": sorted(set(store.missing)),
             "tables": {name: R.table_json(t) for name, t in tables.items()},
             "training": training_rows,
@@ -171,15 +176,22 @@ def write_report(
     return summary
 
 
-def _write_tables(tmp: Path, exp: str, tables: Mapping[str, Table], training_rows: Sequence[Mapping],
-                  caps: Mapping[str, str], listing: _Listing) -> None:
+def _write_tables(
+    tmp: Path,
+    exp: str,
+    tables: Mapping[str, Table],
+    training_rows: Sequence[Mapping],
+    caps: Mapping[str, str],
+    listing: _Listing,
+) -> None:
     for name, t in tables.items():
         (tmp / f"{name}.csv").write_text(R.to_csv(t))
         (tmp / f"{name}.md").write_text(R.to_markdown(t))
         (tmp / f"{name}.tex").write_text(R.to_latex(t, label=f"{exp}-{name}"))
         for ext in ("csv", "md", "tex"):
-            listing.add(f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""),
-                        "table")
+            listing.add(
+                f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""), "table"
+            )
     if training_rows:
         title = f"{exp}: each fine-tuned model on its own test sets, against zero-shot"
         (tmp / "training.csv").write_text(TR.to_csv(training_rows))
@@ -190,8 +202,15 @@ def _write_tables(tmp: Path, exp: str, tables: Mapping[str, Table], training_row
     listing.add("significance.csv", caps["significance.csv"], "table")
 
 
-def _write_figures(tmp: Path, spec: Mapping, tables: Mapping[str, Table], taskvectors: Sequence,
-                   rank_allocation_files: Sequence, caps: Mapping[str, str], listing: _Listing) -> None:
+def _write_figures(
+    tmp: Path,
+    spec: Mapping,
+    tables: Mapping[str, Table],
+    taskvectors: Sequence,
+    rank_allocation_files: Sequence,
+    caps: Mapping[str, str],
+    listing: _Listing,
+) -> None:
     from speechmerge.report import figures as F
 
     exp, main = spec["experiment"], tables["table"]
@@ -209,14 +228,22 @@ def _write_figures(tmp: Path, spec: Mapping, tables: Mapping[str, Table], taskve
     tv = [(subset, tv_by_job[job]) for subset, job in (spec.get("experts") or {}).items() if job in tv_by_job]
     if len(tv) >= 2:
         labels, paths = [s for s, _ in tv], [p for _, p in tv]
-        F.cosine_heatmap(paths, labels, tmp / "taskvector_cosine",
-                         title=f"{exp}: cosine similarity of expert task vectors")
+        F.cosine_heatmap(
+            paths, labels, tmp / "taskvector_cosine", title=f"{exp}: cosine similarity of expert task vectors"
+        )
         listing.add("taskvector_cosine.png", caps["taskvector_cosine.png"], "figure")
         beta, energy = boost_params(spec)
-        F.spectra_plot(paths, labels, tmp / "taskvector_spectra", beta=beta, energy=energy,
-                       title=f"{exp}: singular values of task-vector matrices")
-        listing.add("taskvector_spectra.png", caps["taskvector_spectra.png"] + (f" β = {beta:g}." if beta else ""),
-                    "figure")
+        F.spectra_plot(
+            paths,
+            labels,
+            tmp / "taskvector_spectra",
+            beta=beta,
+            energy=energy,
+            title=f"{exp}: singular values of task-vector matrices",
+        )
+        listing.add(
+            "taskvector_spectra.png", caps["taskvector_spectra.png"] + (f" β = {beta:g}." if beta else ""), "figure"
+        )
 
     if rank_allocation_files:
         labels = {r["model"]: r.get("label", r["model"]) for r in spec["rows"]}
@@ -241,9 +268,16 @@ def _sweep_figure(tmp: Path, spec: Mapping, main: Table, table: Table, sw: Mappi
     if default and not any(p.get("default") for p in sw["points"]):
         refs[f"{default.label} (default)"] = {k: c.value for k, c in default.cells.items()}
     keys = [c.key for c in table.columns if c.show and c.kind in ("mean", "np")]
-    F.sweep_plot(table, [p["value"] for p in sw["points"]], sw["param"], keys, tmp / table.name,
-                 references=refs, title=table.title,
-                 method_label=default.label if default else sw.get("label", sw["method"]))
+    F.sweep_plot(
+        table,
+        [p["value"] for p in sw["points"]],
+        sw["param"],
+        keys,
+        tmp / table.name,
+        references=refs,
+        title=table.title,
+        method_label=default.label if default else sw.get("label", sw["method"]),
+    )
 
 
 def _json_default(o):
@@ -254,8 +288,13 @@ def _json_default(o):
     return str(o)
 
 
-def _readme(exp: str, tables: Mapping[str, Table], files: Sequence[Mapping], missing: Sequence[str],
-            training_rows: Sequence[Mapping] = ()) -> str:
+def _readme(
+    exp: str,
+    tables: Mapping[str, Table],
+    files: Sequence[Mapping],
+    missing: Sequence[str],
+    training_rows: Sequence[Mapping] = (),
+) -> str:
     lines = [f"# Report: {exp}", "", R.to_markdown(tables["table"])]
     if training_rows:
         lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against zero-shot")]

@@ -57,8 +57,9 @@ def text_ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(" " + text.strip(), add_special_tokens=False))
 
 
-def make_sequence(tokenizer, language: str, task: str, text: str, *,
-                  max_length: int = 448) -> tuple[list[int], list[int]]:
+def make_sequence(
+    tokenizer, language: str, task: str, text: str, *, max_length: int = 448
+) -> tuple[list[int], list[int]]:
     """(decoder_input_ids, labels) for one example; prompt positions of ``labels`` are -100.
 
     ``max_length`` is the decoder's ``max_target_positions``; longer targets are cut (keeping
@@ -68,8 +69,9 @@ def make_sequence(tokenizer, language: str, task: str, text: str, *,
     body = text_ids(tokenizer, text)
     room = max_length + 1 - len(prompt) - 1  # sequence length is max_length + 1 before shifting
     if len(body) > room:
-        log.warning("target of %d tokens cut to %d (max_target_positions=%d): %.60s...",
-                    len(body), room, max_length, text)
+        log.warning(
+            "target of %d tokens cut to %d (max_target_positions=%d): %.60s...", len(body), room, max_length, text
+        )
         body = body[:room]
     seq = prompt + body + [special_id(tokenizer, EOT)]
     inputs, labels = seq[:-1], list(seq[1:])
@@ -94,8 +96,15 @@ class Item:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def expand_items(examples: Sequence, feature_rows: Sequence[int], tasks: Sequence[str], tokenizer,
-                 *, max_length: int = 448, what: str = "split") -> list[Item]:
+def expand_items(
+    examples: Sequence,
+    feature_rows: Sequence[int],
+    tasks: Sequence[str],
+    tokenizer,
+    *,
+    max_length: int = 448,
+    what: str = "split",
+) -> list[Item]:
     """One ``Item`` per (utterance, task); translate only for non-English utterances.
 
     ``examples`` are ``speechmerge.data.io.Example``-like objects (language, transcript,
@@ -111,8 +120,9 @@ def expand_items(examples: Sequence, feature_rows: Sequence[int], tasks: Sequenc
                 continue
             text = ex.transcript if task == "transcribe" else ex.translation
             if not text or not text.strip():
-                raise ValueError(f"{what}: utterance {ex.id} has an empty "
-                                 f"{'transcript' if task == 'transcribe' else 'translation'}")
+                raise ValueError(
+                    f"{what}: utterance {ex.id} has an empty {'transcript' if task == 'transcribe' else 'translation'}"
+                )
             inp, lab = make_sequence(tokenizer, ex.language, task, text, max_length=max_length)
             items.append(Item(int(row), ex.id, ex.language, task, tuple(inp), tuple(lab)))
     return items
@@ -123,8 +133,15 @@ def context_samples(model_config, feature_extractor) -> int:
     return int(model_config.max_source_positions) * 2 * int(feature_extractor.hop_length)
 
 
-def log_mel_bank(waves: Sequence[np.ndarray], feature_extractor, n_samples: int, *,
-                 batch: int = 32, progress: bool = False, desc: str = "log-mel") -> torch.Tensor:
+def log_mel_bank(
+    waves: Sequence[np.ndarray],
+    feature_extractor,
+    n_samples: int,
+    *,
+    batch: int = 32,
+    progress: bool = False,
+    desc: str = "log-mel",
+) -> torch.Tensor:
     """Log-mel features of all ``waves`` (padded/trimmed to ``n_samples``) as one float32 tensor.
 
     Shape ``(N, n_mels, n_samples // hop_length)``. Computed once per run and kept in memory
@@ -136,13 +153,18 @@ def log_mel_bank(waves: Sequence[np.ndarray], feature_extractor, n_samples: int,
     out = torch.empty((len(waves), feature_extractor.feature_size, n_frames), dtype=torch.float32)
     starts = range(0, len(waves), batch)
     for s in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-        chunk = [np.asarray(w, dtype=np.float32) for w in waves[s:s + batch]]
-        feats = feature_extractor(chunk, sampling_rate=feature_extractor.sampling_rate,
-                                  padding="max_length", max_length=n_samples, truncation=True,
-                                  return_tensors="np")["input_features"]
+        chunk = [np.asarray(w, dtype=np.float32) for w in waves[s : s + batch]]
+        feats = feature_extractor(
+            chunk,
+            sampling_rate=feature_extractor.sampling_rate,
+            padding="max_length",
+            max_length=n_samples,
+            truncation=True,
+            return_tensors="np",
+        )["input_features"]
         if feats.shape[-1] != n_frames:
             raise RuntimeError(f"feature extractor gave {feats.shape[-1]} frames, expected {n_frames}")
-        out[s:s + len(chunk)] = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        out[s : s + len(chunk)] = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
     return out
 
 
@@ -179,6 +201,6 @@ def step_indices(n: int, seed: int, step: int, per_step: int) -> list[int]:
         epoch, off = divmod(pos, n)
         order = epoch_order(n, seed, epoch)
         take = min(end - pos, n - off)
-        out.extend(int(i) for i in order[off:off + take])
+        out.extend(int(i) for i in order[off : off + take])
         pos += take
     return out

@@ -58,11 +58,27 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {},
     "bitfit": {},
     "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": list(DEFAULT_TARGETS)},
-    "adalora": {"init_r": 12, "target_r": 4, "tinit": None, "tfinal": None, "deltaT": None,
-                "lora_alpha": 32, "lora_dropout": 0.1, "orth_reg_weight": 0.5,
-                "beta1": 0.85, "beta2": 0.85, "target_modules": list(DEFAULT_TARGETS)},
-    "s2lora": {"r": 8, "alpha": 16, "dropout": 0.1, "l1_weight": 1e-4, "threshold": 0.1,
-               "target_modules": list(DEFAULT_TARGETS)},
+    "adalora": {
+        "init_r": 12,
+        "target_r": 4,
+        "tinit": None,
+        "tfinal": None,
+        "deltaT": None,
+        "lora_alpha": 32,
+        "lora_dropout": 0.1,
+        "orth_reg_weight": 0.5,
+        "beta1": 0.85,
+        "beta2": 0.85,
+        "target_modules": list(DEFAULT_TARGETS),
+    },
+    "s2lora": {
+        "r": 8,
+        "alpha": 16,
+        "dropout": 0.1,
+        "l1_weight": 1e-4,
+        "threshold": 0.1,
+        "target_modules": list(DEFAULT_TARGETS),
+    },
 }
 
 
@@ -73,15 +89,23 @@ def method_hparams(method: str, given: dict | None) -> dict[str, Any]:
     given = dict(given or {})
     unknown = sorted(set(given) - set(DEFAULTS[method]))
     if unknown:
-        raise KeyError(f"method {method!r}: unknown hyperparameters {unknown}; "
-                       f"known: {sorted(DEFAULTS[method])}")
+        raise KeyError(f"method {method!r}: unknown hyperparameters {unknown}; known: {sorted(DEFAULTS[method])}")
     h = {**DEFAULTS[method], **given}
     check_hparams(method, h)
     return h
 
 
-def _number(method: str, h: dict, key: str, *, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> None:
+def _number(
+    method: str,
+    h: dict,
+    key: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+) -> None:
     v = h[key]
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
     if ok and integer:
@@ -126,8 +150,9 @@ def check_hparams(method: str, h: dict) -> None:
     if method in ("lora", "adalora", "s2lora"):
         targets = h["target_modules"]
         if not isinstance(targets, (list, tuple)) or not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ValueError(f"method {method!r}: peft.target_modules must be a non-empty list of module names, "
-                             f"got {targets!r}")
+            raise ValueError(
+                f"method {method!r}: peft.target_modules must be a non-empty list of module names, got {targets!r}"
+            )
 
 
 def adalora_schedule(total_steps: int, tinit=None, tfinal=None, deltaT=None) -> dict[str, int]:
@@ -137,8 +162,10 @@ def adalora_schedule(total_steps: int, tinit=None, tfinal=None, deltaT=None) -> 
     tfinal = round(1000 * total_steps / ref) if tfinal is None else int(tfinal)
     deltaT = max(1, round(10 * total_steps / ref)) if deltaT is None else int(deltaT)
     if tinit >= total_steps - tfinal:
-        raise ValueError(f"AdaLoRA schedule leaves no budgeting phase: tinit={tinit}, tfinal={tfinal}, "
-                         f"total_step={total_steps} (need tinit < total_step - tfinal)")
+        raise ValueError(
+            f"AdaLoRA schedule leaves no budgeting phase: tinit={tinit}, tfinal={tfinal}, "
+            f"total_step={total_steps} (need tinit < total_step - tfinal)"
+        )
     return {"tinit": tinit, "tfinal": tfinal, "deltaT": deltaT}
 
 
@@ -228,15 +255,19 @@ class Lora(_PeftMethod):
         """LoRA's rank is fixed: r for every adapted layer."""
         from peft.tuners.lora import LoraLayer
 
-        return {name: int(mod.r["default"]) for name, mod in self.whisper.named_modules()
-                if isinstance(mod, LoraLayer)}
+        return {name: int(mod.r["default"]) for name, mod in self.whisper.named_modules() if isinstance(mod, LoraLayer)}
 
     def peft_config(self):
         from peft import LoraConfig
 
         h = self.hparams
-        return LoraConfig(r=int(h["r"]), lora_alpha=h["lora_alpha"], lora_dropout=h["lora_dropout"],
-                          target_modules=list(h["target_modules"]), bias="none")
+        return LoraConfig(
+            r=int(h["r"]),
+            lora_alpha=h["lora_alpha"],
+            lora_dropout=h["lora_dropout"],
+            target_modules=list(h["target_modules"]),
+            bias="none",
+        )
 
 
 class AdaLora(_PeftMethod):
@@ -251,10 +282,18 @@ class AdaLora(_PeftMethod):
         from peft import AdaLoraConfig
 
         h = self.hparams
-        return AdaLoraConfig(init_r=int(h["init_r"]), target_r=int(h["target_r"]), beta1=h["beta1"],
-                             beta2=h["beta2"], lora_alpha=h["lora_alpha"], lora_dropout=h["lora_dropout"],
-                             orth_reg_weight=h["orth_reg_weight"], total_step=self.total_steps,
-                             target_modules=list(h["target_modules"]), **self.schedule)
+        return AdaLoraConfig(
+            init_r=int(h["init_r"]),
+            target_r=int(h["target_r"]),
+            beta1=h["beta1"],
+            beta2=h["beta2"],
+            lora_alpha=h["lora_alpha"],
+            lora_dropout=h["lora_dropout"],
+            orth_reg_weight=h["orth_reg_weight"],
+            total_step=self.total_steps,
+            target_modules=list(h["target_modules"]),
+            **self.schedule,
+        )
 
     @property
     def tuner(self):
@@ -315,8 +354,13 @@ class S2LoraMethod(Method):
 
     def select_trainable(self) -> None:
         h = self.hparams
-        self.s2 = S2LoRA(self.whisper, r=int(h["r"]), alpha=float(h["alpha"]), dropout=float(h["dropout"]),
-                         target_modules=h["target_modules"])
+        self.s2 = S2LoRA(
+            self.whisper,
+            r=int(h["r"]),
+            alpha=float(h["alpha"]),
+            dropout=float(h["dropout"]),
+            target_modules=h["target_modules"],
+        )
 
     def named_trainable(self) -> dict[str, nn.Parameter]:
         return self.s2.named_trainable()
@@ -327,9 +371,14 @@ class S2LoraMethod(Method):
 
     def finalize(self) -> dict:
         stats = self.s2.prune(float(self.hparams["threshold"]))
-        log.info("S2-LoRA: %d of %d rank coefficients non-zero after pruning at |c| < %g x max |c| = %.3g "
-                 "(sparsity %.1f%%)", stats["nonzero"], stats["coefficients"], stats["threshold"], stats["cut"],
-                 100 * stats["sparsity"])
+        log.info(
+            "S2-LoRA: %d of %d rank coefficients non-zero after pruning at |c| < %g x max |c| = %.3g (sparsity %.1f%%)",
+            stats["nonzero"],
+            stats["coefficients"],
+            stats["threshold"],
+            stats["cut"],
+            100 * stats["sparsity"],
+        )
         return {"s2lora_pruning": stats}
 
     def rank_allocation(self) -> dict[str, int]:

@@ -96,15 +96,25 @@ class S2LoRALinear(nn.Module):
 class S2LoRA:
     """Inject S2-LoRA into ``model`` in place (base weights frozen)."""
 
-    def __init__(self, model: nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-                 target_modules: Iterable[str] = DEFAULT_TARGETS):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        r: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        target_modules: Iterable[str] = DEFAULT_TARGETS,
+    ):
         if r < 1:
             raise ValueError(f"S2-LoRA rank r must be >= 1, got {r}")
         self.model = model
         self.r, self.alpha = int(r), float(alpha)
         targets = set(target_modules)
-        found = [(name, mod) for name, mod in model.named_modules()
-                 if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+        found = [
+            (name, mod)
+            for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets
+        ]
         if not found:
             raise ValueError(f"S2-LoRA: no nn.Linear named one of {sorted(targets)} in the model")
         for p in model.parameters():
@@ -141,8 +151,14 @@ class S2LoRA:
             layer.coef.masked_fill_(layer.coef.abs() < cut, 0.0)
             total += layer.coef.numel()
             nonzero += int(torch.count_nonzero(layer.coef))
-        return {"threshold": threshold, "max_abs_coef": largest, "cut": cut, "coefficients": total,
-                "nonzero": nonzero, "sparsity": 1.0 - nonzero / total}
+        return {
+            "threshold": threshold,
+            "max_abs_coef": largest,
+            "cut": cut,
+            "coefficients": total,
+            "nonzero": nonzero,
+            "sparsity": 1.0 - nonzero / total,
+        }
 
     def rank_allocation(self) -> dict[str, int]:
         """Learned rank per adapted layer = number of non-zero coefficients."""

@@ -21,7 +21,6 @@ from typing import Mapping
 import torch
 
 
-
 def weights_file(path: str | os.PathLike) -> Path:
     """A model dir's ``model.safetensors``, or the given safetensors file itself."""
     p = Path(path)
@@ -58,9 +57,11 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
         mkeys, bkeys = set(fm.keys()), set(fb.keys())
         if mkeys != bkeys:
             missing, extra = sorted(bkeys - mkeys), sorted(mkeys - bkeys)
-            raise KeyError(f"task vector {mpath} vs base {bpath}: tensor names differ; "
-                           f"missing in model: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
-                           f"not in base: {extra[:5]}{'...' if len(extra) > 5 else ''}")
+            raise KeyError(
+                f"task vector {mpath} vs base {bpath}: tensor names differ; "
+                f"missing in model: {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+                f"not in base: {extra[:5]}{'...' if len(extra) > 5 else ''}"
+            )
         for key in sorted(mkeys):
             a = fm.get_tensor(key).to(torch.float32)
             b = fb.get_tensor(key).to(torch.float32)
@@ -68,14 +69,16 @@ def task_vector(model_weights, base_weights, out_path, metadata: Mapping | None 
                 if not bool(torch.isfinite(t).all()):
                     raise ValueError(f"task vector: non-finite values (NaN or Inf) in tensor {key!r} of {path}")
             if a.shape != b.shape:
-                raise ValueError(f"task vector: tensor {key} has shape {tuple(a.shape)} in {mpath} "
-                                 f"but {tuple(b.shape)} in base {bpath}")
+                raise ValueError(
+                    f"task vector: tensor {key} has shape {tuple(a.shape)} in {mpath} "
+                    f"but {tuple(b.shape)} in base {bpath}"
+                )
             d = (a - b).contiguous()
             sq += float(torch.sum(d.double() ** 2))
             out[key] = d
     meta = {"format": "pt", "kind": "task_vector", **_metadata_strings(metadata)}
     write_safetensors(out_path, out, meta)  # byte-reproducible, atomic
-    return {"tensors": len(out), "parameters": sum(t.numel() for t in out.values()), "l2_norm": sq ** 0.5}
+    return {"tensors": len(out), "parameters": sum(t.numel() for t in out.values()), "l2_norm": sq**0.5}
 
 
 def apply_task_vector(base_weights, tv_path, scale: float = 1.0) -> dict[str, torch.Tensor]:

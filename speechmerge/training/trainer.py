@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from speechmerge.training import batching
-from speechmerge.training.peft_methods import (METHODS, adalora_schedule, build_method, count_parameters,
-                                               method_hparams)
+from speechmerge.training.peft_methods import METHODS, adalora_schedule, build_method, count_parameters, method_hparams
 from speechmerge.utils import atomic_path, config_hash, provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -65,17 +64,17 @@ class TrainSpec:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    eval_every: int | None = None      # None/0: evaluate at the last step only
+    eval_every: int | None = None  # None/0: evaluate at the last step only
     checkpoint_every: int | None = None  # None/0: no checkpoints
     seed: int = 0
     peft: dict = dataclasses.field(default_factory=dict)
     checkpoint_dir: str | None = None
-    lr_schedule: str = "linear"        # linear | cosine | constant (after warm-up)
+    lr_schedule: str = "linear"  # linear | cosine | constant (after warm-up)
     eval_batch_size: int | None = None
     select_best: bool = True
-    precision: str = "auto"            # auto | float32 | bfloat16 (CPU autocast; auto: see resolve_precision)
+    precision: str = "auto"  # auto | float32 | bfloat16 (CPU autocast; auto: see resolve_precision)
     attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
-    keep_checkpoints: bool = False     # keep checkpoint_dir after a successful run
+    keep_checkpoints: bool = False  # keep checkpoint_dir after a successful run
     config_hash: str | None = None
 
     @classmethod
@@ -176,8 +175,9 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
 def target_loss(whisper, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(sum of token CE, number of correct argmax tokens, number of target tokens) of a batch."""
     labels = batch["labels"]
-    out = whisper.model(input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"],
-                        use_cache=False)
+    out = whisper.model(
+        input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"], use_cache=False
+    )
     mask = labels != batching.IGNORE_INDEX
     hidden = out.last_hidden_state[mask]
     logits = whisper.proj_out(hidden).float()
@@ -188,8 +188,14 @@ def target_loss(whisper, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
 
 
 @torch.inference_mode()
-def evaluate_items(whisper, items: Sequence[batching.Item], features: torch.Tensor, pad_id: int,
-                   batch_size: int, autocast: bool = False) -> tuple[float, float]:
+def evaluate_items(
+    whisper,
+    items: Sequence[batching.Item],
+    features: torch.Tensor,
+    pad_id: int,
+    batch_size: int,
+    autocast: bool = False,
+) -> tuple[float, float]:
     """Token-mean CE and token accuracy of ``whisper`` on ``items``."""
     was_training = whisper.training
     whisper.eval()
@@ -197,7 +203,7 @@ def evaluate_items(whisper, items: Sequence[batching.Item], features: torch.Tens
     n = 0
     try:
         for s in range(0, len(items), batch_size):
-            batch = batching.collate(items[s:s + batch_size], features, pad_id)
+            batch = batching.collate(items[s : s + batch_size], features, pad_id)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss_sum, corr, k = target_loss(whisper, batch)
             total += float(loss_sum)
@@ -262,8 +268,9 @@ class _Data:
     dropped: int
 
 
-def _load_data(paths: Sequence[str], tasks, processor, n_samples: int, max_length: int, what: str,
-               progress: bool) -> _Data:
+def _load_data(
+    paths: Sequence[str], tasks, processor, n_samples: int, max_length: int, what: str, progress: bool
+) -> _Data:
     from speechmerge.data.io import read_examples
 
     examples = []
@@ -273,15 +280,21 @@ def _load_data(paths: Sequence[str], tasks, processor, n_samples: int, max_lengt
     keep = [e for e in examples if len(e.audio) <= n_samples]
     dropped = len(examples) - len(keep)
     if dropped:
-        log.warning("%s: dropping %d of %d utterances longer than the encoder context (%.2f s)",
-                    what, dropped, len(examples), n_samples / sr)
+        log.warning(
+            "%s: dropping %d of %d utterances longer than the encoder context (%.2f s)",
+            what,
+            dropped,
+            len(examples),
+            n_samples / sr,
+        )
     if not keep:
-        raise ValueError(f"{what}: no utterances fit the encoder context of {n_samples / sr:.2f} s "
-                         f"(files: {list(paths)})")
-    feats = batching.log_mel_bank([e.audio for e in keep], processor.feature_extractor, n_samples,
-                                  progress=progress, desc=f"log-mel {what}")
-    items = batching.expand_items(keep, range(len(keep)), tasks, processor.tokenizer,
-                                  max_length=max_length, what=what)
+        raise ValueError(
+            f"{what}: no utterances fit the encoder context of {n_samples / sr:.2f} s (files: {list(paths)})"
+        )
+    feats = batching.log_mel_bank(
+        [e.audio for e in keep], processor.feature_extractor, n_samples, progress=progress, desc=f"log-mel {what}"
+    )
+    items = batching.expand_items(keep, range(len(keep)), tasks, processor.tokenizer, max_length=max_length, what=what)
     return _Data(items, feats, len(keep), dropped)
 
 
@@ -343,9 +356,15 @@ class Trainer:
         max_len = int(cfg.max_target_positions)
         self.train = _load_data(self.train_paths, spec.tasks, processor, self.n_samples, max_len, "train", progress)
         self.dev = _load_data(self.dev_paths, spec.tasks, processor, self.n_samples, max_len, "dev", progress)
-        log.info("job %s/%s: %d train items (%d utterances), %d dev items, context %.2f s",
-                 spec.experiment, spec.job, len(self.train.items), self.train.n_utts, len(self.dev.items),
-                 self.n_samples / processor.feature_extractor.sampling_rate)
+        log.info(
+            "job %s/%s: %d train items (%d utterances), %d dev items, context %.2f s",
+            spec.experiment,
+            spec.job,
+            len(self.train.items),
+            self.train.n_utts,
+            len(self.dev.items),
+            self.n_samples / processor.feature_extractor.sampling_rate,
+        )
 
         torch.manual_seed(spec.seed)
         self.method = build_method(spec.method, whisper, spec.peft, spec.steps)
@@ -355,15 +374,19 @@ class Trainer:
         self.n_trainable = sum(p.numel() for p in self.params.values())
         decay = [p for p in self.params.values() if p.ndim >= 2]
         no_decay = [p for p in self.params.values() if p.ndim < 2]
-        groups = [g for g in ({"params": decay, "weight_decay": spec.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        groups = [
+            g
+            for g in ({"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]
+        ]
         # fused: one pass over param/grad/moments per tensor (2-3x faster than foreach on CPU)
         self.optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
         self.precision = resolve_precision(spec.precision)
         self.autocast = self.precision == "bfloat16"
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: lr_factor(k, warmup=spec.warmup_steps, total=spec.steps,
-                                                schedule=spec.lr_schedule))
+            self.optimizer,
+            lambda k: lr_factor(k, warmup=spec.warmup_steps, total=spec.steps, schedule=spec.lr_schedule),
+        )
         self.step = 0
         self.rows: list[dict] = []
         self.best = {"step": None, "dev_loss": math.inf, "dev_acc": None}
@@ -371,11 +394,18 @@ class Trainer:
         self.train_time = 0.0
         self.samples_seen = 0
         self.resumed_from = None
-        self.fingerprint = config_hash({
-            "spec": {k: v for k, v in spec.to_dict().items()
-                     if k not in ("checkpoint_dir", "keep_checkpoints", "config_hash")},
-            "base": os.path.abspath(self.base_dir), "train": self.train_paths, "dev": self.dev_paths,
-        })
+        self.fingerprint = config_hash(
+            {
+                "spec": {
+                    k: v
+                    for k, v in spec.to_dict().items()
+                    if k not in ("checkpoint_dir", "keep_checkpoints", "config_hash")
+                },
+                "base": os.path.abspath(self.base_dir),
+                "train": self.train_paths,
+                "dev": self.dev_paths,
+            }
+        )
 
     # --- checkpoints --------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
@@ -393,9 +423,15 @@ class Trainer:
             _save_tensors(tmp / "method.safetensors", extra_t)
             _save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
             state = {
-                "fingerprint": self.fingerprint, "step": self.step, "rows": self.rows, "best": self.best,
-                "train_time": self.train_time, "samples_seen": self.samples_seen,
-                "optimizer": opt_meta, "scheduler": self.scheduler.state_dict(), "method": extra_meta,
+                "fingerprint": self.fingerprint,
+                "step": self.step,
+                "rows": self.rows,
+                "best": self.best,
+                "train_time": self.train_time,
+                "samples_seen": self.samples_seen,
+                "optimizer": opt_meta,
+                "scheduler": self.scheduler.state_dict(),
+                "method": extra_meta,
             }
             (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
         for old in root.glob("step-*"):
@@ -414,19 +450,23 @@ class Trainer:
             return False
         saved = _load_tensors(ckpt / "trainable.safetensors")
         if set(saved) != set(self.params):
-            raise KeyError(f"checkpoint {ckpt}: trainable tensors differ from the model's "
-                           f"(missing {sorted(set(self.params) - set(saved))[:5]}, "
-                           f"unexpected {sorted(set(saved) - set(self.params))[:5]})")
+            raise KeyError(
+                f"checkpoint {ckpt}: trainable tensors differ from the model's "
+                f"(missing {sorted(set(self.params) - set(saved))[:5]}, "
+                f"unexpected {sorted(set(saved) - set(self.params))[:5]})"
+            )
         with torch.no_grad():
             for n, p in self.params.items():
                 if p.shape != saved[n].shape:
-                    raise ValueError(f"checkpoint {ckpt}: tensor {n} has shape {tuple(saved[n].shape)}, "
-                                     f"model has {tuple(p.shape)}")
+                    raise ValueError(
+                        f"checkpoint {ckpt}: tensor {n} has shape {tuple(saved[n].shape)}, model has {tuple(p.shape)}"
+                    )
                 p.copy_(saved[n])
         best = _load_tensors(ckpt / "best.safetensors")
         self.best_state = best or None
-        self.optimizer.load_state_dict(_unflatten_optimizer(_load_tensors(ckpt / "optimizer.safetensors"),
-                                                            state["optimizer"]))
+        self.optimizer.load_state_dict(
+            _unflatten_optimizer(_load_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+        )
         self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_extra_state(_load_tensors(ckpt / "method.safetensors"), state["method"])
         torch.set_rng_state(_load_tensors(ckpt / "rng.safetensors")["torch"])
@@ -447,15 +487,18 @@ class Trainer:
         total = 0.0
         autocast = self.autocast
         for m in range(spec.grad_accum):
-            batch = batching.collate(items[m * spec.batch_size:(m + 1) * spec.batch_size], self.train.features,
-                                     self.pad_id)
+            batch = batching.collate(
+                items[m * spec.batch_size : (m + 1) * spec.batch_size], self.train.features, self.pad_id
+            )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss_sum, _, _ = target_loss(self.whisper, batch)
             value = float(loss_sum.detach())
             if not math.isfinite(value):
-                raise TrainingDiverged(f"job {spec.experiment}/{spec.job}: training loss is {value} at step "
-                                       f"{self.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
-                                       "lower the learning rate or check the data")
+                raise TrainingDiverged(
+                    f"job {spec.experiment}/{spec.job}: training loss is {value} at step "
+                    f"{self.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
+                    "lower the learning rate or check the data"
+                )
             (loss_sum / n_tok).backward()
             total += value
         reg = self.method.regulariser()
@@ -465,8 +508,10 @@ class Trainer:
             reg_value = float(reg.detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), spec.max_grad_norm, foreach=True)
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(f"job {spec.experiment}/{spec.job}: gradient norm is {float(grad_norm)} at step "
-                                   f"{self.step + 1}; lower the learning rate or check the data")
+            raise TrainingDiverged(
+                f"job {spec.experiment}/{spec.job}: gradient norm is {float(grad_norm)} at step "
+                f"{self.step + 1}; lower the learning rate or check the data"
+            )
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.method.after_optimizer_step(self.step)
@@ -477,8 +522,7 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         bs = self.spec.eval_batch_size or self.spec.batch_size
-        return evaluate_items(self.whisper, self.dev.items, self.dev.features, self.pad_id, bs,
-                              autocast=self.autocast)
+        return evaluate_items(self.whisper, self.dev.items, self.dev.features, self.pad_id, bs, autocast=self.autocast)
 
     def _is_eval_step(self) -> bool:
         every = self.spec.eval_every
@@ -489,8 +533,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         spec = self.spec
-        bar = tqdm(total=spec.steps, initial=self.step, desc=f"{spec.experiment}/{spec.job}",
-                   disable=not self.progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=spec.steps,
+            initial=self.step,
+            desc=f"{spec.experiment}/{spec.job}",
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
         try:
             while self.step < spec.steps:
                 t0 = time.perf_counter()
@@ -530,24 +580,41 @@ class Trainer:
         for p in merged.parameters():
             p.requires_grad_(False)
         info = {
-            "experiment": spec.experiment, "job": spec.job, "method": spec.method, "tasks": list(spec.tasks),
-            "steps": spec.steps, "seed": spec.seed, "batch_size": spec.batch_size, "grad_accum": spec.grad_accum,
-            "lr": spec.lr, "peft": method_hparams(spec.method, spec.peft),
-            "train_files": self.train_paths, "dev_files": self.dev_paths, "base": self.base_dir,
-            "train_items": len(self.train.items), "train_utterances": self.train.n_utts,
-            "dev_items": len(self.dev.items), "dropped_too_long": {"train": self.train.dropped, "dev": self.dev.dropped},
+            "experiment": spec.experiment,
+            "job": spec.job,
+            "method": spec.method,
+            "tasks": list(spec.tasks),
+            "steps": spec.steps,
+            "seed": spec.seed,
+            "batch_size": spec.batch_size,
+            "grad_accum": spec.grad_accum,
+            "lr": spec.lr,
+            "peft": method_hparams(spec.method, spec.peft),
+            "train_files": self.train_paths,
+            "dev_files": self.dev_paths,
+            "base": self.base_dir,
+            "train_items": len(self.train.items),
+            "train_utterances": self.train.n_utts,
+            "dev_items": len(self.dev.items),
+            "dropped_too_long": {"train": self.train.dropped, "dev": self.dev.dropped},
             "context_seconds": self.n_samples / self.processor.feature_extractor.sampling_rate,
-            "samples_seen": self.samples_seen, "train_time_s": round(self.train_time, 3),
+            "samples_seen": self.samples_seen,
+            "train_time_s": round(self.train_time, 3),
             "wall_time_s": round(time.time() - self.t_start, 3),
             "samples_per_s": round(self.samples_seen / self.train_time, 4) if self.train_time else None,
-            "threads": torch.get_num_threads(), "precision": self.precision,
+            "threads": torch.get_num_threads(),
+            "precision": self.precision,
             "attn_implementation": self.attn,
-            "best_step": self.best["step"], "best_dev_loss": self.best["dev_loss"], "best_dev_acc": self.best["dev_acc"],
+            "best_step": self.best["step"],
+            "best_dev_loss": self.best["dev_loss"],
+            "best_dev_acc": self.best["dev_acc"],
             "final_dev_loss": self.rows[-1].get("dev_loss") if self.rows else None,
             "selected": "best" if spec.select_best else "last",
-            "trainable_params": self.n_trainable, "total_params": self.total_params,
+            "trainable_params": self.n_trainable,
+            "total_params": self.total_params,
             "trainable_percent": 100.0 * self.n_trainable / self.total_params,
-            "resumed_from": self.resumed_from, **facts,
+            "resumed_from": self.resumed_from,
+            **facts,
             "spec": spec.to_dict(),
             "provenance": provenance(spec.to_dict(), job_config_hash=spec.config_hash),
         }
@@ -561,8 +628,10 @@ class Trainer:
             write_json(tmp / "rank_allocation.json", ranks or {})
             write_json(tmp / "train_info.json", info)
             if not (tmp / "model.safetensors").exists():
-                raise RuntimeError(f"save_pretrained wrote no single model.safetensors in {out_dir} "
-                                   f"(files: {sorted(p.name for p in tmp.iterdir())})")
+                raise RuntimeError(
+                    f"save_pretrained wrote no single model.safetensors in {out_dir} "
+                    f"(files: {sorted(p.name for p in tmp.iterdir())})"
+                )
         if spec.checkpoint_dir and not spec.keep_checkpoints:
             shutil.rmtree(spec.checkpoint_dir, ignore_errors=True)
         return info
@@ -580,9 +649,18 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def train(spec: dict, base_dir, train_paths: Sequence, dev_paths: Sequence, out_dir, *,
-          threads: int | None = None, progress: bool = True, stop_after: int | None = None,
-          deterministic: bool = True) -> dict:
+def train(
+    spec: dict,
+    base_dir,
+    train_paths: Sequence,
+    dev_paths: Sequence,
+    out_dir,
+    *,
+    threads: int | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    deterministic: bool = True,
+) -> dict:
     """Fine-tune the Whisper model in ``base_dir`` as ``spec`` says; write the model dir ``out_dir``.
 
     ``spec`` keys: see ``TrainSpec`` (experiment, job, method, tasks, steps, batch_size,

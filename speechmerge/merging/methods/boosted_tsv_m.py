@@ -30,8 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import boost_spectrum  # noqa: F401  (re-exported for figures)
 from speechmerge.merging.checks import check_choice, check_number
+from speechmerge.merging.linalg import boost_spectrum  # noqa: F401  (re-exported for figures)
 from speechmerge.merging.methods.tsv_m import BOOST_ENERGY
 from speechmerge.merging.methods.tsv_m_ns import TSVMNewtonSchulz
 

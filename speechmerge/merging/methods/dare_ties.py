@@ -25,9 +25,9 @@ import torch
 
 from speechmerge.merging.base import TensorContext, register
 from speechmerge.merging.checks import check_weights, expert_weights
+from speechmerge.merging.methods.dare_linear import DareMethod
 from speechmerge.merging.streaming import TensorSource
 from speechmerge.merging.tensor_ops import agree_mask, elect_sign
-from speechmerge.merging.methods.dare_linear import DareMethod
 
 
 @register

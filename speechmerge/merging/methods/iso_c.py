@@ -28,9 +28,9 @@ from typing import Sequence
 import torch
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import svd
 from speechmerge.merging.checks import check_choice, check_number
-from speechmerge.merging.streaming import MatrixOrElementwiseMethod, NON_MATRIX_RULES, combine
+from speechmerge.merging.linalg import svd
+from speechmerge.merging.streaming import NON_MATRIX_RULES, MatrixOrElementwiseMethod, combine
 
 
 def iso_c_matrix(deltas: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -40,9 +40,9 @@ from typing import Sequence
 import torch
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import newton_schulz, polar_factor, svd, truncated_svd
 from speechmerge.merging.checks import check_choice, check_number
-from speechmerge.merging.streaming import MatrixOrElementwiseMethod, NON_MATRIX_RULES, combine
+from speechmerge.merging.linalg import newton_schulz, polar_factor, svd, truncated_svd
+from speechmerge.merging.streaming import NON_MATRIX_RULES, MatrixOrElementwiseMethod, combine
 
 ORTHOGONALIZERS = ("polar", "newton_schulz")
 

@@ -31,9 +31,7 @@ from speechmerge.merging.streaming import StreamingMethod, TensorSource
 from speechmerge.merging.tensor_ops import gram
 
 
-def karcher_coefficients(
-    G: torch.Tensor, alphas: list[float], max_iter: int, tol: float
-) -> torch.Tensor:
+def karcher_coefficients(G: torch.Tensor, alphas: list[float], max_iter: int, tol: float) -> torch.Tensor:
     """Coefficients a (float64, N) with Karcher mean = Σ_i a_i θ_i, from the Gram matrix of θ."""
     n = G.shape[0]
     norms = G.diagonal().clamp(min=0).sqrt()

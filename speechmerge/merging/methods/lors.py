@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import torch
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import lowrank_sparse_split
 from speechmerge.merging.checks import check_number
+from speechmerge.merging.linalg import lowrank_sparse_split
 from speechmerge.merging.streaming import MatrixOrElementwiseMethod
 
 
@@ -96,4 +96,3 @@ class LoRS(_PrunedTaskArithmetic):
             return tau
         low, sparse = lowrank_sparse_split(tau, self.rank_for(tau.shape), keep)
         return low + sparse
-

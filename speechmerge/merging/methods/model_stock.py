@@ -76,4 +76,3 @@ class ModelStock(StreamingMethod):
         t = float(stock_ratio(mean_pairwise(cosine_matrix(G)), n))
         for rows in src.chunks():
             yield (sum(src.deltas(rows)) / n) * t
-

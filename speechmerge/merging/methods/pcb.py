@@ -51,9 +51,7 @@ class _Stats:
         self.top = [0.0] * n
 
 
-def balance(
-    tau: torch.Tensor, total: torch.Tensor, n: int, lo: float, hi: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def balance(tau: torch.Tensor, total: torch.Tensor, n: int, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(β_i, τ̄_i) for one expert chunk: the balancing score and the clamped values."""
     a = tau.abs().clamp_(min=lo, max=hi) if lo <= hi else torch.full_like(tau, hi)
     clamped = torch.sign(tau).mul_(a)

@@ -34,9 +34,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import boost_spectrum, polar_factor, svd
 from speechmerge.merging.checks import check_choice, check_number
-from speechmerge.merging.streaming import MatrixOrElementwiseMethod, NON_MATRIX_RULES, combine
+from speechmerge.merging.linalg import boost_spectrum, polar_factor, svd
+from speechmerge.merging.streaming import NON_MATRIX_RULES, MatrixOrElementwiseMethod, combine
 
 BOOST_ENERGY = ("kept", "full")
 

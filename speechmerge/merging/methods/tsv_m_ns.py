@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from speechmerge.merging.base import register
-from speechmerge.merging.linalg import NS_PRESETS, ns_schedule, newton_schulz
 from speechmerge.merging.checks import check_number
+from speechmerge.merging.linalg import NS_PRESETS, newton_schulz, ns_schedule
 from speechmerge.merging.methods.tsv_m import TSVM
 
 
