@@ -219,8 +219,9 @@ def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
             continue
         try:
             merge = REGISTRY[method](**spec["hparams"])
-        except ValueError as err:
-            raise PlanError(f"experiments.{exp_name}.hparams.{method}: {err}") from None
+        except (ValueError, KeyError, TypeError) as err:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise PlanError(f"config key 'experiments.{exp_name}.hparams.{method}': {msg}") from None
         out[method] = merge.resolved_hparams(len(spec["experts"]) or 1)
     return out
 

@@ -161,5 +161,5 @@ def test_report_specs_carry_the_resolved_default_merges(default):
     assert plan.reports["peft"]["default_merges"] == {}
     bad = copy.deepcopy(default)
     bad["experiments"]["multilingual"]["hparams"] = {"ties": {"keep_fraction": 2.0}}
-    with pytest.raises(PlanError, match=r"hparams.ties: .*'keep_fraction'"):
+    with pytest.raises(PlanError, match=r"hparams.ties': .*'keep_fraction'"):
         build_plan(bad)
