@@ -12,8 +12,8 @@ rule audio_checksum:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=500,
-        runtime=10,
+        mem_mb=job_resource("audio_checksum", "mem_mb"),
+        runtime=job_resource("audio_checksum", "runtime"),
     params:
         manifest=dataset_manifest,
     script:
@@ -35,8 +35,8 @@ rule synthesize_corpus:
         CONDA_ENV
     threads: THREADS.get("synthesize", 1)
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=job_resource("synthesize_corpus", "mem_mb"),
+        runtime=job_resource("synthesize_corpus", "runtime"),
     params:
         spec=lambda wc: PLAN.datasets[(wc.experiment, wc.subset, wc.split)],
     script:

@@ -18,8 +18,9 @@ rule evaluate:
         CONDA_ENV
     threads: THREADS.get("evaluate", 1)
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=job_resource("evaluate", "mem_mb"),
+        runtime=job_resource("evaluate", "runtime"),
+        gpu=job_resource("evaluate", "gpu"),
     params:
         spec=lambda wc: PLAN.evaluation_spec(wc.experiment, wc.model),
     script:

@@ -22,8 +22,9 @@ rule finetune:
         CONDA_ENV
     threads: THREADS.get("train", 1)
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=job_resource("finetune", "mem_mb"),
+        runtime=job_resource("finetune", "runtime"),
+        gpu=job_resource("finetune", "gpu"),
     params:
         spec=lambda wc: PLAN.finetune_spec(wc.experiment, wc.job),
     script:

@@ -16,8 +16,9 @@ rule merge:
         CONDA_ENV
     threads: THREADS.get("merge", 1)
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=job_resource("merge", "mem_mb"),
+        runtime=job_resource("merge", "runtime"),
+        gpu=job_resource("merge", "gpu"),
     params:
         spec=lambda wc: PLAN.variants[(wc.experiment, wc.variant)],
     script:

@@ -13,8 +13,8 @@ rule import_model:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=job_resource("import_model", "mem_mb"),
+        runtime=job_resource("import_model", "runtime"),
     params:
         spec=lambda wc: {
             "spec": config["base_model"]["spec"],

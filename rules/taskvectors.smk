@@ -14,8 +14,8 @@ rule task_vector:
     conda:
         CONDA_ENV
     resources:
-        mem_mb=3000,
-        runtime=10,
+        mem_mb=job_resource("task_vector", "mem_mb"),
+        runtime=job_resource("task_vector", "runtime"),
     params:
         spec=lambda wc: {"experiment": wc.experiment, "job": wc.job},
     script:

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
 
+from importlib.resources import files
+
+#: The repository (of an editable install or a source checkout; a wheel has no config.yaml there).
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "schemas" / "config.schema.yaml"
+#: The config schema, package data (schemas/config.schema.yaml in the repository).
+SCHEMA = Path(str(files("speechmerge.schemas") / "config.schema.yaml"))
+#: The checked-in text corpus, package data (resources/text/corpus.tsv in the repository).
+CORPUS = Path(str(files("speechmerge.corpus") / "corpus.tsv"))
+#: The corpus path config.yaml names; when it is not in the working directory the packaged one is read.
+DEFAULT_CORPUS = "resources/text/corpus.tsv"
+
+
+def corpus_path(configured: str | None, workflow_dir: str | os.PathLike | None = None) -> str:
+    """The corpus file a config's ``corpus`` names: the path itself when it exists (relative to the
+    working directory); else, for the default name, the corpus shipped with the package; else
+    the path relative to ``workflow_dir`` (the Snakefile's directory). A path found nowhere is
+    an error naming it."""
+    if not configured or configured == DEFAULT_CORPUS and not Path(configured).exists():
+        return str(CORPUS)
+    if Path(configured).exists():
+        return str(configured)
+    if workflow_dir is not None and not Path(configured).is_absolute() and (Path(workflow_dir) / configured).exists():
+        return str(Path(workflow_dir) / configured)
+    raise ConfigError(f"config key corpus: {configured!r} does not exist (relative paths are read from the "
+                      f"working directory {Path.cwd()}" + (f" or {workflow_dir}" if workflow_dir else "") + ")")
 
 
 class ConfigError(ValueError):

@@ -47,6 +47,7 @@ EVAL_PREFIX = "results/eval/{experiment}/{model}"
 HYPOTHESES = EVAL_PREFIX + ".jsonl"
 SCORES = EVAL_PREFIX + ".json"
 REPORT_DIR = "results/report/{experiment}"
+REPORT_TABLES_DIR = "results/report_tables/{experiment}"  # the tables as HTML pages (snakemake --report)
 
 MODEL_FILE_SUFFIXES = (".json", ".safetensors")
 

@@ -163,7 +163,8 @@ class Plan:
         return [self.taskvector_path(experiment, j) for j in self.variants[(experiment, variant)]["experts"]]
 
     def all_targets(self) -> list[str]:
-        return [self.report_dir(e) for e in self.experiments]
+        """Each experiment's report directory and its tables as HTML (for snakemake --report)."""
+        return [d for e in self.experiments for d in (self.report_dir(e), N.REPORT_TABLES_DIR.format(experiment=e))]
 
 
 # ---------------------------------------------------------------------------------------

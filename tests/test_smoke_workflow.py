@@ -50,6 +50,9 @@ def _check_tables_and_figures(smoke_run):
         for name in ("table.csv", "table.md", "table.tex"):
             assert (out / name).stat().st_size > 0, (experiment, name)
         assert list(out.glob("*.png")), experiment
+        pages = workdir / "results" / "report_tables" / experiment
+        assert {"table.html", "README.html"} <= {p.name for p in pages.glob("*.html")}, experiment
+        assert "<table>" in (pages / "table.html").read_text()
         # one row per planned row, in the planned order
         assert list(_table(workdir, experiment)["model"]) == [r["model"] for r in plan.reports[experiment]["rows"]]
 
@@ -87,7 +90,20 @@ def _check_domains_and_peft_tables(smoke_run):
     assert {"cer:child-transcribe", "cer:adult-transcribe"} <= set(peft.columns)
 
 
+def _check_html_report(smoke_run):
+    """snakemake --report holds the HTML tables next to the figures."""
+    workdir, _ = smoke_run
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(ROOT / "presets" / "smoke.yaml"), "--report", str(workdir / "report.html")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    html = (workdir / "report.html").read_text()
+    for name in ("results/report_tables/domains/table.html", "results/report/peft/rank_allocation.png"):
+        assert name in html, name
+
+
 def test_smoke_workflow(smoke_run):
     _check_tables_and_figures(smoke_run)
+    _check_html_report(smoke_run)
     _check_multilingual_table(smoke_run)
     _check_domains_and_peft_tables(smoke_run)

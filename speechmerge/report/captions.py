@@ -37,12 +37,18 @@ def report_captions(spec: Mapping) -> dict[str, str]:
     if spec.get("sequential"):
         caps["forgetting.csv"] = f"{exp}: error rate per subset after each stage of sequential fine-tuning."
         caps["forgetting.png"] = f"{exp}: forgetting — error rate per subset after each sequential fine-tuning stage."
+    labels = {r.get("model"): r.get("label", r.get("model")) for r in spec.get("rows", [])}
+    baseline = spec.get("baseline_for_significance")
     for sw in spec.get("sweeps", []):
         name, param = N.sweep_table_name(sw["method"], sw["param"]), sw["param"]
+        method = labels.get(N.merge_model(sw["method"]), sw.get("label", sw["method"]))
         caps[f"{name}.csv"] = f"{exp}: {sw['method']} with {param} swept over {[p['value'] for p in sw['points']]}."
         caps[f"{name}.png"] = (
-            f"{exp}: {sw['method']} against {param} (95 % bands); dashed lines: the baseline "
-            "and the method at its default."
+            f"{exp}: {method} against {param}, one panel per summary column: the merged model "
+            f"at each swept value and at its default value (marked “default” on the axis), "
+            f"with the 95 % bootstrap band"
+            + (f"; dashed line: {labels.get(baseline, baseline)}" if baseline else "")
+            + ". Where the default merge's value is unknown it is a dotted line instead."
         )
     caps.update(lay.extra_captions(exp))
     return caps

@@ -277,6 +277,7 @@ def _sweep_figure(tmp: Path, spec: Mapping, main: Table, table: Table, sw: Mappi
         references=refs,
         title=table.title,
         method_label=default.label if default else sw.get("label", sw["method"]),
+        default_value=next((p["value"] for p in sw["points"] if p.get("default")), None),
     )
 
 

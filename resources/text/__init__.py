@@ -1,0 +1,1 @@
+"""Package data: the parallel text corpus (installed as ``speechmerge.corpus``; read with importlib.resources)."""

@@ -1,0 +1,176 @@
+"""Snakemake ``resources:`` of every rule (``mem_mb``, ``runtime`` in minutes, ``gpu``), estimated
+from the base model's size and the config, so that a cluster profile carries no fixed numbers.
+
+The estimates are upper bounds calibrated on the default run (Whisper base, 5 s context, 2-core
+CPU: fine-tuning peaks at 3.2 GB RSS and 1.4-2.2 samples/s, evaluation at 1.6 GB) and scaled by
+parameter count (weights, gradients, optimiser state), by layers x width x context (activations)
+and by the amount of data. ``--set-resources RULE:mem_mb=...`` (or a profile's
+``set-resources``) overrides any of them. Imports nothing heavy: the Snakefile calls it while the
+DAG is built.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+#: Python + torch + transformers + datasets imported, before any model is loaded (MB).
+OVERHEAD_MB = 1000
+#: activation memory per training sample, per second of encoder context, per (layer x width) (MB).
+TRAIN_ACT_MB = 0.004
+#: CPU seconds per training sample of Whisper base at 5 s context (default run: 1.4-2.2 samples/s).
+TRAIN_S_PER_SAMPLE = 0.7
+#: CPU seconds per decoded utterance and task of Whisper base at 5 s context.
+DECODE_S_PER_UTT = 0.5
+#: estimated times are multiplied by this and rounded up: a job is not killed for a slow node.
+SAFETY = 3.0
+#: on a GPU a job is assumed at least this much faster than the CPU figures above.
+GPU_SPEEDUP = 20.0
+#: no job asks for more than 48 h (longer jobs: ``--set-resources finetune:runtime=...``).
+MAX_RUNTIME_MIN = 48 * 60
+#: rules that run a model on the configured device (the others never ask for a GPU).
+GPU_RULES = ("finetune", "evaluate", "merge")
+
+#: Whisper sizes: (encoder layers, decoder layers, d_model); the random sizes of
+#: ``speechmerge.models.random_init.RANDOM_SIZES`` (checked equal by the tests).
+WHISPER_DIMS = {
+    "tiny": (4, 4, 384), "base": (6, 6, 512), "small": (12, 12, 768), "medium": (24, 24, 1024),
+    "large": (32, 32, 1280), "turbo": (32, 4, 1280),
+}
+RANDOM_DIMS = {"micro": (1, 1, 32), "tiny": (2, 2, 64)}
+VOCAB = 51865
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    encoder_layers: int
+    decoder_layers: int
+    d_model: int
+
+    @property
+    def params(self) -> int:
+        """Approximate parameter count: embeddings + 12 d² per layer + 4 d² cross-attention per
+        decoder layer (Whisper base: 72 M against 74 M)."""
+        d, layers = self.d_model, self.encoder_layers + self.decoder_layers
+        return VOCAB * d + 448 * d + 12 * layers * d * d + 4 * self.decoder_layers * d * d
+
+    @property
+    def weights_mb(self) -> float:
+        return self.params * 4 / 1e6
+
+    @property
+    def scale(self) -> float:
+        """Compute per sample relative to Whisper base."""
+        return self.params / WHISPER_SIZE_BASE.params
+
+    @property
+    def width(self) -> int:
+        return (self.encoder_layers + self.decoder_layers) * self.d_model
+
+
+WHISPER_SIZE_BASE = ModelSize(*WHISPER_DIMS["base"])
+
+
+def model_size(spec: str) -> ModelSize:
+    """The size of the model a ``base_model.spec`` names: ``random:<size>``, ``bundle:whisper-<size>``,
+    ``hf:<id or path>`` (the ``config.json`` of a local directory, else the size word in the name,
+    else ``large`` — the safe side)."""
+    scheme, _, ref = str(spec).partition(":")
+    if scheme == "random":
+        if ref not in RANDOM_DIMS:
+            raise ValueError(f"base_model.spec {spec!r}: unknown random size {ref!r}; known: {', '.join(RANDOM_DIMS)}")
+        return ModelSize(*RANDOM_DIMS[ref])
+    if scheme == "hf" and os.path.isfile(os.path.join(ref, "config.json")):
+        with open(os.path.join(ref, "config.json")) as fh:
+            cfg = json.load(fh)
+        return ModelSize(int(cfg["encoder_layers"]), int(cfg["decoder_layers"]), int(cfg["d_model"]))
+    words = re.findall(r"[a-z]+", ref.rsplit("/", 1)[-1].lower())
+    for name in ("turbo", "large", "medium", "small", "base", "tiny"):
+        if name in words:
+            return ModelSize(*WHISPER_DIMS[name])
+    return ModelSize(*WHISPER_DIMS["large"])
+
+
+def _context_s(config: Mapping) -> float:
+    return float((config.get("audio") or {}).get("max_seconds") or 30)
+
+
+def _on_gpu(config: Mapping) -> bool:
+    return str(config.get("device", "cpu")).startswith("cuda")
+
+
+def _minutes(seconds: float, config: Mapping, floor: int = 5) -> int:
+    if _on_gpu(config):
+        seconds /= GPU_SPEEDUP
+    return int(min(MAX_RUNTIME_MIN, floor + math.ceil(SAFETY * seconds / 60)))
+
+
+def _rows(datasets: list[Mapping]) -> int:
+    """Utterances in some splits (real-data splits of unknown size count as 1000)."""
+    return sum(int(d.get("sentences", 1000)) * int(d.get("renderings", 1)) for d in datasets)
+
+
+def estimate(rule: str, config: Mapping, *, job: Mapping | None = None, datasets: list[Mapping] = (),
+             dev: list[Mapping] = (), n_experts: int = 0, n_tasks: int = 1) -> dict[str, int]:
+    """``{"mem_mb", "runtime", "gpu"}`` of one job of ``rule``.
+
+    ``job``: a fine-tuning job spec (steps, batch_size, grad_accum, eval_every); ``datasets``: the
+    dataset specs the job reads (sentences x renderings), ``dev`` those a fine-tuning job
+    evaluates on every ``eval_every`` steps; ``n_experts``: task vectors a merge
+    reads; ``n_tasks``: tasks decoded per utterance.
+    """
+    size = model_size(config["base_model"]["spec"])
+    ctx = _context_s(config)
+    w = size.weights_mb
+    audio_mb = _rows(datasets) * ctx * 16000 * 4 / 1e6 if datasets else 0.0
+    per_sample = TRAIN_S_PER_SAMPLE * size.scale * ctx / 5
+    if rule == "finetune":
+        job = job or {}
+        batch = int(job.get("batch_size", 8)) * int(job.get("grad_accum", 1))
+        act = TRAIN_ACT_MB * int(job.get("batch_size", 8)) * ctx * size.width
+        # weights, gradients, two Adam moments and the best checkpoint kept in memory
+        mem = OVERHEAD_MB + 5 * w + act + audio_mb
+        steps = int(job.get("steps", 1))
+        dev_passes = steps // max(1, int(job.get("eval_every", steps) or steps)) + 1
+        secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
+        runtime = _minutes(secs, config)
+    elif rule == "evaluate":
+        mem = OVERHEAD_MB + 2 * w + TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width + audio_mb
+        runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config)
+    elif rule == "merge":
+        # streamed tensor by tensor: the base, the output and one tensor per expert at a time
+        mem = OVERHEAD_MB + 3 * w
+        runtime = _minutes(max(1, n_experts) * 30 * size.scale, config)
+    elif rule in ("task_vector", "import_model"):
+        mem = OVERHEAD_MB + 3 * w
+        runtime = _minutes(20 * size.scale, config)
+    elif rule == "synthesize_corpus":
+        mem = OVERHEAD_MB / 2 + 4 * audio_mb
+        runtime = _minutes(_rows(datasets) * 0.1, config, floor=5)
+    elif rule == "report":
+        mem = OVERHEAD_MB + 2 * w
+        runtime = 20
+    elif rule == "audio_checksum":
+        # reads each audio file of a manifest split once (SHA-256)
+        mem = OVERHEAD_MB / 2
+        runtime = _minutes(_rows(datasets) * 0.05, config)
+    elif rule == "report_tables":
+        mem, runtime = OVERHEAD_MB / 2, 5
+    else:
+        raise ValueError(f"no resource estimate for rule {rule!r}")
+    gpu = 1 if rule in GPU_RULES and _on_gpu(config) else 0
+    return {"mem_mb": int(math.ceil(mem / 100.0) * 100), "runtime": int(runtime), "gpu": gpu}
+
+
+def unset_variables(expressions, environ: Mapping[str, str] = os.environ, prefix: str = "SPEECHMERGE_") -> list[str]:
+    """The ``$PREFIX...`` environment variables that resource expressions (a profile's
+    ``default-resources`` / ``set-resources``) name but that are not set, sorted. Snakemake would
+    pass such a reference on literally (an account called ``$SPEECHMERGE_SLURM_ACCOUNT``)."""
+    names = set()
+    for expr in expressions:
+        names.update(re.findall(r"\$\{?(" + re.escape(prefix) + r"\w+)", str(expr)))
+    return sorted(n for n in names if n not in environ)
