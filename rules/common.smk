@@ -11,7 +11,10 @@ from speechmerge.plan_checks import check_plan
 from speechmerge.data.adapters import manifest_audio_paths
 from speechmerge.report import report_captions
 from speechmerge.config import corpus_path, validate_config
-from speechmerge.jobresources import estimate as estimate_resources, unset_variables as unset_profile_variables
+from speechmerge.jobresources import (
+    estimate as estimate_resources,
+    unset_variables as unset_profile_variables,
+)
 from snakemake.exceptions import WorkflowError
 
 validate_config(config)
@@ -90,11 +93,20 @@ wildcard_constraints:
 def _resource_args(rule, wc):
     if rule == "finetune":
         job = PLAN.jobs[(wc.experiment, wc.job)]
-        return {"job": job, "datasets": [PLAN.datasets[t] for t in job["train"]],
-                "dev": [PLAN.datasets[t] for t in job["dev"]]}
+        return {
+            "job": job,
+            "datasets": [PLAN.datasets[t] for t in job["train"]],
+            "dev": [PLAN.datasets[t] for t in job["dev"]],
+        }
     if rule == "evaluate":
-        return {"datasets": [PLAN.datasets[(wc.experiment, PLAN.testsets[(wc.experiment, t)]["subset"], "test")]
-                             for t in PLAN.model_testsets(wc.experiment, wc.model)]}
+        return {
+            "datasets": [
+                PLAN.datasets[
+                    (wc.experiment, PLAN.testsets[(wc.experiment, t)]["subset"], "test")
+                ]
+                for t in PLAN.model_testsets(wc.experiment, wc.model)
+            ]
+        }
     if rule == "merge":
         return {"n_experts": len(PLAN.variants[(wc.experiment, wc.variant)]["experts"])}
     if rule in ("synthesize_corpus", "audio_checksum"):

@@ -42,8 +42,6 @@ rule report_tables:
             subcategory="tables",
             labels={"table": "{name}"},
         ),
-    params:
-        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
     log:
         "logs/report_tables/{experiment}.log",
     benchmark:
@@ -53,5 +51,7 @@ rule report_tables:
     resources:
         mem_mb=job_resource("report_tables", "mem_mb"),
         runtime=job_resource("report_tables", "runtime"),
+    params:
+        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
     script:
         "../workflow_scripts/report_tables.py"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
-
-from importlib.resources import files
 
 #: The repository (of an editable install or a source checkout; a wheel has no config.yaml there).
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +30,10 @@ def corpus_path(configured: str | None, workflow_dir: str | os.PathLike | None =
         return str(configured)
     if workflow_dir is not None and not Path(configured).is_absolute() and (Path(workflow_dir) / configured).exists():
         return str(Path(workflow_dir) / configured)
-    raise ConfigError(f"config key corpus: {configured!r} does not exist (relative paths are read from the "
-                      f"working directory {Path.cwd()}" + (f" or {workflow_dir}" if workflow_dir else "") + ")")
+    raise ConfigError(
+        f"config key corpus: {configured!r} does not exist (relative paths are read from the "
+        f"working directory {Path.cwd()}" + (f" or {workflow_dir}" if workflow_dir else "") + ")"
+    )
 
 
 class ConfigError(ValueError):

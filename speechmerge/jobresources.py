@@ -38,8 +38,12 @@ GPU_RULES = ("finetune", "evaluate", "merge")
 #: Whisper sizes: (encoder layers, decoder layers, d_model); the random sizes of
 #: ``speechmerge.models.random_init.RANDOM_SIZES`` (checked equal by the tests).
 WHISPER_DIMS = {
-    "tiny": (4, 4, 384), "base": (6, 6, 512), "small": (12, 12, 768), "medium": (24, 24, 1024),
-    "large": (32, 32, 1280), "turbo": (32, 4, 1280),
+    "tiny": (4, 4, 384),
+    "base": (6, 6, 512),
+    "small": (12, 12, 768),
+    "medium": (24, 24, 1024),
+    "large": (32, 32, 1280),
+    "turbo": (32, 4, 1280),
 }
 RANDOM_DIMS = {"micro": (1, 1, 32), "tiny": (2, 2, 64)}
 VOCAB = 51865
@@ -114,8 +118,16 @@ def _rows(datasets: list[Mapping]) -> int:
     return sum(int(d.get("sentences", 1000)) * int(d.get("renderings", 1)) for d in datasets)
 
 
-def estimate(rule: str, config: Mapping, *, job: Mapping | None = None, datasets: list[Mapping] = (),
-             dev: list[Mapping] = (), n_experts: int = 0, n_tasks: int = 1) -> dict[str, int]:
+def estimate(
+    rule: str,
+    config: Mapping,
+    *,
+    job: Mapping | None = None,
+    datasets: list[Mapping] = (),
+    dev: list[Mapping] = (),
+    n_experts: int = 0,
+    n_tasks: int = 1,
+) -> dict[str, int]:
     """``{"mem_mb", "runtime", "gpu"}`` of one job of ``rule``.
 
     ``job``: a fine-tuning job spec (steps, batch_size, grad_accum, eval_every); ``datasets``: the
@@ -139,7 +151,12 @@ def estimate(rule: str, config: Mapping, *, job: Mapping | None = None, datasets
         secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
         runtime = _minutes(secs, config)
     elif rule == "evaluate":
-        mem = OVERHEAD_MB + 2 * w + TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width + audio_mb
+        mem = (
+            OVERHEAD_MB
+            + 2 * w
+            + TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
+            + audio_mb
+        )
         runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config)
     elif rule == "merge":
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time

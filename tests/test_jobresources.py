@@ -14,8 +14,8 @@ def test_model_sizes():
     assert base.params == 26_554_880 + 229_376 + 37_748_736 + 6_291_456
     assert R.model_size("hf:openai/whisper-large-v3").d_model == 1280
     assert R.model_size("hf:openai/whisper-small").d_model == 768
-    assert R.model_size("hf:someone/finetuned-asr").d_model == 1280      # unknown: the safe side
-    assert R.model_size("random:tiny").params == 51865 * 64 + 448 * 64 + 12 * 4 * 64 ** 2 + 4 * 2 * 64 ** 2
+    assert R.model_size("hf:someone/finetuned-asr").d_model == 1280  # unknown: the safe side
+    assert R.model_size("random:tiny").params == 51865 * 64 + 448 * 64 + 12 * 4 * 64**2 + 4 * 2 * 64**2
     with pytest.raises(ValueError, match="unknown random size 'huge'"):
         R.model_size("random:huge")
 
@@ -27,20 +27,30 @@ def test_model_size_from_a_local_config(tmp_path):
 
 def test_random_dims_match_the_builder():
     from speechmerge.models.random_init import RANDOM_SIZES
+
     for name, (enc, dec, d) in R.RANDOM_DIMS.items():
         arch = RANDOM_SIZES[name]
         assert (arch["encoder_layers"], arch["decoder_layers"], arch["d_model"]) == (enc, dec, d)
 
 
 def _config(**extra):
-    return {"base_model": {"spec": "bundle:whisper-base"}, "audio": {"max_seconds": 5},
-            "evaluation": {"batch_size": 64}, **extra}
+    return {
+        "base_model": {"spec": "bundle:whisper-base"},
+        "audio": {"max_seconds": 5},
+        "evaluation": {"batch_size": 64},
+        **extra,
+    }
 
 
 def test_finetune_estimate_by_hand():
     job = {"steps": 16, "batch_size": 8, "grad_accum": 1, "eval_every": 16}
-    est = R.estimate("finetune", _config(), job=job, datasets=[{"sentences": 160, "renderings": 2}],
-                     dev=[{"sentences": 12, "renderings": 1}])
+    est = R.estimate(
+        "finetune",
+        _config(),
+        job=job,
+        datasets=[{"sentences": 160, "renderings": 2}],
+        dev=[{"sentences": 12, "renderings": 1}],
+    )
     params = R.model_size("bundle:whisper-base").params
     w = params * 4 / 1e6
     act = 0.004 * 8 * 5 * 12 * 512
@@ -56,12 +66,16 @@ def test_finetune_estimate_by_hand():
 def test_more_steps_and_bigger_models_ask_for_more():
     small = R.estimate("finetune", _config(), job={"steps": 10, "batch_size": 8})
     longer = R.estimate("finetune", _config(), job={"steps": 1000, "batch_size": 8})
-    large = R.estimate("finetune", _config(base_model={"spec": "hf:openai/whisper-large-v3"}),
-                       job={"steps": 10, "batch_size": 8})
+    large = R.estimate(
+        "finetune", _config(base_model={"spec": "hf:openai/whisper-large-v3"}), job={"steps": 10, "batch_size": 8}
+    )
     assert longer["runtime"] > small["runtime"] and longer["mem_mb"] == small["mem_mb"]
     assert large["mem_mb"] > 5 * small["mem_mb"] and large["runtime"] > small["runtime"]
-    capped = R.estimate("finetune", _config(base_model={"spec": "hf:openai/whisper-large-v3"}, audio={}),
-                        job={"steps": 10 ** 6, "batch_size": 64})
+    capped = R.estimate(
+        "finetune",
+        _config(base_model={"spec": "hf:openai/whisper-large-v3"}, audio={}),
+        job={"steps": 10**6, "batch_size": 64},
+    )
     assert capped["runtime"] == R.MAX_RUNTIME_MIN
 
 
@@ -80,21 +94,35 @@ def test_gpu_only_for_model_rules_on_cuda():
 
 
 def test_unset_profile_variables():
-    exprs = ['slurm_account="$SPEECHMERGE_SLURM_ACCOUNT"', 'slurm_partition="${SPEECHMERGE_SLURM_PARTITION}"',
-             "tmpdir=system_tmpdir", 'x="$HOME"']
+    exprs = [
+        'slurm_account="$SPEECHMERGE_SLURM_ACCOUNT"',
+        'slurm_partition="${SPEECHMERGE_SLURM_PARTITION}"',
+        "tmpdir=system_tmpdir",
+        'x="$HOME"',
+    ]
     assert R.unset_variables(exprs, {}) == ["SPEECHMERGE_SLURM_ACCOUNT", "SPEECHMERGE_SLURM_PARTITION"]
     assert R.unset_variables(exprs, {"SPEECHMERGE_SLURM_ACCOUNT": "", "SPEECHMERGE_SLURM_PARTITION": "p"}) == []
 
 
 def test_every_rule_with_resources_has_an_estimate():
-    from pathlib import Path
     import re
+    from pathlib import Path
+
     rules_dir = Path(__file__).resolve().parents[1] / "rules"
     named = set()
     for smk in rules_dir.glob("*.smk"):
         named |= set(re.findall(r'job_resource\("(\w+)", "\w+"\)', smk.read_text()))
-    assert named >= {"finetune", "evaluate", "merge", "task_vector", "import_model", "synthesize_corpus",
-                     "report", "report_tables", "audio_checksum"}
+    assert named >= {
+        "finetune",
+        "evaluate",
+        "merge",
+        "task_vector",
+        "import_model",
+        "synthesize_corpus",
+        "report",
+        "report_tables",
+        "audio_checksum",
+    }
     for rule in named:
         est = R.estimate(rule, _config())
         assert est["mem_mb"] >= 500 and est["runtime"] >= 5, rule

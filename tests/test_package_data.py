@@ -1,11 +1,11 @@
 """The config schema and the corpus are package data read through importlib.resources, and the
 explicit package list of pyproject.toml names every package directory."""
 
-import tomllib
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from speechmerge.config import CORPUS, DEFAULT_CORPUS, SCHEMA, ConfigError, corpus_path
 
@@ -13,10 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_schema_and_corpus_are_package_data_with_the_repository_content():
-    assert (files("speechmerge.schemas") / "config.schema.yaml").read_bytes() == \
-        (ROOT / "schemas" / "config.schema.yaml").read_bytes()
-    assert (files("speechmerge.corpus") / "corpus.tsv").read_bytes() == \
-        (ROOT / "resources" / "text" / "corpus.tsv").read_bytes()
+    assert (files("speechmerge.schemas") / "config.schema.yaml").read_bytes() == (
+        ROOT / "schemas" / "config.schema.yaml"
+    ).read_bytes()
+    assert (files("speechmerge.corpus") / "corpus.tsv").read_bytes() == (
+        ROOT / "resources" / "text" / "corpus.tsv"
+    ).read_bytes()
     assert SCHEMA.is_file() and CORPUS.is_file()
 
 
@@ -32,12 +34,12 @@ def test_pyproject_lists_every_package_directory():
 
 def test_corpus_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert corpus_path(DEFAULT_CORPUS) == str(CORPUS)           # not in the working directory
+    assert corpus_path(DEFAULT_CORPUS) == str(CORPUS)  # not in the working directory
     assert corpus_path(None) == str(CORPUS)
     own = tmp_path / "resources" / "text" / "corpus.tsv"
     own.parent.mkdir(parents=True)
     own.write_text("x")
-    assert corpus_path(DEFAULT_CORPUS) == DEFAULT_CORPUS        # the user's own copy wins
+    assert corpus_path(DEFAULT_CORPUS) == DEFAULT_CORPUS  # the user's own copy wins
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "mine.tsv").write_text("x")
     assert corpus_path("mine.tsv", tmp_path / "wf") == str(tmp_path / "wf" / "mine.tsv")

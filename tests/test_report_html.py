@@ -30,11 +30,12 @@ def test_tables_lists_and_paragraphs():
     assert "<p><strong>x: main table</strong></p>" in page
     assert '<th>Method</th>\n<th class="r">WER↓</th>\n<th class="c">BLEU↑</th>' in page
     assert '<td class="r"><strong>10.00</strong></td>' in page
-    assert '<tr class="sep"><td colspan="3"></td></tr>' in page       # the group separator row
-    assert "<td>TIES &lt;b&gt;</td>" in page                            # escaped, never raw HTML
-    assert page.count("<tr>") == 3                                      # header + two data rows
-    assert ("<ul><li>Bold: best in column; <code>table.csv</code> has the intervals.</li>"
-            "<li>second item</li></ul>") in page
+    assert '<tr class="sep"><td colspan="3"></td></tr>' in page  # the group separator row
+    assert "<td>TIES &lt;b&gt;</td>" in page  # escaped, never raw HTML
+    assert page.count("<tr>") == 3  # header + two data rows
+    assert (
+        "<ul><li>Bold: best in column; <code>table.csv</code> has the intervals.</li><li>second item</li></ul>"
+    ) in page
     assert "<p>A paragraph over two lines.</p>" in page
 
 

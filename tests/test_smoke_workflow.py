@@ -93,8 +93,19 @@ def _check_domains_and_peft_tables(smoke_run):
 def _check_html_report(smoke_run):
     """snakemake --report holds the HTML tables next to the figures."""
     workdir, _ = smoke_run
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(ROOT / "presets" / "smoke.yaml"), "--report", str(workdir / "report.html")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "presets" / "smoke.yaml"),
+        "--report",
+        str(workdir / "report.html"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     html = (workdir / "report.html").read_text()

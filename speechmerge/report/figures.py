@@ -19,9 +19,8 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,7 +50,8 @@ def _axis_label(c: Column) -> str:
         return "trainable parameters (log scale)"
     unit = " (%)" if c.metric in ("wer", "cer") else ""
     name = {"wer": "WER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF", "np": "normalised performance"}.get(
-        c.metric, c.metric)
+        c.metric, c.metric
+    )
     arrow = "higher is better" if c.higher_is_better else "lower is better"
     return f"{name}{unit} — {arrow}"
 
@@ -98,8 +98,13 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
             ax.set_xscale("log")
         lo = np.array([r.cells[c.key].ci[0] if r.cells[c.key].ci else np.nan for r in rows])
         hi = np.array([r.cells[c.key].ci[1] if r.cells[c.key].ci else np.nan for r in rows])
-        ax.barh(y, np.where(np.isnan(vals), 0 if c.kind not in ("params", "params_pct") else np.nan, vals),
-                color=colors, alpha=0.85, height=0.7)
+        ax.barh(
+            y,
+            np.where(np.isnan(vals), 0 if c.kind not in ("params", "params_pct") else np.nan, vals),
+            color=colors,
+            alpha=0.85,
+            height=0.7,
+        )
         # a percentile interval may (rarely, e.g. BLEU on few segments) not contain the estimate
         err = np.clip(np.vstack([vals - lo, hi - vals]), 0, None)
         ok = ~np.isnan(err).any(axis=0) & ~np.isnan(vals)
@@ -112,8 +117,7 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
                 ax.scatter(pv, y, s=10, color="0.25", zorder=3, marker="o", alpha=0.6)
         for yi, v in zip(y, vals):
             if math.isnan(v):
-                ax.text(0.01, yi, " n/a", va="center", fontsize=8, color="0.4",
-                        transform=ax.get_yaxis_transform())
+                ax.text(0.01, yi, " n/a", va="center", fontsize=8, color="0.4", transform=ax.get_yaxis_transform())
         ax.set_title(_panel_title(c), fontsize=10)
         ax.set_xlabel(_axis_label(c), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
@@ -134,9 +138,18 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
 # --------------------------------------------------------------------------- sweeps
 
 
-def sweep_plot(table: Table, values: Sequence[float], param: str, columns: Sequence[str], path_stem, *,
-               references: Mapping[str, Mapping[str, float]] | None = None, title: str | None = None,
-               method_label: str = "merge", default_value: float | None = None) -> list[Path]:
+def sweep_plot(
+    table: Table,
+    values: Sequence[float],
+    param: str,
+    columns: Sequence[str],
+    path_stem,
+    *,
+    references: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+    method_label: str = "merge",
+    default_value: float | None = None,
+) -> list[Path]:
     """Metric vs swept hyperparameter, one panel per column (at most 2 per row); ``references``
     = {label: {key: value}} drawn as horizontal lines (e.g. the joint model, the default merge);
     ``default_value``: the swept value that is the method's default, labelled so on the axis."""
@@ -152,8 +165,14 @@ def sweep_plot(table: Table, values: Sequence[float], param: str, columns: Seque
         ci = [table.rows[i].cells[c.key].ci for i in order]
         ax.plot(x[order], v, "o-", color="C0", label=method_label)
         if all(ci):
-            ax.fill_between(x[order], [a for a, _ in ci], [b for _, b in ci], color="C0", alpha=0.2,
-                            label=f"{method_label}: 95 % CI")
+            ax.fill_between(
+                x[order],
+                [a for a, _ in ci],
+                [b for _, b in ci],
+                color="C0",
+                alpha=0.2,
+                label=f"{method_label}: 95 % CI",
+            )
         for j, (name, vals) in enumerate((references or {}).items()):
             if c.key in vals and not math.isnan(vals[c.key]):
                 ax.axhline(vals[c.key], ls=styles[j % 3], color=f"C{j + 1}", lw=1.2, label=name)
@@ -161,10 +180,14 @@ def sweep_plot(table: Table, values: Sequence[float], param: str, columns: Seque
         ax.set_ylabel(_axis_label(c), fontsize=8)
         ax.set_title(_panel_title(c), fontsize=10)
         ax.set_xticks(x[order])
-        ax.set_xticklabels([f"{v:g}\n(default)" if default_value is not None and float(v) == float(default_value)
-                            else f"{v:g}" for v in x[order]])
+        ax.set_xticklabels(
+            [
+                f"{v:g}\n(default)" if default_value is not None and float(v) == float(default_value) else f"{v:g}"
+                for v in x[order]
+            ]
+        )
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(cols):]:
+    for ax in list(axes.flat)[len(cols) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
@@ -230,7 +253,9 @@ def cosine_from_gram(gram: np.ndarray) -> np.ndarray:
     return np.where(np.outer(d, d) > 0, cos, np.nan)
 
 
-def cosine_heatmap(paths: Sequence[str | Path], labels: Sequence[str], path_stem, *, title: str) -> tuple[list[Path], np.ndarray]:
+def cosine_heatmap(
+    paths: Sequence[str | Path], labels: Sequence[str], path_stem, *, title: str
+) -> tuple[list[Path], np.ndarray]:
     gram, keys = taskvector_gram(paths)
     cos = cosine_from_gram(gram)
     n = len(labels)
@@ -241,8 +266,15 @@ def cosine_heatmap(paths: Sequence[str | Path], labels: Sequence[str], path_stem
     im = ax.imshow(cos, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{cos[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(cos[i, j]) > 0.6 * vmax else "black")
+            ax.text(
+                j,
+                i,
+                f"{cos[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if abs(cos[i, j]) > 0.6 * vmax else "black",
+            )
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(labels, rotation=45, ha="right")
@@ -257,16 +289,22 @@ def cosine_heatmap(paths: Sequence[str | Path], labels: Sequence[str], path_stem
 def representative_keys(keys: Sequence[str], k: int = 4) -> list[str]:
     """A few matrices spread over the network: first encoder self-attention query, a middle
     encoder fc1, a middle decoder cross-attention value, the last decoder self-attention output."""
+
     def layers(side):
         return sorted({int(m.group(1)) for key in keys if (m := re.search(rf"{side}\.layers\.(\d+)\.", key))})
 
     enc, dec = layers("encoder"), layers("decoder")
     wanted = []
     if enc:
-        wanted += [f"encoder.layers.{enc[0]}.self_attn.q_proj.weight", f"encoder.layers.{enc[len(enc) // 2]}.fc1.weight"]
+        wanted += [
+            f"encoder.layers.{enc[0]}.self_attn.q_proj.weight",
+            f"encoder.layers.{enc[len(enc) // 2]}.fc1.weight",
+        ]
     if dec:
-        wanted += [f"decoder.layers.{dec[len(dec) // 2]}.encoder_attn.v_proj.weight",
-                   f"decoder.layers.{dec[-1]}.self_attn.out_proj.weight"]
+        wanted += [
+            f"decoder.layers.{dec[len(dec) // 2]}.encoder_attn.v_proj.weight",
+            f"decoder.layers.{dec[-1]}.self_attn.out_proj.weight",
+        ]
     out = []
     for w in wanted:
         match = next((key for key in keys if key.endswith(w)), None)
@@ -290,8 +328,16 @@ def boost(sigma: np.ndarray, beta: float) -> np.ndarray:
     return boost_spectrum(torch.as_tensor(sigma, dtype=torch.float32), float(beta)).numpy()
 
 
-def spectra_plot(paths: Sequence[str | Path], labels: Sequence[str], path_stem, *, beta: float | None,
-                 title: str, n_keys: int = 4, energy: str = "kept") -> list[Path]:
+def spectra_plot(
+    paths: Sequence[str | Path],
+    labels: Sequence[str],
+    path_stem,
+    *,
+    beta: float | None,
+    title: str,
+    n_keys: int = 4,
+    energy: str = "kept",
+) -> list[Path]:
     """Singular values (descending) of a few task-vector matrices per expert; with ``beta``, the
     boosted spectrum of each expert is drawn dashed, as BoostedTSV-M uses it
     (``speechmerge.merging.methods.boosted_tsv_m``): TSV-M keeps the top k = max(1, r // N)
@@ -322,7 +368,7 @@ def spectra_plot(paths: Sequence[str | Path], labels: Sequence[str], path_stem, 
         ax.set_xlabel("singular value index (descending)")
         ax.set_ylabel("σ (log scale)")
         ax.grid(alpha=0.3, which="both")
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=f"C{i % 10}", lw=1.5) for i in range(len(labels))]
     names = list(labels)
@@ -331,10 +377,15 @@ def spectra_plot(paths: Sequence[str | Path], labels: Sequence[str], path_stem, 
         handles.append(plt.Line2D([], [], color="0.4", lw=0.8, ls=":"))
         names += ["task vector ΔW", f"boosted kept part (β = {beta:g})", f"k = r // {len(paths)} kept by TSV-M"]
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 9), fontsize=8, frameon=False)
-    sub = ("solid: singular values of each expert's ΔW; dashed: the top k that TSV-M keeps, after BoostedTSV-M "
-           f"boosting σ_i ← max(σ_i, σ_j*),\nj* = first index whose cumulative energy reaches β = {beta:g} "
-           f"(energy of the {'kept part' if energy == 'kept' else 'whole spectrum'})") if boosted \
+    sub = (
+        (
+            "solid: singular values of each expert's ΔW; dashed: the top k that TSV-M keeps, after BoostedTSV-M "
+            f"boosting σ_i ← max(σ_i, σ_j*),\nj* = first index whose cumulative energy reaches β = {beta:g} "
+            f"(energy of the {'kept part' if energy == 'kept' else 'whole spectrum'})"
+        )
+        if boosted
         else "singular values of each expert's ΔW"
+    )
     fig.suptitle(f"{title}\n({sub})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save(fig, path_stem)
@@ -361,8 +412,12 @@ def forgetting_plot(table: Table, path_stem, *, title: str) -> list[Path]:
         for k in trained:
             ax.plot(stages[k], v[k], marker="*", ms=13, color=f"C{i % 10}", markeredgecolor="black", zorder=4)
     ax.set_xticks(stages)
-    ax.set_xticklabels([f"{k}\n+{r.spec['subset']}" if r.spec.get("subset") else f"{k}\n{r.label.split(': ')[-1]}"
-                        for k, r in zip(stages, table.rows)])
+    ax.set_xticklabels(
+        [
+            f"{k}\n+{r.spec['subset']}" if r.spec.get("subset") else f"{k}\n{r.label.split(': ')[-1]}"
+            for k, r in zip(stages, table.rows)
+        ]
+    )
     ax.set_xlabel("sequential stage (subset added)")
     metric = cols[0].metric.upper() if cols else "WER"
     ax.set_ylabel(f"{metric} (%) — lower is better")
@@ -375,12 +430,20 @@ def forgetting_plot(table: Table, path_stem, *, title: str) -> list[Path]:
 
 # --------------------------------------------------------------------------- rank allocation
 
-_MODULE_RE = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)?\.?(q_proj|k_proj|v_proj|out_proj|fc1|fc2)$")
-_MODULE_ORDER = [(side, att, proj) for side in ("encoder", "decoder")
-                 for att, projs in (("self_attn", ("q_proj", "k_proj", "v_proj", "out_proj")),
-                                    ("encoder_attn", ("q_proj", "k_proj", "v_proj", "out_proj")),
-                                    ("", ("fc1", "fc2")))
-                 for proj in projs if not (side == "encoder" and att == "encoder_attn")]
+_MODULE_RE = re.compile(
+    r"(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)?\.?(q_proj|k_proj|v_proj|out_proj|fc1|fc2)$"
+)
+_MODULE_ORDER = [
+    (side, att, proj)
+    for side in ("encoder", "decoder")
+    for att, projs in (
+        ("self_attn", ("q_proj", "k_proj", "v_proj", "out_proj")),
+        ("encoder_attn", ("q_proj", "k_proj", "v_proj", "out_proj")),
+        ("", ("fc1", "fc2")),
+    )
+    for proj in projs
+    if not (side == "encoder" and att == "encoder_attn")
+]
 
 
 def rank_grid(ranks: Mapping[str, int]) -> tuple[np.ndarray, list[str], list[int]]:
@@ -393,15 +456,20 @@ def rank_grid(ranks: Mapping[str, int]) -> tuple[np.ndarray, list[str], list[int
         side, layer, att, proj = m.group(1), int(m.group(2)), m.group(3) or "", m.group(4)
         parsed[(side, att, proj, layer)] = float(r)
     if not parsed:
-        raise ValueError(f"rank allocation: no module names of the form "
-                         f"'...(encoder|decoder).layers.N.(self_attn|encoder_attn).q_proj' among {list(ranks)[:3]}")
+        raise ValueError(
+            f"rank allocation: no module names of the form "
+            f"'...(encoder|decoder).layers.N.(self_attn|encoder_attn).q_proj' among {list(ranks)[:3]}"
+        )
     types = [t for t in _MODULE_ORDER if any(k[:3] == t for k in parsed)]
     layers = sorted({k[3] for k in parsed})
     grid = np.full((len(types), len(layers)), np.nan)
     for (side, att, proj, layer), r in parsed.items():
         grid[types.index((side, att, proj)), layers.index(layer)] = r
-    labels = [f"{'enc' if s == 'encoder' else 'dec'} {'self' if a == 'self_attn' else 'cross' if a else 'mlp'} "
-              f"{p.replace('_proj', '')}" for s, a, p in types]
+    labels = [
+        f"{'enc' if s == 'encoder' else 'dec'} {'self' if a == 'self_attn' else 'cross' if a else 'mlp'} "
+        f"{p.replace('_proj', '')}"
+        for s, a, p in types
+    ]
     return grid, labels, layers
 
 
@@ -414,8 +482,9 @@ def rank_heatmap(allocations: Mapping[str, Mapping[str, int]], path_stem, *, tit
     n = len(grids)
     width = sum(1.6 + 0.45 * len(g[3]) for g in grids) + 1.5
     height = 0.3 * max(len(g[2]) for g in grids) + 1.8
-    fig, axes = plt.subplots(1, n, figsize=(width, height), squeeze=False,
-                             gridspec_kw={"width_ratios": [len(g[3]) + 3 for g in grids]})
+    fig, axes = plt.subplots(
+        1, n, figsize=(width, height), squeeze=False, gridspec_kw={"width_ratios": [len(g[3]) + 3 for g in grids]}
+    )
     # one colour scale for every panel, so equal colours mean equal ranks across methods
     vmax = max([1.0] + [float(np.nanmax(g[1])) for g in grids if np.isfinite(g[1]).any()])
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
@@ -424,8 +493,15 @@ def rank_heatmap(allocations: Mapping[str, Mapping[str, int]], path_stem, *, tit
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if grid[i, j] < 0.6 * vmax else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if grid[i, j] < 0.6 * vmax else "black",
+                    )
         ax.set_xticks(range(len(layers)))
         ax.set_xticklabels(layers, fontsize=8)
         ax.set_yticks(range(len(labels)))

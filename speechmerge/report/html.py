@@ -120,7 +120,7 @@ def markdown_to_html(text: str, title: str) -> str:
                 m = re.match(r"^\s*[*-]\s+(.*)$", lines[i])
                 if m:
                     items.append(m.group(1))
-                elif items:                      # a continuation line of the last item
+                elif items:  # a continuation line of the last item
                     items[-1] += " " + lines[i].strip()
                 i += 1
             body.append("<ul>" + "".join(f"<li>{inline(it)}</li>" for it in items) + "</ul>")
@@ -129,12 +129,15 @@ def markdown_to_html(text: str, title: str) -> str:
             while i < len(lines) and lines[i].strip() and not re.match(r"^(#{1,6}\s|\s*[*-]\s|\s*\|)", lines[i]):
                 para.append(lines[i].strip())
                 i += 1
-            if not para:                         # a stray table line without a separator row
+            if not para:  # a stray table line without a separator row
                 para, i = [line.strip()], i + 1
             body.append(f"<p>{inline(' '.join(para))}</p>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def write_html_tables(report_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -151,7 +154,8 @@ def write_html_tables(report_dir: str | os.PathLike, out_dir: str | os.PathLike)
     with atomic_path(out_dir, is_dir=True) as tmp:
         for src in sources:
             name = src.stem
-            (tmp / f"{name}.html").write_text(markdown_to_html(src.read_text(encoding="utf-8"),
-                                                              f"{report_dir.name}: {name}"), encoding="utf-8")
+            (tmp / f"{name}.html").write_text(
+                markdown_to_html(src.read_text(encoding="utf-8"), f"{report_dir.name}: {name}"), encoding="utf-8"
+            )
             written.append(Path(out_dir) / f"{name}.html")
     return written
