@@ -13,6 +13,7 @@ from speechmerge.report import report_captions
 from speechmerge.config import corpus_path, validate_config
 from speechmerge.jobresources import (
     estimate as estimate_resources,
+    resource_args,
     unset_variables as unset_profile_variables,
 )
 from snakemake.exceptions import WorkflowError
@@ -73,6 +74,31 @@ def split_inputs(wc):
     return {}
 
 
+# Resources (mem_mb, runtime in minutes, gpu) from the base model's size and the config
+# (speechmerge.jobresources); --set-resources or a profile's set-resources override them.
+def job_resource(rule_name, key):
+    return lambda wc: estimate_resources(
+        rule_name, config, **resource_args(PLAN, rule_name, wc)
+    )[key]
+
+
+def _profile_resource_expressions():
+    settings = workflow.resource_settings
+    exprs = list(getattr(settings.default_resources, "args", None) or [])
+    for overrides in (settings.overwrite_resources or {}).values():
+        exprs += [getattr(r, "raw", r) for r in overrides.values()]
+    return exprs
+
+
+_unset = unset_profile_variables(_profile_resource_expressions())
+if _unset:
+    raise WorkflowError(
+        f"the profile's resources use {', '.join('$' + n for n in _unset)}, which "
+        f"{'is' if len(_unset) == 1 else 'are'} not set: export {' '.join(n + '=...' for n in _unset)} "
+        "(an empty value leaves the account or partition to SLURM; see README, Running on SLURM)"
+    )
+
+
 wildcard_constraints:
     model_name=re.escape(PLAN.base_name),
     experiment=alternatives(PLAN.experiments),
@@ -86,50 +112,3 @@ wildcard_constraints:
 
 # The config hash is not a param: a param change makes Snakemake rerun the job, and adding a merge
 # method to the config must not retrain every expert. Scripts record it (speechmerge.utils.job_spec).
-
-
-# Resources (mem_mb, runtime in minutes, gpu) from the base model's size and the config
-# (speechmerge.jobresources); --set-resources or a profile's set-resources override them.
-def _resource_args(rule, wc):
-    if rule == "finetune":
-        job = PLAN.jobs[(wc.experiment, wc.job)]
-        return {
-            "job": job,
-            "datasets": [PLAN.datasets[t] for t in job["train"]],
-            "dev": [PLAN.datasets[t] for t in job["dev"]],
-        }
-    if rule == "evaluate":
-        return {
-            "datasets": [
-                PLAN.datasets[
-                    (wc.experiment, PLAN.testsets[(wc.experiment, t)]["subset"], "test")
-                ]
-                for t in PLAN.model_testsets(wc.experiment, wc.model)
-            ]
-        }
-    if rule == "merge":
-        return {"n_experts": len(PLAN.variants[(wc.experiment, wc.variant)]["experts"])}
-    if rule in ("synthesize_corpus", "audio_checksum"):
-        return {"datasets": [PLAN.datasets[(wc.experiment, wc.subset, wc.split)]]}
-    return {}
-
-
-def job_resource(rule, key):
-    return lambda wc: estimate_resources(rule, config, **_resource_args(rule, wc))[key]
-
-
-def _profile_resource_expressions():
-    settings = workflow.resource_settings
-    exprs = list(getattr(settings.default_resources, "args", None) or [])
-    for per_rule in (settings.overwrite_resources or {}).values():
-        exprs += [getattr(r, "raw", r) for r in per_rule.values()]
-    return exprs
-
-
-_unset = unset_profile_variables(_profile_resource_expressions())
-if _unset:
-    raise WorkflowError(
-        f"the profile's resources use {', '.join('$' + n for n in _unset)}, which "
-        f"{'is' if len(_unset) == 1 else 'are'} not set: export {' '.join(n + '=...' for n in _unset)} "
-        "(an empty value leaves the account or partition to SLURM; see README, Running on SLURM)"
-    )

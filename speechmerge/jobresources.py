@@ -183,6 +183,30 @@ def estimate(
     return {"mem_mb": int(math.ceil(mem / 100.0) * 100), "runtime": int(runtime), "gpu": gpu}
 
 
+def resource_args(plan, rule_name: str, wildcards) -> dict:
+    """What ``estimate`` needs to know about one job of ``rule_name``, read from the plan."""
+    wc = wildcards
+    if rule_name == "finetune":
+        job = plan.jobs[(wc.experiment, wc.job)]
+        return {
+            "job": job,
+            "datasets": [plan.datasets[t] for t in job["train"]],
+            "dev": [plan.datasets[t] for t in job["dev"]],
+        }
+    if rule_name == "evaluate":
+        return {
+            "datasets": [
+                plan.datasets[(wc.experiment, plan.testsets[(wc.experiment, t)]["subset"], "test")]
+                for t in plan.model_testsets(wc.experiment, wc.model)
+            ]
+        }
+    if rule_name == "merge":
+        return {"n_experts": len(plan.variants[(wc.experiment, wc.variant)]["experts"])}
+    if rule_name in ("synthesize_corpus", "audio_checksum"):
+        return {"datasets": [plan.datasets[(wc.experiment, wc.subset, wc.split)]]}
+    return {}
+
+
 def unset_variables(expressions, environ: Mapping[str, str] = os.environ, prefix: str = "SPEECHMERGE_") -> list[str]:
     """The ``$PREFIX...`` environment variables that resource expressions (a profile's
     ``default-resources`` / ``set-resources``) name but that are not set, sorted. Snakemake would
