@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.speechmerge-installed
 ARGS ?=
 
-.PHONY: run test lint env env-slurm lock test-slurm test-install dryrun report clean
+.PHONY: run test lint env env-slurm lock test-slurm test-install mergekit-env dryrun report clean
 .DEFAULT_GOAL := run
 
 run: $(STAMP)
@@ -70,6 +70,9 @@ test-slurm: env-slurm
 # A non-editable install into a new virtualenv, and the smoke preset run from another directory.
 test-install:
 	tests/install/non_editable.sh
+# A separate venv with mergekit 0.1.5 for benchmarks/mergekit_bench.py (git-ignored).
+mergekit-env:
+	bash benchmarks/mergekit_setup.sh .venv-mergekit
 
 dryrun: $(STAMP)
 	$(VENV)/bin/snakemake -n $(ARGS)
