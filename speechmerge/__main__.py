@@ -10,22 +10,28 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = (
-    "speechmerge.models.cli",  # import-model
-    "speechmerge.merging.cli",  # merge, list-methods
-)
+# command -> the module that registers it (imported only for that command: importing
+# ``speechmerge.models`` loads transformers' Whisper, seconds that a merge does not need).
+COMMANDS = {
+    "import-model": "speechmerge.models.cli",
+    "merge": "speechmerge.merging.cli",
+    "list-methods": "speechmerge.merging.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or only ``command``'s module's commands when it is known."""
     parser = argparse.ArgumentParser(prog="python -m speechmerge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,8 +205,9 @@ def test_no_leftovers_on_error(files):
     assert not out.exists() and leftovers(files.dir) == []
 
 
-def test_non_finite_result_is_an_error(files):
-    paths = corrupt(files, lambda tv: tv["model.encoder.layer_norm.weight"].__setitem__(0, float("nan")))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_result_is_an_error(files, bad):
+    paths = corrupt(files, lambda tv: tv["model.encoder.layer_norm.weight"].__setitem__(0, bad))
     with pytest.raises(ValueError, match="non-finite.*model.encoder.layer_norm.weight"):
         merge_files(files.base_path, paths, "soup", files.dir / "out.safetensors", progress=False)
     assert leftovers(files.dir) == []
@@ -293,6 +296,15 @@ def test_parse_sets_and_list_methods(capsys):
                  "dare_ties", "pcb", "sce"):  # fmt: skip
         assert f"\n{name}\n" in f"\n{text}"
     assert "keep_fraction=0.2" in text and "source:" in text
+
+
+def test_merge_command_does_not_import_transformers():
+    """``python -m speechmerge merge`` registers only the merging commands: no Whisper import."""
+    code = ("import sys; from speechmerge.__main__ import build_parser; "
+            "p = build_parser('merge'); p.parse_args(['list-methods']); "
+            "print('transformers' in sys.modules, 'import-model' in build_parser().format_help())")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
 
 
 def test_whisper_roundtrip_loads_in_transformers(tmp_path):

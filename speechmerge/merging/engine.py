@@ -100,8 +100,8 @@ class FileSource(TensorSource):
 
     def delta(self, i: int, rows: slice | None = None) -> torch.Tensor:
         def load() -> torch.Tensor:
-            x = self._inputs[i].read(self.key, rows).float()
-            return x - self.base(rows) if self._weights else x
+            x = self._inputs[i].read(self.key, rows).float()  # a new tensor: subtract in place
+            return x.sub_(self.base(rows)) if self._weights else x
 
         return self._cached(i, rows, load)
 
@@ -249,7 +249,8 @@ def run_merge(
         ctx = TensorContext(key, is_matrix(key, torch.empty(spec.shape, device="meta")), seed)
         out_dtype = out_specs[key].torch_dtype
         for rows, delta in merged_deltas(method, src, ctx):
-            if not math.isfinite(float(delta.sum(dtype=torch.float64))):  # one pass; no float32 overflow
+            lo, hi = torch.aminmax(delta) if delta.numel() else (torch.zeros(()), torch.zeros(()))
+            if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):  # NaN and ±inf show in the extremes
                 raise ValueError(f"merge method {method.name!r} produced non-finite values in tensor {key!r}")
             piece = delta if delta_only else src.base(rows) + delta
             sink.write(key, piece.to(out_dtype))
