@@ -5,7 +5,9 @@ its cropped context (6 s), batch 8, with the trainer's own loss function (logits
 positions only) and optimiser grouping; counts the FLOPs of one step with
 ``torch.utils.flop_counter.FlopCounterMode`` (eager attention, so attention matmuls are
 counted) and reports achieved GFLOP/s; optionally prints a torch.profiler table of the top
-ops and a phase split (forward / backward / clip+optimizer).
+ops and a phase split (forward / backward / clip+optimizer). First it measures the machine's
+float32 GEMM peak (``torch.mm`` at the same thread count, best of 5) and prints every rate as a
+fraction of it, and the samples/s that the step's FLOPs would allow at that peak.
 
     .venv/bin/python benchmarks/train_bench.py --threads 2 --compare      # before vs after
     .venv/bin/python benchmarks/train_bench.py --threads 1 --profile      # what the trainer does
@@ -23,6 +25,7 @@ cost). The machine may be shared: the load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -134,13 +137,36 @@ def count_flops(args) -> float:
     return float(fc.get_total_flops())
 
 
-def report(label: str, times: list[float], flops: float, batch: int) -> None:
+def gemm_peak(dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict[str, float]:
+    """Best GFLOP/s of ``torch.mm`` on this machine at the current thread count: a large square
+    product (the BLAS peak) and the shapes of Whisper base's encoder linears at batch 8 x 250
+    positions (2000 x 512 @ 512 x 512 and 2000 x 512 @ 512 x 2048). Best of ``repeats`` (the
+    machine may be shared: the best run is the one least disturbed)."""
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, (m, k, n) in {"square 2048": (2048, 2048, 2048), "2000x512x512": (2000, 512, 512),
+                            "2000x512x2048": (2000, 512, 2048)}.items():  # fmt: skip
+        a = torch.randn(m, k, generator=g).to(dtype)
+        b = torch.randn(k, n, generator=g).to(dtype)
+        c = torch.empty(m, n, dtype=dtype)
+        torch.mm(a, b, out=c)
+        reps = max(1, int(2e10 // (2 * m * k * n)))  # ~20 GFLOP per timing
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a, b, out=c)
+            best = min(best, (time.perf_counter() - t0) / reps)
+        out[name] = 2 * m * k * n / best / 1e9
+    return out
+
+
+def report(label: str, times: list[float], flops: float, batch: int, peak: float | None = None) -> None:
     med, best = statistics.median(times), min(times)
-    print(
-        f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
-        f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
-        f"(best {flops / best / 1e9:.1f})"
-    )
+    frac = f" = {100 * flops / med / 1e9 / peak:.0f} % of the GEMM peak (best {100 * flops / best / 1e9 / peak:.0f} %)" if peak else ""
+    print(f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
+          f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
+          f"(best {flops / best / 1e9:.1f}){frac}")
 
 
 def main() -> None:
@@ -173,11 +199,14 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(
-        f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
-    )
+    print(f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    peaks = gemm_peak(torch.float32)
+    peak = max(peaks.values())
+    print("float32 GEMM peak (torch.mm, best of 5): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
+          + f" GFLOP/s; peak {peak:.1f} GFLOP/s")
     flops = count_flops(args)
+    print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
     configs = [(args.precision, args.attn, args.optimizer)]
     if args.compare:
         configs = [("float32", "sdpa", "foreach"), ("auto", "auto", "fused")]
@@ -200,7 +229,7 @@ def main() -> None:
         for s in setups:
             times[s.label] += [s.step(phases[s.label]) for _ in range(args.steps)]
     for s in setups:
-        report(s.label, times[s.label], flops, args.batch)
+        report(s.label, times[s.label], flops, args.batch, peak)
         for k, v in phases[s.label].items():
             print(
                 f"      {k:15s} median {statistics.median(v):.3f} s "
