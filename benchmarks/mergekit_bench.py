@@ -19,7 +19,8 @@ Runs. Each merge is its own subprocess (``OMP_NUM_THREADS`` = ``--threads``, and
 own thread option): speechmerge via ``python -m speechmerge merge`` (the streaming engine on
 full checkpoints), mergekit via ``mergekit-yaml`` (float32 in and out, one shard, no tokenizer
 copy or model card). Wall time is the subprocess' (imports included: each tool as a user runs
-it); peak RSS is its ``ru_maxrss`` (the driver imports no torch, so the fork inherits little).
+it); CPU time is its user + system time (less sensitive to a shared machine than wall time);
+peak RSS is its ``ru_maxrss`` (the driver imports no torch, so the fork inherits little).
 The two tools alternate per method so both see the same machine load.
 
 Equal hyperparameters (speechmerge method / mergekit config):
@@ -194,7 +195,8 @@ def timed(cmd: list[str], threads: int, log: Path) -> dict:
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n--- {log} ---\n{tail}")
-    return {"wall_s": round(wall, 2), "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3)}
 
 
 def run_speechmerge(name: str, base: Path, experts: list[Path], out: Path, threads: int, seed: int) -> dict:
@@ -365,8 +367,8 @@ def main() -> None:
 
 def report_row(row: dict) -> None:
     sm, mk, d = row["speechmerge"], row["mergekit"], row["diff"]
-    print(f"\n{row['method']}: speechmerge {sm['wall_s']:.1f} s {sm['peak_rss_gb']:.2f} GB | "
-          f"mergekit {mk['wall_s']:.1f} s {mk['peak_rss_gb']:.2f} GB | "
+    print(f"\n{row['method']}: speechmerge {sm['wall_s']:.1f} s (CPU {sm['cpu_s']:.1f} s) {sm['peak_rss_gb']:.2f} GB | "
+          f"mergekit {mk['wall_s']:.1f} s (CPU {mk['cpu_s']:.1f} s) {mk['peak_rss_gb']:.2f} GB | "
           f"max|diff| {d['max_abs']:.3g} ({d['worst']}), {d['n_diff']} of {d['numel']} entries differ, "
           f"rel Frobenius {d['rel_fro']:.3g} (of the merged delta {d['rel_fro_delta']:.3g})", flush=True)  # fmt: skip
     if d["only_a"] or d["only_b"]:
@@ -380,11 +382,12 @@ def report_row(row: dict) -> None:
 
 
 def summary(results: list[dict]) -> None:
-    print("\n| method | speechmerge s | mergekit s | speedup | speechmerge GB | mergekit GB | max abs diff | entries differing | rel. Frobenius | of Δ |")
+    print("\n| method | speechmerge s (CPU s) | mergekit s (CPU s) | speedup | speechmerge GB | mergekit GB | max abs diff | entries differing | rel. Frobenius | of Δ |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         sm, mk, d = r["speechmerge"], r["mergekit"], r["diff"]
-        print(f"| {r['method']} | {sm['wall_s']:.1f} | {mk['wall_s']:.1f} | {mk['wall_s'] / sm['wall_s']:.1f}x | "
+        print(f"| {r['method']} | {sm['wall_s']:.1f} ({sm['cpu_s']:.1f}) | {mk['wall_s']:.1f} ({mk['cpu_s']:.1f}) | "
+              f"{mk['wall_s'] / sm['wall_s']:.1f}x | "
               f"{sm['peak_rss_gb']:.2f} | {mk['peak_rss_gb']:.2f} | {d['max_abs']:.2g} | {d['n_diff']:,} / {d['numel']:,} | "
               f"{d['rel_fro']:.2g} | {d['rel_fro_delta']:.2g} |")  # fmt: skip
 
