@@ -52,6 +52,11 @@ Where the algorithms knowingly differ (so more than float rounding is expected):
   * sce: mergekit replaces the energy weights by uniform ones when Σ_i mean(τ̂_i²) < 1e-6, which
     holds for fine-tuning-sized updates; speechmerge keeps the energy weights. mergekit's top-k
     keeps exactly k, speechmerge all ties.
+  * multislerp: where every task vector of a tensor is zero (a tensor no expert changed, e.g.
+    Whisper's frozen encoder positions) the weighted mean direction is 0; mergekit raises for more
+    than two experts ("The weighted sum of the input tensors is zero"), so its Multi-SLERP cannot
+    merge such experts; speechmerge falls back to the linear combination (Δ = 0 there). A failed
+    merge is reported, and the benchmark goes on.
   * linear / task_arithmetic / multislerp: the same algorithm; mergekit averages weights
     (Σ w_i θ_i) where speechmerge adds the averaged deltas to θ_0, and multislerp's norms and
     dots are float32 in mergekit, float64 in speechmerge: float rounding only.
@@ -193,8 +198,9 @@ def timed(cmd: list[str], threads: int, log: Path) -> dict:
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        tail = log.read_text()[-3000:]
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n--- {log} ---\n{tail}")
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        return {"failed": f"exit {proc.returncode}: {lines[-1] if lines else '(no output)'} (log: {log})",
+                "wall_s": round(wall, 2)}
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3)}
 
@@ -346,6 +352,12 @@ def main() -> None:
                 row["speechmerge"] = run_speechmerge(name, base_in, experts, sm_out, args.threads, args.seed)
             else:
                 row["mergekit"] = run_mergekit(name, base_in, experts, mk_out, args.threads, venv, args.seed)
+        if "failed" in row["speechmerge"] or "failed" in row["mergekit"]:
+            results.append(row)
+            for tool in ("speechmerge", "mergekit"):
+                if "failed" in row[tool]:
+                    print(f"\n{name}: {tool} FAILED after {row[tool]['wall_s']:.1f} s: {row[tool]['failed']}", flush=True)
+            continue
         row["diff"] = compare(mk_out, sm_out, base_in / "model.safetensors", args.threads)
         if name in RANDOM:  # a second speechmerge draw: the spread of the algorithm itself
             sm2 = work / f"sm-{name}-seed{args.seed + 1}"
@@ -385,6 +397,10 @@ def summary(results: list[dict]) -> None:
     print("\n| method | speechmerge s (CPU s) | mergekit s (CPU s) | speedup | speechmerge GB | mergekit GB | max abs diff | entries differing | rel. Frobenius | of Δ |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        if "diff" not in r:
+            failed = [t for t in ("speechmerge", "mergekit") if "failed" in r[t]]
+            print(f"| {r['method']} | {' and '.join(failed)} failed (see above) | | | | | | | | |")
+            continue
         sm, mk, d = r["speechmerge"], r["mergekit"], r["diff"]
         print(f"| {r['method']} | {sm['wall_s']:.1f} ({sm['cpu_s']:.1f}) | {mk['wall_s']:.1f} ({mk['cpu_s']:.1f}) | "
               f"{mk['wall_s'] / sm['wall_s']:.1f}x | "
