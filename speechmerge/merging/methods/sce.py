@@ -81,22 +81,25 @@ class Sce(StreamingMethod):
         rho = float(self.hparams["keep_fraction"]) if self.sparsify_here(ctx) else 1.0
         thr = self.variance_threshold(src, rho)
 
-        def selected(rows: slice | None) -> list[torch.Tensor]:
+        masks: dict[int, torch.Tensor] = {}  # chunk -> selection mask (bool), computed once
+
+        def selected(j: int, rows: slice | None) -> list[torch.Tensor]:
             ds = src.deltas(rows)
             if thr is None:
                 return ds
-            mask = variance(ds) >= thr
-            return [d * mask for d in ds]
+            if j not in masks:
+                masks[j] = variance(ds) >= thr
+            return [d * masks[j] for d in ds]
 
         sq = torch.zeros(src.n, dtype=torch.float64)
-        for rows in src.chunks():
-            sq += torch.stack([(t.double() ** 2).sum() for t in selected(rows)])
+        for j, rows in enumerate(src.chunks()):
+            sq += torch.stack([(t.double() ** 2).sum() for t in selected(j, rows)])
         if float(sq.sum()) == 0.0:
             w = [1.0 / src.n] * src.n
         else:
             w = [float(x) for x in sq / sq.sum()]  # mean(τ̂²) ∝ Σ τ̂² (same numel)
-        for rows in src.chunks():
-            ts = selected(rows)
+        for j, rows in enumerate(src.chunks()):
+            ts = selected(j, rows)
             sign = elect_sign(sum(ts), 1.0)
             num = torch.zeros_like(ts[0])
             den = torch.zeros_like(ts[0])
