@@ -199,10 +199,15 @@ def timed(cmd: list[str], threads: int, log: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        return {"failed": f"exit {proc.returncode}: {lines[-1] if lines else '(no output)'} (log: {log})",
-                "wall_s": round(wall, 2)}
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3)}
+        return {
+            "failed": f"exit {proc.returncode}: {lines[-1] if lines else '(no output)'} (log: {log})",
+            "wall_s": round(wall, 2),
+        }
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3),
+    }
 
 
 def run_speechmerge(name: str, base: Path, experts: list[Path], out: Path, threads: int, seed: int) -> dict:
@@ -299,8 +304,13 @@ def load_average() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, default=DEFAULT_BASE)
-    ap.add_argument("--experts", type=Path, nargs="*", default=None,
-                    help="expert model dirs or .safetensors files (default: 5 synthetic experts)")
+    ap.add_argument(
+        "--experts",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="expert model dirs or .safetensors files (default: 5 synthetic experts)",
+    )
     ap.add_argument("--n-synthetic", type=int, default=5)
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--threads", type=int, default=2)
@@ -356,7 +366,9 @@ def main() -> None:
             results.append(row)
             for tool in ("speechmerge", "mergekit"):
                 if "failed" in row[tool]:
-                    print(f"\n{name}: {tool} FAILED after {row[tool]['wall_s']:.1f} s: {row[tool]['failed']}", flush=True)
+                    print(
+                        f"\n{name}: {tool} FAILED after {row[tool]['wall_s']:.1f} s: {row[tool]['failed']}", flush=True
+                    )
             continue
         row["diff"] = compare(mk_out, sm_out, base_in / "model.safetensors", args.threads)
         if name in RANDOM:  # a second speechmerge draw: the spread of the algorithm itself
@@ -394,7 +406,9 @@ def report_row(row: dict) -> None:
 
 
 def summary(results: list[dict]) -> None:
-    print("\n| method | speechmerge s (CPU s) | mergekit s (CPU s) | speedup | speechmerge GB | mergekit GB | max abs diff | entries differing | rel. Frobenius | of Δ |")
+    print(
+        "\n| method | speechmerge s (CPU s) | mergekit s (CPU s) | speedup | speechmerge GB | mergekit GB | max abs diff | entries differing | rel. Frobenius | of Δ |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if "diff" not in r:

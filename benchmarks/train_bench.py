@@ -163,10 +163,16 @@ def gemm_peak(dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict[str,
 
 def report(label: str, times: list[float], flops: float, batch: int, peak: float | None = None) -> None:
     med, best = statistics.median(times), min(times)
-    frac = f" = {100 * flops / med / 1e9 / peak:.0f} % of the GEMM peak (best {100 * flops / best / 1e9 / peak:.0f} %)" if peak else ""
-    print(f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
-          f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
-          f"(best {flops / best / 1e9:.1f}){frac}")
+    frac = (
+        f" = {100 * flops / med / 1e9 / peak:.0f} % of the GEMM peak (best {100 * flops / best / 1e9 / peak:.0f} %)"
+        if peak
+        else ""
+    )
+    print(
+        f"  {label}: step median {med:.3f} s (min {best:.3f}, n={len(times)}) -> {batch / med:.2f} samples/s "
+        f"(best {batch / best:.2f}), {med / batch:.3f} s/sample, {flops / med / 1e9:.1f} GFLOP/s "
+        f"(best {flops / best / 1e9:.1f}){frac}"
+    )
 
 
 def main() -> None:
@@ -199,12 +205,17 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     peaks = gemm_peak(torch.float32)
     peak = max(peaks.values())
-    print("float32 GEMM peak (torch.mm, best of 5): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
-          + f" GFLOP/s; peak {peak:.1f} GFLOP/s")
+    print(
+        "float32 GEMM peak (torch.mm, best of 5): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
+        + f" GFLOP/s; peak {peak:.1f} GFLOP/s"
+    )
     flops = count_flops(args)
     print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
     configs = [(args.precision, args.attn, args.optimizer)]
