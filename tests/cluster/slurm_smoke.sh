@@ -18,6 +18,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 VENV=${VENV:-$REPO/.venv}
+[ -d "$VENV" ] && VENV=$(cd "$VENV" && pwd)  # absolute: the runs happen in a scratch directory
 SNAKEMAKE="$VENV/bin/snakemake"
 CPUS=2
 MEM_MB=8000
