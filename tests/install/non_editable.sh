@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A non-editable install (make test-install): `pip install .` into a new virtualenv (dependencies
 # from requirements.lock), then the smoke preset with a copy of the workflow files only (Snakefile,
-# rules, scripts, configs; no library, schema or corpus beside them) from another directory. So
+# rules, scripts, configs, envs; no library, schema or corpus beside them) from another directory. So
 # the schema and the corpus can only come from the installed package (importlib.resources).
 #   tests/install/non_editable.sh         # KEEP=1 keeps the scratch directory
 set -euo pipefail
@@ -16,7 +16,7 @@ trap cleanup EXIT
 "$WORK/venv/bin/pip" install -q -r "$REPO/requirements.lock"
 "$WORK/venv/bin/pip" install -q --no-deps "$REPO"
 mkdir -p "$WORK/workflow" "$WORK/elsewhere"
-cp -r "$REPO/Snakefile" "$REPO/config.yaml" "$REPO/rules" "$REPO/workflow_scripts" "$REPO/presets" "$REPO/docs" \
+cp -r "$REPO/Snakefile" "$REPO/config.yaml" "$REPO/rules" "$REPO/workflow_scripts" "$REPO/presets" "$REPO/docs" "$REPO/envs" \
     "$WORK/workflow/"
 cd "$WORK/elsewhere"
 "$WORK/venv/bin/python" - <<'PY'
