@@ -131,7 +131,7 @@ def method_bars(table: Table, columns: Sequence[str], path_stem, *, title: str |
     extra = "; dots: per-test-set values" if any(c.kind == "mean" and len(c.parts) > 1 for c in cols) else ""
     fig.legend(handles, groups, loc="lower center", ncol=len(groups), fontsize=8, frameon=False)
     fig.suptitle((title or table.title) + f"\n(whiskers: 95 % bootstrap CI{extra})", fontsize=11)
-    fig.tight_layout(rect=(0, 0.4 / height, 1, 1))
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1 - 0.8 / height))  # room for the two-line title
     return save(fig, path_stem)
 
 
