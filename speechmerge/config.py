@@ -11,10 +11,22 @@ import yaml
 
 #: The repository (of an editable install or a source checkout; a wheel has no config.yaml there).
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _package_data(package: str, name: str) -> Path:
+    try:
+        return Path(str(files(package) / name))
+    except ModuleNotFoundError:  # an install made before the data became package data
+        raise ModuleNotFoundError(
+            f"{package} (package data {name}) is not installed with speechmerge: reinstall it "
+            "(`make env`, or `pip install -e .` in the repository)"
+        ) from None
+
+
 #: The config schema, package data (schemas/config.schema.yaml in the repository).
-SCHEMA = Path(str(files("speechmerge.schemas") / "config.schema.yaml"))
+SCHEMA = _package_data("speechmerge.schemas", "config.schema.yaml")
 #: The checked-in text corpus, package data (resources/text/corpus.tsv in the repository).
-CORPUS = Path(str(files("speechmerge.corpus") / "corpus.tsv"))
+CORPUS = _package_data("speechmerge.corpus", "corpus.tsv")
 #: The corpus path config.yaml names; when it is not in the working directory the packaged one is read.
 DEFAULT_CORPUS = "resources/text/corpus.tsv"
 

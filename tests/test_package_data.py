@@ -45,3 +45,14 @@ def test_corpus_path(tmp_path, monkeypatch):
     assert corpus_path("mine.tsv", tmp_path / "wf") == str(tmp_path / "wf" / "mine.tsv")
     with pytest.raises(ConfigError, match="corpus: 'nope.tsv' does not exist"):
         corpus_path("nope.tsv", tmp_path / "wf")
+
+
+def test_missing_package_data_names_the_package_and_the_fix(monkeypatch):
+    import speechmerge.config as C
+
+    def missing(package):
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(C, "files", missing)
+    with pytest.raises(ModuleNotFoundError, match=r"speechmerge\.schemas .*config\.schema\.yaml.*make env"):
+        C._package_data("speechmerge.schemas", "config.schema.yaml")
