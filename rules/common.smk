@@ -11,6 +11,7 @@ from speechmerge.plan_checks import check_plan
 from speechmerge.data.adapters import manifest_audio_paths
 from speechmerge.report import report_captions
 from speechmerge.config import corpus_path, validate_config
+from speechmerge.numerics import apply_environment as apply_numerics_environment
 from speechmerge.jobresources import (
     estimate as estimate_resources,
     resource_args,
@@ -19,6 +20,8 @@ from speechmerge.jobresources import (
 from snakemake.exceptions import WorkflowError
 
 validate_config(config)
+# The code path of the CPU math libraries (numerics.cpu_isa): set here, inherited by every job.
+apply_numerics_environment(config)
 # The corpus: the configured path in the working directory, else (the default name) the corpus
 # shipped with the package, else relative to this workflow (speechmerge.config.corpus_path).
 CORPUS = corpus_path(config.get("corpus"), workflow.basedir)
@@ -101,7 +104,7 @@ if _unset:
 
 wildcard_constraints:
     model_name=re.escape(PLAN.base_name),
-    experiment=alternatives(PLAN.experiments),
+    experiment=alternatives(PLAN.namespaces),
     subset=alternatives(s for (_, s, _) in PLAN.datasets),
     split="|".join(N.SPLITS),
     job=alternatives(j for (_, j) in PLAN.jobs),

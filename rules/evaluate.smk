@@ -4,7 +4,7 @@
 
 rule evaluate:
     input:
-        model=BASE_MODEL["model"],
+        model=lambda wc: PLAN.eval_model_config(wc.experiment, wc.model),
         weights=lambda wc: PLAN.weights_path(wc.experiment, wc.model),
         testsets=lambda wc: PLAN.evaluation_files(wc.experiment, wc.model),
     output:

@@ -3,7 +3,7 @@
 
 rule merge:
     input:
-        base=BASE_MODEL["weights"],
+        base=PLAN.theta0_weights,
         task_vectors=lambda wc: PLAN.merge_inputs(wc.experiment, wc.variant),
     output:
         weights=merged_weights(N.MERGED_WEIGHTS),

@@ -4,7 +4,7 @@
 rule task_vector:
     input:
         model=N.MODEL_WEIGHTS,
-        base=BASE_MODEL["weights"],
+        base=PLAN.theta0_weights,
     output:
         N.TASK_VECTOR,
     log:
@@ -20,3 +20,33 @@ rule task_vector:
         spec=lambda wc: {"experiment": wc.experiment, "job": wc.job},
     script:
         "../workflow_scripts/task_vector.py"
+
+
+# Cosine similarity of every pair of experts' task vectors, taken from the imported base and from
+# θ₀, over all weights, the encoder and the decoder (the report's context table).
+rule taskvector_cosines:
+    input:
+        base=BASE_MODEL["weights"],
+        theta0=PLAN.theta0_weights,
+        experts=lambda wc: [
+            N.MODEL_WEIGHTS.format(experiment=wc.experiment, job=j)
+            for j in PLAN.experts[wc.experiment]
+        ],
+    output:
+        N.TASKVECTOR_COSINES,
+    log:
+        "logs/taskvector_cosines/{experiment}.log",
+    benchmark:
+        "benchmarks/out/taskvector_cosines/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=job_resource("taskvector_cosines", "mem_mb"),
+        runtime=job_resource("taskvector_cosines", "runtime"),
+    params:
+        spec=lambda wc: {
+            "experiment": wc.experiment,
+            "experts": PLAN.experts[wc.experiment],
+        },
+    script:
+        "../workflow_scripts/taskvector_cosines.py"

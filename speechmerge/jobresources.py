@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from speechmerge import names as N
+
 #: Python + torch + transformers + datasets imported, before any model is loaded (MB).
 OVERHEAD_MB = 1000
 #: activation memory per training sample, per second of encoder context, per (layer x width) (MB).
@@ -127,16 +129,18 @@ def estimate(
     dev: list[Mapping] = (),
     n_experts: int = 0,
     n_tasks: int = 1,
+    context_s: float | None = None,
 ) -> dict[str, int]:
     """``{"mem_mb", "runtime", "gpu"}`` of one job of ``rule``.
 
     ``job``: a fine-tuning job spec (steps, batch_size, grad_accum, eval_every); ``datasets``: the
     dataset specs the job reads (sentences x renderings), ``dev`` those a fine-tuning job
     evaluates on every ``eval_every`` steps; ``n_experts``: task vectors a merge
-    reads; ``n_tasks``: tasks decoded per utterance.
+    reads; ``n_tasks``: tasks decoded per utterance; ``context_s``: the encoder context of this
+    job when it is not the config's (the zero-shot row at the native 30 s).
     """
     size = model_size(config["base_model"]["spec"])
-    ctx = _context_s(config)
+    ctx = float(context_s) if context_s else _context_s(config)
     w = size.weights_mb
     audio_mb = _rows(datasets) * ctx * 16000 * 4 / 1e6 if datasets else 0.0
     per_sample = TRAIN_S_PER_SAMPLE * size.scale * ctx / 5
@@ -162,7 +166,7 @@ def estimate(
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time
         mem = OVERHEAD_MB + 3 * w
         runtime = _minutes(max(1, n_experts) * 30 * size.scale, config)
-    elif rule in ("task_vector", "import_model"):
+    elif rule in ("task_vector", "import_model", "taskvector_cosines"):
         mem = OVERHEAD_MB + 3 * w
         runtime = _minutes(20 * size.scale, config)
     elif rule == "synthesize_corpus":
@@ -198,7 +202,8 @@ def resource_args(plan, rule_name: str, wildcards) -> dict:
             "datasets": [
                 plan.datasets[(wc.experiment, plan.testsets[(wc.experiment, t)]["subset"], "test")]
                 for t in plan.model_testsets(wc.experiment, wc.model)
-            ]
+            ],
+            "context_s": 30 if wc.model == N.ZEROSHOT_NATIVE else None,
         }
     if rule_name == "merge":
         return {"n_experts": len(plan.variants[(wc.experiment, wc.variant)]["experts"])}

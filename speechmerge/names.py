@@ -20,7 +20,16 @@ from typing import Any
 TASKS = ("transcribe", "translate")
 SPLITS = ("train", "dev", "test")
 
-ZEROSHOT = "zeroshot"
+ZEROSHOT = "zeroshot"  # the base model at the experiments' context (audio.max_seconds)
+ZEROSHOT_NATIVE = "zeroshot-native"  # the base model at Whisper's native 30 s context
+ADAPTED = "adapted-base"  # the context-adapted base θ₀ as an evaluated model
+# The models every fine-tuned model is compared with: none of them is trained on the experiment.
+START_MODELS = (ZEROSHOT_NATIVE, ZEROSHOT, ADAPTED)
+# θ₀'s data and training job live under this name in the experiment wildcard (never a user
+# experiment's name): results/data/adapted-base/{language}/{split}.parquet,
+# results/models/adapted-base/theta0/.
+ADAPTATION = "adapted-base"
+ADAPTATION_JOB = "theta0"
 JOINT = "joint"
 MERGE_PREFIX = "merge-"
 EXPERT_PREFIX = "expert-"
@@ -32,6 +41,11 @@ BASE_MODEL_DIR = "resources/models/{model_name}"
 BASE_MODEL_CONFIG = BASE_MODEL_DIR + "/config.json"
 BASE_MODEL_WEIGHTS = BASE_MODEL_DIR + "/model.safetensors"
 BASE_MODEL_INFO = BASE_MODEL_DIR + "/import_info.json"
+# The base model uncropped (30 s), for the native zero-shot row when audio.max_seconds crops.
+NATIVE_MODEL_DIR = "resources/models/{model_name}-native"
+NATIVE_MODEL_CONFIG = NATIVE_MODEL_DIR + "/config.json"
+NATIVE_MODEL_WEIGHTS = NATIVE_MODEL_DIR + "/model.safetensors"
+NATIVE_MODEL_INFO = NATIVE_MODEL_DIR + "/import_info.json"
 DATASET = "results/data/{experiment}/{subset}/{split}.parquet"
 AUDIO_CHECKSUM = "results/data/{experiment}/{subset}/{split}.audio.json"
 MODEL_DIR = "results/models/{experiment}/{job}"
@@ -41,6 +55,8 @@ TRAIN_INFO = MODEL_DIR + "/train_info.json"
 RANK_ALLOCATION = MODEL_DIR + "/rank_allocation.json"
 CHECKPOINT_DIR = "results/checkpoints/{experiment}/{job}"
 TASK_VECTOR = "results/taskvectors/{experiment}/{job}.safetensors"
+# Inter-expert cosines of task vectors taken from the base and from θ₀ (speechmerge.training.cosines).
+TASKVECTOR_COSINES = "results/taskvectors/{experiment}/cosines.json"
 MERGED_WEIGHTS = "results/merged/{experiment}/{variant}.safetensors"
 MERGE_INFO = "results/merged/{experiment}/{variant}.json"
 EVAL_PREFIX = "results/eval/{experiment}/{model}"

@@ -69,6 +69,48 @@ class Plan:
     def experiments(self) -> list[str]:
         return list(self.reports)
 
+    @property
+    def namespaces(self) -> list[str]:
+        """Values of the ``experiment`` wildcard: the experiments and, with a context-adapted
+        base, the name its data and training job live under (``names.ADAPTATION``)."""
+        return self.experiments + ([N.ADAPTATION] if self.adapted_base else [])
+
+    # ----- the models every experiment starts from -------------------------------------
+    @property
+    def crop_seconds(self) -> int | None:
+        """The encoder context of the experiments in seconds, or None (Whisper's native 30 s)."""
+        return (self.config.get("audio") or {}).get("max_seconds")
+
+    @property
+    def native_zeroshot(self) -> bool:
+        """Whether the base is also evaluated at its native 30 s context (only when cropped)."""
+        audio = self.config.get("audio") or {}
+        crop = self.crop_seconds
+        return crop is not None and crop < 30 and bool(audio.get("native_zeroshot", True))
+
+    @property
+    def adapted_base(self) -> bool:
+        """Whether every fine-tuning job starts from the context-adapted base θ₀."""
+        return bool((self.config.get("adapted_base") or {}).get("enabled", False))
+
+    @property
+    def native_dir(self) -> str:
+        return N.NATIVE_MODEL_DIR.format(model_name=self.base_name)
+
+    @property
+    def theta0_config(self) -> str:
+        """config.json of θ₀: the context-adapted base, else the imported base."""
+        if self.adapted_base:
+            return N.MODEL_CONFIG.format(experiment=N.ADAPTATION, job=N.ADAPTATION_JOB)
+        return N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
+
+    @property
+    def theta0_weights(self) -> str:
+        """Weights of θ₀, what task vectors are taken from and merges are added to."""
+        if self.adapted_base:
+            return N.MODEL_WEIGHTS.format(experiment=N.ADAPTATION, job=N.ADAPTATION_JOB)
+        return N.BASE_MODEL_WEIGHTS.format(model_name=self.base_name)
+
     def dataset_path(self, experiment: str, subset: str, split: str) -> str:
         return N.DATASET.format(experiment=experiment, subset=subset, split=split)
 
@@ -88,12 +130,22 @@ class Plan:
         """The safetensors file with the full weights of an evaluated model."""
         if model == N.ZEROSHOT:
             return N.BASE_MODEL_WEIGHTS.format(model_name=self.base_name)
+        if model == N.ZEROSHOT_NATIVE:
+            return N.NATIVE_MODEL_WEIGHTS.format(model_name=self.base_name)
+        if model == N.ADAPTED:
+            return self.theta0_weights
         variant = N.merge_variant(model)
         if variant is not None:
             return self.merged_path(experiment, variant)
         if (experiment, model) in self.jobs:
             return N.MODEL_WEIGHTS.format(experiment=experiment, job=model)
         raise KeyError(f"experiment {experiment!r} has no model {model!r}")
+
+    def eval_model_config(self, experiment: str, model: str) -> str:
+        """config.json of the architecture an evaluated model is loaded into (its context)."""
+        if model == N.ZEROSHOT_NATIVE:
+            return N.NATIVE_MODEL_CONFIG.format(model_name=self.base_name)
+        return N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
 
     def eval_prefix(self, experiment: str, model: str) -> str:
         """One evaluation job per model: ``{prefix}.json`` (scores) and ``{prefix}.jsonl`` (hyps)."""
@@ -120,6 +172,9 @@ class Plan:
             "train_infos": [N.TRAIN_INFO.format(experiment=experiment, job=j) for j in jobs],
             "rank_allocations": [N.RANK_ALLOCATION.format(experiment=experiment, job=j) for j in peft_jobs],
             "taskvectors": [self.taskvector_path(experiment, j) for j in self.experts.get(experiment, [])],
+            "cosines": [N.TASKVECTOR_COSINES.format(experiment=experiment)]
+            if len(self.experts.get(experiment, [])) >= 2
+            else [],
         }
 
     # ----- what the other rules need ---------------------------------------------------
@@ -151,7 +206,9 @@ class Plan:
         """config.json of the model a job starts from: the imported base, or a previous stage."""
         init = self.jobs[(experiment, job)]["init"]
         if init is None:
-            return N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
+            if experiment == N.ADAPTATION:  # θ₀ itself starts from the imported base
+                return N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
+            return self.theta0_config
         return N.MODEL_CONFIG.format(experiment=experiment, job=init)
 
     def finetune_data(self, experiment: str, job: str, split: str) -> list[str]:
@@ -183,6 +240,8 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
     use (default: no check). Row labels of merges come from the method classes."""
     plan = Plan(config=config)
     experiments = config.get("experiments", {})
+    if N.ADAPTATION in experiments:
+        raise PlanError(f"experiments.{N.ADAPTATION}: this name is reserved for the context-adapted base's data")
     for name, exp in experiments.items():
         if not exp.get("enabled", True):
             continue
@@ -199,9 +258,83 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
                         f"available: {sorted(merge_methods)}"
                     )
         plan.reports[name]["default_merges"] = _default_merges(plan, name)
+        plan.reports[name]["context_s"] = plan.crop_seconds or 30
+        plan.reports[name]["selection"] = (
+            "hyperparameters: each method's default (docs/methods.md); sweep points are decoded on the test "
+            "set and shown as sweeps, not used to choose a row"
+        )
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
+    _plan_adapted_base(plan)
     return plan
+
+
+def _plan_adapted_base(plan: Plan) -> None:
+    """θ₀: the base fine-tuned at the experiments' context on synthesised speech of languages no
+    experiment evaluates, so that the crop and synthesiser adaptation every expert would learn is
+    in θ₀ and not in the task vectors. Every fine-tuning job then starts from θ₀, task vectors are
+    taken from it and merges are added to it (``Plan.theta0_weights``)."""
+    cfg = plan.config.get("adapted_base") or {}
+    if not cfg.get("enabled", False):
+        return
+    languages = list(cfg.get("languages") or [])
+    if not languages:
+        raise PlanError("adapted_base.languages: list at least one language")
+    evaluated: dict[str, str] = {}
+    for (exp, subset, split), ds in plan.datasets.items():
+        evaluated.setdefault(ds["language"], f"experiments.{exp}")
+    seen = [f"{lang} (in {evaluated[lang]})" for lang in languages if lang in evaluated]
+    if seen:
+        raise PlanError(
+            f"adapted_base.languages: {', '.join(seen)}: the context-adapted base must not see a language "
+            "an experiment trains or evaluates"
+        )
+    tasks = list(cfg.get("tasks") or ["transcribe"])
+    domain = cfg.get("domain", "clean")
+    for lang in languages:
+        _add_dataset(
+            plan,
+            N.ADAPTATION,
+            cfg,
+            lang,
+            language=lang,
+            domain=domain,
+            splits=("train", "dev"),
+            where="adapted_base.domain",
+        )
+    _train_spec(
+        plan,
+        N.ADAPTATION,
+        cfg,
+        N.ADAPTATION_JOB,
+        overrides=None,
+        train=[(N.ADAPTATION, lang, "train") for lang in languages],
+        dev=[(N.ADAPTATION, lang, "dev") for lang in languages],
+        tasks=tasks,
+        init=None,
+    )
+
+
+def start_rows(plan: Plan) -> list[dict]:
+    """The rows every table opens with: zero-shot at the native 30 s context (when the
+    experiments crop), zero-shot at the experiments' context, and the context-adapted base θ₀."""
+    crop = plan.crop_seconds
+    rows = []
+    if plan.native_zeroshot:
+        rows.append({"model": N.ZEROSHOT_NATIVE, "label": "Zero-shot (30 s)", "group": "baseline", "context_s": 30})
+    rows.append(
+        {
+            "model": N.ZEROSHOT,
+            "label": f"Zero-shot ({crop} s crop)" if crop is not None else "Zero-shot",
+            "group": "baseline",
+            "context_s": crop or 30,
+        }
+    )
+    if plan.adapted_base:
+        rows.append(
+            {"model": N.ADAPTED, "label": "Context-adapted base θ₀", "group": "baseline", "context_s": crop or 30}
+        )
+    return rows
 
 
 def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
@@ -437,8 +570,7 @@ def _experts_baselines_merges(
     for job, tests in units.values():
         plan.evaluations += [(name, job, t) for t in tests]
     plan.experts[name] = experts
-    rows = [
-        {"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"},
+    rows = start_rows(plan) + [
         {
             "model": "experts",
             "label": experts_label,
@@ -446,7 +578,7 @@ def _experts_baselines_merges(
             "per_testset": {t: job for job, tests in units.values() for t in tests},
         },
     ]
-    evaluated = [N.ZEROSHOT]
+    evaluated = [r["model"] for r in start_rows(plan)]
     joint = exp.get("joint", {}) or {}
     if joint.get("enabled", True):
         _train_spec(
@@ -620,7 +752,7 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     tests = _testsets(plan, name, ind["name"], language, tasks)
     for c in cross:
         tests += _testsets(plan, name, c, language, tasks)
-    rows = [{"model": N.ZEROSHOT, "label": "Zero-shot", "group": "baseline"}]
+    rows = start_rows(plan)
     methods = exp.get("methods", {})
     for method, overrides in methods.items():
         if method not in PEFT_METHODS:

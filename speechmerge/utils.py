@@ -63,8 +63,11 @@ def package_versions(packages: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[st
 
 
 def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
-    """What every result file records: config hash and package versions (plus extras)."""
-    rec: dict[str, Any] = {"versions": package_versions()}
+    """What every result file records: config hash, package versions and the machine
+    (``speechmerge.numerics.machine``: CPU, code path, threads), plus extras."""
+    from speechmerge.numerics import machine
+
+    rec: dict[str, Any] = {"versions": package_versions(), "machine": machine()}
     if config is not None:
         rec["config_hash"] = config_hash(config)
     rec.update(extra)

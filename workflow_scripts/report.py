@@ -26,6 +26,7 @@ summary = write_report(
     train_infos=files("train_infos"),
     rank_allocations=files("rank_allocations"),
     taskvectors=files("taskvectors"),
+    cosines=files("cosines"),
     n_boot=int(spec.get("bootstrap", 1000)),
     seed=int(spec.get("seed", 0)),
 )

@@ -34,6 +34,16 @@ def report_captions(spec: Mapping) -> dict[str, str]:
         )
         + ".",
     }
+    if any(r.get("model") in N.START_MODELS for r in spec.get("rows", [])):
+        caps["context.csv"] = (
+            f"{exp}: zero-shot at Whisper's native 30 s context and at the experiments' crop, the "
+            "context-adapted base θ₀ and the experts, on every test set."
+        )
+    if len(spec.get("experts") or {}) >= 2:
+        caps["taskvector_cosines.csv"] = (
+            f"{exp}: cosine of every pair of experts' task vectors, taken from the imported base and "
+            "from θ₀, over all weights, the encoder and the decoder."
+        )
     if spec.get("sequential"):
         caps["forgetting.csv"] = f"{exp}: error rate per subset after each stage of sequential fine-tuning."
         caps["forgetting.png"] = f"{exp}: forgetting — error rate per subset after each sequential fine-tuning stage."

@@ -117,7 +117,7 @@ def part_stats(table: Table, store: ResultStore, row_spec: Mapping, c: Column) -
 def params_value(model: str, c: Column, params: Mapping[str, Mapping] | None) -> float:
     """Trainable parameters (count or percentage) of a row's model; 0 for zero-shot."""
     info = (params or {}).get(model)
-    if model == N.ZEROSHOT:
+    if model in N.START_MODELS:
         return 0.0
     if info is None:
         return math.nan

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from speechmerge import names as N
+from speechmerge.report.context import build_context_table
 from speechmerge.report.filling import fill_table
 from speechmerge.report.layouts import find_row, layout
 from speechmerge.report.scores import ResultStore
@@ -22,6 +23,9 @@ def build_tables(spec: Mapping, store: ResultStore, *, params: Mapping | None = 
     tables = {"table": build_main_table(spec, store, params=params)}
     for t in lay.extra_tables(spec, store):
         tables[t.name] = t
+    ctx = build_context_table(spec, store)
+    if ctx is not None:
+        tables[ctx.name] = ctx
     for t in build_sweep_tables(spec, store):
         tables[t.name] = t
     fg = build_forgetting_table(spec, store) if lay.has_forgetting else None
@@ -162,8 +166,10 @@ def build_forgetting_table(spec: Mapping, store: ResultStore) -> Table | None:
         }
         for k, st in enumerate(stages, 1)
     ]
-    if any(r["model"] == N.ZEROSHOT for r in spec["rows"]):
-        rows.insert(0, {"model": N.ZEROSHOT, "label": "stage 0: zero-shot", "group": "sequential", "stage": 0})
+    start = N.ADAPTED if any(r["model"] == N.ADAPTED for r in spec["rows"]) else N.ZEROSHOT
+    if any(r["model"] == start for r in spec["rows"]):
+        label = "stage 0: θ₀ (the start)" if start == N.ADAPTED else "stage 0: zero-shot"
+        rows.insert(0, {"model": start, "label": label, "group": "sequential", "stage": 0})
     table = Table(
         name="forgetting",
         title=f"{spec['experiment']}: sequential fine-tuning, error rate after each stage",

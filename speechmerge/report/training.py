@@ -1,8 +1,8 @@
-"""The training table: what each fine-tuning job gained over zero-shot, and what it cost.
+"""The training table: what each fine-tuning job gained over its start model, and what it cost.
 
 One row per fine-tuned model that has its own test sets (the experts of ``multilingual`` and
 ``domains``: each on its subset's test sets; the ``peft`` methods: on the in-domain test set),
-with the zero-shot and fine-tuned metric (WER/CER, BLEU for translation), the change, the dev
+with the start model's (θ₀ or zero-shot) and the fine-tuned metric (WER/CER, BLEU for translation), the change, the dev
 loss of the selected step, the training time and the trainable parameters, read from the score
 files (``ResultStore``) and the jobs' ``train_info.json``.
 """
@@ -20,7 +20,7 @@ COLUMNS = (
     "job",
     "testset",
     "metric",
-    "zeroshot",
+    "start",
     "finetuned",
     "change",
     "best_dev_loss",
@@ -34,7 +34,7 @@ HEADERS = (
     "Job",
     "Test set",
     "Metric",
-    "Zero-shot",
+    "Start",
     "Fine-tuned",
     "Change",
     "Dev loss",
@@ -46,20 +46,26 @@ HEADERS = (
 )
 
 
+def start_model(spec: Mapping) -> str:
+    """The model every fine-tuning job started from: θ₀ when the plan has one, else zero-shot."""
+    return N.ADAPTED if any(r.get("model") == N.ADAPTED for r in spec.get("rows", [])) else N.ZEROSHOT
+
+
 def training_rows(spec: Mapping, store: ResultStore, infos: Mapping[str, Mapping]) -> list[dict]:
     """Rows of the table; ``infos``: job -> its parsed ``train_info.json``."""
     rows = []
+    start = start_model(spec)
     for job, testsets in (spec.get("expert_testsets") or {}).items():
         info = infos.get(job, {})
         for testset in testsets:
             metric = store.metric_for(testset)
-            zs, ft = store.value(N.ZEROSHOT, testset, metric), store.value(job, testset, metric)
+            zs, ft = store.value(start, testset, metric), store.value(job, testset, metric)
             rows.append(
                 {
                     "job": job,
                     "testset": testset,
                     "metric": metric.upper() if metric != "bleu" else "BLEU",
-                    "zeroshot": zs,
+                    "start": zs,
                     "finetuned": ft,
                     "change": ft - zs,
                     "best_dev_loss": info.get("best_dev_loss", math.nan),
@@ -107,7 +113,8 @@ def to_markdown(rows: Sequence[Mapping], title: str) -> str:
         out.append("| " + " | ".join(md_escape(_fmt(k, r[k])) for k in COLUMNS) + " |")
     out += [
         "",
-        "Change: fine-tuned minus zero-shot (negative is better for WER/CER, positive for BLEU). "
+        "Start: the model the job started from (θ₀, the context-adapted base, when the run has one; "
+        "else zero-shot at the experiments' context). Change: fine-tuned minus start (negative is better for WER/CER, positive for BLEU). "
         "Dev loss: token cross entropy on the job's dev split at the selected step.",
     ]
     return "\n".join(out) + "\n"

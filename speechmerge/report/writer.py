@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechmerge import names as N
+from speechmerge.report import context as C
 from speechmerge.report import render as R
 from speechmerge.report import training as TR
 from speechmerge.report.captions import report_captions
 from speechmerge.report.layouts import layout
+from speechmerge.report.provenance import footnote, run_provenance
 from speechmerge.report.scores import ResultStore, load_hyps, load_scores
 from speechmerge.report.table import Table
 from speechmerge.report.tables import build_tables
@@ -131,6 +133,7 @@ def write_report(
     train_infos: Sequence[str | os.PathLike] = (),
     rank_allocations: Sequence[str | os.PathLike] = (),
     taskvectors: Sequence[str | os.PathLike] = (),
+    cosines: Sequence[str | os.PathLike] = (),
     n_boot: int = 1000,
     seed: int = 0,
     verify: bool = True,
@@ -152,12 +155,21 @@ def write_report(
     )
     infos = read_train_infos(train_infos)
     tables = build_tables(spec, store, params=train_params(infos) if lay.counts_parameters else None)
+    run_prov = run_provenance(spec, scores, infos)
+    for t in tables.values():
+        t.notes.append(footnote(run_prov))
+    cosine_data = read_json(cosines[0]) if cosines else None
     training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})
     caps = report_captions(spec)
     listing = _Listing()
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         _write_tables(tmp, exp, tables, training_rows, caps, listing)
+        if cosine_data is not None:
+            (tmp / "taskvector_cosines.md").write_text(C.cosines_markdown(exp, cosine_data))
+            (tmp / "taskvector_cosines.csv").write_text(C.cosines_csv(cosine_data))
+            for ext in ("csv", "md"):
+                listing.add(f"taskvector_cosines.{ext}", caps["taskvector_cosines.csv"], "table")
         _write_figures(tmp, spec, tables, taskvectors, rank_allocations, caps, listing)
         files = listing.with_pdfs()
         summary = {
@@ -168,10 +180,13 @@ def write_report(
             "tables": {name: R.table_json(t) for name, t in tables.items()},
             "training": training_rows,
             "bootstrap": {"n_boot": n_boot, "seed": seed},
-            "provenance": provenance(None, config_hash=spec.get("config_hash")),
+            "provenance": provenance(None, config_hash=spec.get("config_hash"), run=run_prov),
+            "taskvector_cosines": C.cosine_rows(cosine_data) if cosine_data else [],
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"], training_rows))
+        (tmp / "README.md").write_text(
+            _readme(exp, tables, files, summary["missing"], training_rows, cosine_data=cosine_data)
+        )
     log.info("report %s: %d files, %d missing cells", out_dir, len(files) + 2, len(summary["missing"]))
     return summary
 
@@ -295,10 +310,15 @@ def _readme(
     files: Sequence[Mapping],
     missing: Sequence[str],
     training_rows: Sequence[Mapping] = (),
+    cosine_data: Mapping | None = None,
 ) -> str:
     lines = [f"# Report: {exp}", "", R.to_markdown(tables["table"])]
+    if "context" in tables:
+        lines += ["", R.to_markdown(tables["context"])]
+    if cosine_data:
+        lines += ["", C.cosines_markdown(exp, cosine_data).rstrip("\n")]
     if training_rows:
-        lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against zero-shot")]
+        lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against the model they started from")]
     lines += ["", "## Files", ""]
     for f in files:
         lines.append(f"* `{f['file']}` — {f['caption']}")

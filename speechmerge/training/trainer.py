@@ -72,7 +72,7 @@ class TrainSpec:
     lr_schedule: str = "linear"  # linear | cosine | constant (after warm-up)
     eval_batch_size: int | None = None
     select_best: bool = True
-    precision: str = "auto"  # auto | float32 | bfloat16 (CPU autocast; auto: see resolve_precision)
+    precision: str = "float32"  # float32 | bfloat16 (autocast, only when asked for: see resolve_precision)
     attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
     keep_checkpoints: bool = False  # keep checkpoint_dir after a successful run
     config_hash: str | None = None
@@ -105,8 +105,13 @@ class TrainSpec:
             raise ValueError(f"{where}: lr_schedule must be linear, cosine or constant")
         if self.attn_implementation not in ("auto", "eager", "sdpa"):
             raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
-        if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"{where}: precision must be auto, float32 or bfloat16")
+        if self.precision == "auto":
+            raise ValueError(
+                f"{where}: precision 'auto' is no longer accepted (it trained in bf16 on some CPUs and in "
+                "float32 on others, so results depended on the machine); set float32 or bfloat16"
+            )
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"{where}: precision must be float32 or bfloat16, got {self.precision!r}")
         h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
         if self.method == "adalora":
             adalora_schedule(int(self.steps), h["tinit"], h["tfinal"], h["deltaT"])
@@ -127,7 +132,8 @@ def native_bf16() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bfloat16`` on CPUs with native bf16 math, else ``float32``.
+    """The training precision: ``float32`` (the default everywhere) or ``bfloat16``; ``auto``
+    (benchmarks only) -> ``bfloat16`` on CPUs with native bf16 math, else ``float32``.
 
     bfloat16 here is mixed precision: parameters, gradients and AdamW state stay float32;
     matrix products and convolutions run in bf16 under ``torch.autocast("cpu")``; the loss

@@ -1,0 +1,75 @@
+"""How a report's numbers were made, gathered from the files they come from, for every table's
+footnote and ``summary.json``: device and CPU code path, training precision, threads per job,
+seeds, encoder context, how hyperparameters were chosen, and library versions.
+
+Nothing here is taken from the machine that writes the report: training facts come from each
+job's ``train_info.json``, evaluation facts from the provenance of each score file, so a report
+written elsewhere still describes the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from speechmerge.numerics import describe
+
+VERSION_KEYS = ("torch", "transformers", "numpy", "sacrebleu", "speechmerge")
+
+
+def _sorted(values) -> list:
+    return sorted({v for v in values if v is not None}, key=str)
+
+
+def run_provenance(
+    spec: Mapping, score_paths: Sequence[str | Path], train_infos: Mapping[str, tuple[str, Mapping]]
+) -> dict:
+    """What the footnote says, as data. ``train_infos``: job -> (path, parsed train_info)."""
+    machines, versions, eval_threads = [], {}, []
+    for p in score_paths:
+        prov = json.loads(Path(p).read_text()).get("provenance") or {}
+        m = prov.get("machine")
+        if m:
+            machines.append(describe(m))
+            eval_threads.append(m.get("torch_threads"))
+        for k, v in (prov.get("versions") or {}).items():
+            if k in VERSION_KEYS:
+                versions.setdefault(k, set()).add(v)
+    train = [info for _, info in train_infos.values()]
+    for info in train:
+        m = (info.get("provenance") or {}).get("machine")
+        if m:
+            machines.append(describe(m))
+    return {
+        "machines": _sorted(machines),
+        "precision": _sorted(i.get("precision") for i in train),
+        "train_threads": _sorted(i.get("threads") for i in train),
+        "eval_threads": _sorted(eval_threads),
+        "seeds": _sorted(i.get("seed") for i in train),
+        "context_s": spec.get("context_s"),
+        "selection": spec.get("selection") or "hyperparameters: the methods' defaults; sweep points evaluated on test",
+        "versions": {k: sorted(v) for k, v in sorted(versions.items())},
+    }
+
+
+def _join(values, unit: str = "") -> str:
+    return " / ".join(f"{v}{unit}" for v in values) if values else "?"
+
+
+def footnote(prov: Mapping) -> str:
+    """One line: made on …, float32 training, threads, seed(s), context, selection, versions."""
+    versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in prov.get("versions", {}).items())
+    seeds = prov.get("seeds") or []
+    parts = [
+        f"Made on: {_join(prov.get('machines'))}",
+        f"training precision {_join(prov.get('precision'))}" if prov.get("precision") else "no training",
+        f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}",
+        f"seed{'s' if len(seeds) > 1 else ''} {_join(seeds)} (one training run per model)"
+        if len(seeds) <= 1
+        else f"seeds {_join(seeds)}",
+        f"encoder context {prov['context_s']} s" if prov.get("context_s") else "encoder context 30 s",
+        prov.get("selection", ""),
+        versions,
+    ]
+    return "Provenance — " + "; ".join(p for p in parts if p) + "."
