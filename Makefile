@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.speechmerge-installed
 ARGS ?=
 
-.PHONY: run test lint env env-slurm lock test-slurm test-install mergekit-env dryrun report clean
+.PHONY: run test lint env env-slurm lock test-slurm test-install mergekit-env dryrun report readme-tables clean
 .DEFAULT_GOAL := run
 
 run: $(STAMP)
@@ -79,6 +79,10 @@ dryrun: $(STAMP)
 
 report: $(STAMP)
 	$(VENV)/bin/snakemake --report results/report.html $(ARGS)
+
+# The README's result tables, from the reports of the run in results/ (after `make`).
+readme-tables: $(STAMP)
+	$(VENV)/bin/python -m speechmerge.report.readme --reports results/report --readme README.md
 
 clean:
 	rm -rf results logs benchmarks/out .snakemake

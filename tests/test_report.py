@@ -357,7 +357,7 @@ def test_write_report_multilingual(ml_files, tmp_path):
         ("expert-es", "es-transcribe"),
         ("expert-es", "es-translate"),
     }
-    assert training[("expert-de", "de-transcribe")]["zeroshot"] == 60
+    assert training[("expert-de", "de-transcribe")]["start"] == 60
     assert training[("expert-de", "de-transcribe")]["change"] == -40
     assert (
         training[("expert-es", "es-translate")]["change"] == 12
@@ -505,7 +505,7 @@ def test_report_script_peft(tmp_path):
         ("full", "child-transcribe"),
         ("s2lora", "child-transcribe"),
     ]
-    assert float(csv_rows[1]["zeroshot"]) == 30 and float(csv_rows[1]["finetuned"]) == 12
+    assert float(csv_rows[1]["start"]) == 30 and float(csv_rows[1]["finetuned"]) == 12
     assert int(csv_rows[1]["trainable_params"]) == 14_400
 
 

@@ -20,7 +20,7 @@ def report_captions(spec: Mapping) -> dict[str, str]:
         + (", trainable parameters" if lay.counts_parameters else "")
         + "; 95 % bootstrap intervals and paired-bootstrap p-values against "
         f"{baseline} in the extra columns.",
-        "training.csv": f"{exp}: each fine-tuned model on its own test sets against zero-shot, with the dev "
+        "training.csv": f"{exp}: each fine-tuned model on its own test sets against the model it started from, with the dev "
         "loss of the selected step, training time and trainable parameters.",
         "significance.csv": f"{exp}: paired bootstrap tests of every cell against "
         f"{baseline} (and matched-pairs p for error rates).",

@@ -47,7 +47,7 @@ def build_context_table(spec: Mapping, store: ResultStore) -> Table | None:
         by_metric.setdefault(c.metric, []).append(c)
     for metric, cols in by_metric.items():
         if len(cols) > 1:
-            columns.append(mean_column(f"{metric}:avg", f"Avg {metric.upper()}", "average", cols))
+            columns.append(mean_column(f"{metric}:avg", "Avg", "average", cols))
     rows = [
         Row(label=r.get("label", r["model"]), model=r["model"], group=r.get("group", ""), spec=dict(r)) for r in starts
     ]

@@ -1,7 +1,7 @@
 """``write_report``: one experiment's report directory, written atomically.
 
 The directory holds ``table.{csv,md,tex}``, the extra tables of the experiment kind,
-``training.{csv,md}`` (each fine-tuned model against zero-shot, with its dev loss, training time
+``training.{csv,md}`` (each fine-tuned model against the model it started from, with its dev loss, training time
 and trainable parameters), ``significance.csv``, figures (PNG and PDF), ``README.md`` (every file
 with its caption) and ``summary.json`` (the same listing plus every table's numbers).
 
@@ -208,7 +208,7 @@ def _write_tables(
                 f"{name}.{ext}", t.title + (" (all columns, 95 % CIs, p-values)" if ext == "csv" else ""), "table"
             )
     if training_rows:
-        title = f"{exp}: each fine-tuned model on its own test sets, against zero-shot"
+        title = f"{exp}: each fine-tuned model on its own test sets, against the model it started from"
         (tmp / "training.csv").write_text(TR.to_csv(training_rows))
         (tmp / "training.md").write_text(TR.to_markdown(training_rows, title))
         for ext in ("csv", "md"):
