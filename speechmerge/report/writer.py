@@ -2,7 +2,8 @@
 
 The directory holds ``table.{csv,md,tex}``, the extra tables of the experiment kind,
 ``training.{csv,md}`` (each fine-tuned model against zero-shot, with its dev loss, training time
-and trainable parameters), ``significance.csv``, figures (PNG and PDF), ``README.md`` (every file
+and trainable parameters), ``claims.{csv,md}`` (the paper's claims with effect, CI, p-value and
+verdict: ``speechmerge.report.claims``), ``significance.csv``, figures (PNG and PDF), ``README.md`` (every file
 with its caption) and ``summary.json`` (the same listing plus every table's numbers).
 
 The report spec comes from the plan (``speechmerge.plan``), including ``default_merges``: the
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechmerge import names as N
+from speechmerge.report import claims as CL
 from speechmerge.report import render as R
 from speechmerge.report import training as TR
 from speechmerge.report.captions import report_captions
@@ -151,13 +153,22 @@ def write_report(
         load_scores(scores), load_hyps(hyps), n_boot=n_boot, seed=seed, metric_override=lay.metric_override
     )
     infos = read_train_infos(train_infos)
-    tables = build_tables(spec, store, params=train_params(infos) if lay.counts_parameters else None)
+    params = train_params(infos) if lay.counts_parameters else None
+    tables = build_tables(spec, store, params=params)
+    claims = CL.evaluate_claims(
+        spec, store, params=params, rank_allocations=read_rank_allocations(rank_allocations, {})
+    )
     training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})
     caps = report_captions(spec)
     listing = _Listing()
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         _write_tables(tmp, exp, tables, training_rows, caps, listing)
+        claims_md = CL.to_markdown(claims, f"{exp}: the paper's claims on our results", n_boot=n_boot, seed=seed)
+        (tmp / "claims.csv").write_text(CL.to_csv(claims))
+        (tmp / "claims.md").write_text(claims_md)
+        for ext in ("csv", "md"):
+            listing.add(f"claims.{ext}", caps["claims.csv"], "table")
         _write_figures(tmp, spec, tables, taskvectors, rank_allocations, caps, listing)
         files = listing.with_pdfs()
         summary = {
@@ -167,11 +178,12 @@ def write_report(
             "missing": sorted(set(store.missing)),
             "tables": {name: R.table_json(t) for name, t in tables.items()},
             "training": training_rows,
+            "claims": [c.as_dict() for c in claims],
             "bootstrap": {"n_boot": n_boot, "seed": seed},
             "provenance": provenance(None, config_hash=spec.get("config_hash")),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"], training_rows))
+        (tmp / "README.md").write_text(_readme(exp, tables, files, summary["missing"], training_rows, claims_md))
     log.info("report %s: %d files, %d missing cells", out_dir, len(files) + 2, len(summary["missing"]))
     return summary
 
@@ -295,10 +307,13 @@ def _readme(
     files: Sequence[Mapping],
     missing: Sequence[str],
     training_rows: Sequence[Mapping] = (),
+    claims_md: str = "",
 ) -> str:
     lines = [f"# Report: {exp}", "", R.to_markdown(tables["table"])]
     if training_rows:
         lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against zero-shot")]
+    if claims_md:
+        lines += ["", "## Claims", "", claims_md.rstrip("\n")]
     lines += ["", "## Files", ""]
     for f in files:
         lines.append(f"* `{f['file']}` — {f['caption']}")
