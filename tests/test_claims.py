@@ -242,7 +242,7 @@ def test_missing_rows_are_not_run():
     assert res["lors-vs-joint"].verdict == "not run"
     assert "no joint row in the config" in res["lors-vs-joint"].note
     assert res["lors-vs-sequential"].verdict == "not run" and "Sequential" in res["lors-vs-sequential"].note
-    assert res["lors-vs"].verdict == "not run" and "other than" in res["lors-vs"].note
+    assert res["lors-vs-other-merges"].verdict == "not run" and "other than" in res["lors-vs-other-merges"].note
     assert math.isnan(res["lors-np-20pct"].effect) and res["lors-np-20pct"].verdict == "not run"
     # no LoRS row at all: every claim not run
     no_lors = [r for r in ML_ROWS if r.get("method") != "lors"]

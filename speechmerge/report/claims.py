@@ -122,9 +122,6 @@ class Source:
     paper: str
     arxiv: str
 
-    def __str__(self) -> str:
-        return f"{self.paper} (arXiv {self.arxiv}), abstract"
-
 
 LORS = Source("LoRS-Merging", "2502.17380")
 BOOSTED = Source("BoostedTSV-M", "2603.05354")
@@ -564,7 +561,9 @@ def resolve(spec: Mapping, defs: Sequence[ClaimDef] | None = None) -> list[tuple
         missing = [s for s in (d.a, d.b) if s is not None and not s.rows(spec)]
         reason = f"no {' and no '.join(s.describe() for s in missing)} row in the config" if missing else None
         if not d.each or d.b is None or reason:
-            out.append((replace(d, claim=d.claim.format(other="any other")) if d.each else d, reason))
+            if d.each:
+                d = replace(d, id=f"{d.id}-other-merges", claim=d.claim.format(other="any other"))
+            out.append((d, reason))
             continue
         for r in d.b.rows(spec):
             name = r.get("label", r["model"])
@@ -600,7 +599,7 @@ def evaluate_claims(
         if reason is None and d.quantity in SCORE_QUANTITIES:
             cols, rows = _score_rows(ctx, d)
             for c in cols:
-                needs.setdefault((c.testset, c.metric), []).extend(m for m in _cell_models_all(rows, c) if m)
+                needs.setdefault((c.testset, c.metric), []).extend(m for r in rows for m in _cell_models(r, [c]) if m)
     ctx.bootstrap(needs)
     return [_evaluate(ctx, d, reason) for d, reason in claims]
 
@@ -613,10 +612,6 @@ def _score_rows(ctx: _Context, d: ClaimDef) -> tuple[list[Column], list[dict]]:
     cols = ctx.quantity_columns(d.quantity)
     ref = layout(ctx.spec).reference(ctx.spec) if d.quantity == "np" else None
     return cols, d.a.rows(ctx.spec) + d.b.rows(ctx.spec) + ([ref] if ref else [])
-
-
-def _cell_models_all(rows: Sequence[Mapping], c: Column) -> list[str | None]:
-    return [row_model(r, c.subset, c.testset) for r in rows]
 
 
 def _result(ctx: _Context, d: ClaimDef) -> ClaimResult:
