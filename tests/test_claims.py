@@ -433,3 +433,14 @@ def test_write_report_writes_the_claims(tmp_path):
     readme = (out / "README.md").read_text()
     assert "## Claims" in readme and "**reproduced**" in readme and "`claims.csv`" in readme
     assert "| Claim | Source |" in (out / "claims.md").read_text()
+
+
+def test_np_undefined_when_the_experts_get_nothing_right():
+    vals = ml_values()
+    vals["e-de"], vals["e-es"] = {"de-transcribe": 100}, {"es-transcribe": 100}
+    _, _, store = make_store(vals, lang_of, n_boot=50)
+    res = by_id(CL.evaluate_claims(ml_spec(), store))
+    joint = res["lors-vs-joint"]
+    assert joint.verdict == "inconclusive" and math.isnan(joint.effect)
+    assert "reference row's accuracy is 0" in joint.note
+    assert joint.comparison == "LoRS-Merging vs Multi-lingual multi-task"

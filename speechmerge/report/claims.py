@@ -624,13 +624,18 @@ def _result(ctx: _Context, d: ClaimDef) -> ClaimResult:
         metric += f", % of {d.b.name}"
     elif d.quantity not in ("params", "ranks"):
         metric += ", points"
-    b = d.b.describe() if d.b else ""
+
+    def name(side: Side) -> str:
+        rows = side.rows(ctx.spec)
+        return rows[0].get("label", rows[0]["model"]) if len(rows) == 1 and not side.best else side.describe()
+
+    b = name(d.b) if d.b else ""
     return ClaimResult(
         id=d.id,
         paper=d.source.paper,
         arxiv=d.source.arxiv,
         claim=d.claim,
-        comparison=f"{d.a.describe()} vs {b}" if b else d.a.describe(),
+        comparison=f"{name(d.a)} vs {b}" if b else name(d.a),
         metric=metric,
         test=d.test,
         margin=d.margin,
@@ -681,18 +686,27 @@ def _score_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
     res.effect = float(_effect(d, a_obs, b_obs, higher))
     res.n = ctx.utterances(cols, [m for r in everyone for m in _cell_models(r, cols) if m])
     res.n_unit = "utterances"
+    if not math.isfinite(res.effect):
+        res.verdict = "inconclusive"
+        res.notes.insert(
+            0,
+            "NP undefined: the reference row's accuracy is 0 on every test set"
+            if d.quantity == "np" and (math.isnan(a_obs) or math.isnan(b_obs))
+            else f"effect undefined: {d.b.name} at 0",
+        )
+        return res
     if a_rep is None or b_rep is None:
         res.verdict = "inconclusive"
         res.notes.insert(0, "no hypotheses for a model: no CI")
         return res
     reps = _effect(d, a_rep, b_rep, higher)
     finite = reps[np.isfinite(reps)]
-    if finite.size < reps.size:
-        res.notes.append(f"{reps.size - finite.size} of {reps.size} replicates undefined (zero baseline)")
-    if finite.size == 0 or not math.isfinite(res.effect):
+    if finite.size == 0:
         res.verdict = "inconclusive"
-        res.notes.insert(0, "effect undefined (zero baseline)")
+        res.notes.insert(0, "effect undefined in every bootstrap replicate")
         return res
+    if finite.size < reps.size:
+        res.notes.append(f"{reps.size - finite.size} of {reps.size} replicates undefined (dropped)")
     res.ci_lo, res.ci_hi = S.percentile_interval(finite)
     res.p_value = bootstrap_p(d.test, res.effect, finite, margin=d.margin)
     res.verdict = verdict(d.test, (res.ci_lo, res.ci_hi), margin=d.margin)
@@ -806,7 +820,10 @@ def to_csv(results: Sequence[ClaimResult]) -> str:
 
 
 def _num(v: float, digits: int = 2) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    text = f"{v:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def _p(v: float) -> str:
