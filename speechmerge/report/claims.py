@@ -522,7 +522,8 @@ def _np(cols: Sequence[Column], row: np.ndarray, ref: np.ndarray) -> np.ndarray:
         a = np.stack([acc(metrics[j], row[:, j]) for j in range(len(cols))], axis=1)
         r = np.stack([acc(metrics[j], ref[:, j]) for j in range(len(cols))], axis=1)
         ratio = np.where(r > 0, a / np.where(r > 0, r, 1.0), np.nan)
-        out = 100.0 * np.nanmean(ratio, axis=1)
+        kept = np.isfinite(ratio).sum(axis=1)
+        out = 100.0 * np.where(kept > 0, np.nansum(ratio, axis=1) / np.maximum(kept, 1), np.nan)
     out[np.isnan(row).any(axis=1) | np.isnan(ref).any(axis=1)] = np.nan
     return out
 
