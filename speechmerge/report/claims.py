@@ -346,7 +346,6 @@ QUANTITIES = {
     "params": "trainable parameters, ratio A / B",
     "ranks": "Spearman ρ of per-module ranks",
 }
-UNITS = {"diff": "points", "rel": "% of B"}
 
 
 def claims_for(kind: str) -> list[ClaimDef]:
@@ -378,6 +377,8 @@ class ClaimResult:
         return "; ".join(n for n in self.notes if n)
 
     def as_dict(self) -> dict:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"claim {self.id}: verdict {self.verdict!r} is not one of {VERDICTS}")
         d = {k: getattr(self, k) for k in CSV_FIELDS if k != "note"}
         d["note"] = self.note
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
