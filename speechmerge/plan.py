@@ -259,6 +259,8 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
                     )
         plan.reports[name]["default_merges"] = _default_merges(plan, name)
         plan.reports[name]["context_s"] = plan.crop_seconds or 30
+        plan.reports[name]["bootstrap"] = int((config.get("evaluation") or {}).get("bootstrap", 1000))
+        plan.reports[name]["seed"] = int(config.get("seed", 0))
         plan.reports[name]["selection"] = (
             "hyperparameters: each method's default (docs/methods.md); sweep points are decoded on the test "
             "set and shown as sweeps, not used to choose a row"

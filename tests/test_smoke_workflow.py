@@ -47,12 +47,17 @@ def _check_tables_and_figures(smoke_run):
     workdir, plan = smoke_run
     for experiment in plan.experiments:
         out = workdir / "results" / "report" / experiment
-        for name in ("table.csv", "table.md", "table.tex"):
+        for name in ("table.csv", "table.md", "table.tex", "claims.csv", "claims.md"):
             assert (out / name).stat().st_size > 0, (experiment, name)
         assert list(out.glob("*.png")), experiment
         pages = workdir / "results" / "report_tables" / experiment
         assert {"table.html", "README.html"} <= {p.name for p in pages.glob("*.html")}, experiment
         assert "<table>" in (pages / "table.html").read_text()
+        # a claims table with a verdict for every claim of the experiment's paper
+        claims = pd.read_csv(out / "claims.csv")
+        assert (
+            len(claims) > 0 and claims["verdict"].isin(["reproduced", "contradicted", "inconclusive", "not run"]).all()
+        )
         # one row per planned row, in the planned order
         assert list(_table(workdir, experiment)["model"]) == [r["model"] for r in plan.reports[experiment]["rows"]]
 

@@ -15,6 +15,9 @@ chunk, so memory stays ~ chunk x n.
 * ``bootstrap_mean_scores`` / ``paired_bootstrap_mean``: the same for the unweighted mean of
   a metric over several test sets (e.g. the average WER over languages): utterances are
   resampled within each test set (stratified bootstrap), with an independent stream per set.
+* ``paired_bootstrap_scores``: the corpus scores of any number of systems on the same resampled
+  utterances (what a statistic of several systems, e.g. normalised performance, is bootstrapped
+  from).
 * ``paired_bootstrap``: both systems scored on the *same* resampled utterances (Koehn 2004,
   "Statistical significance tests for machine translation evaluation"). Reported:
   ``delta`` = improvement of A over B (B - A for error rates, A - B for BLEU/chrF),
@@ -163,7 +166,7 @@ def _check_aligned(a: CorpusStats, b: CorpusStats) -> None:
         raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
 
 
-def _seed(seed: int, j: int) -> int:
+def stratum_seed(seed: int, j: int) -> int:
     """Independent stream per test set j of a stratified bootstrap (j = 0 keeps ``seed``)."""
     return seed if j == 0 else int(np.random.SeedSequence([seed, j]).generate_state(1)[0])
 
@@ -173,7 +176,7 @@ def bootstrap_mean_scores(sets: Sequence[CorpusStats], *, n_boot: int = 1000, se
     utterances within each test set independently (stratified bootstrap)."""
     if not sets:
         raise ValueError("no test sets to average")
-    cols = [bootstrap_scores(cs, n_boot=n_boot, seed=_seed(seed, j)) for j, cs in enumerate(sets)]
+    cols = [bootstrap_scores(cs, n_boot=n_boot, seed=stratum_seed(seed, j)) for j, cs in enumerate(sets)]
     return np.mean(np.stack(cols, axis=1), axis=1)
 
 
@@ -212,7 +215,7 @@ def paired_bootstrap_mean(
         k = x.stats.shape[1]
         both = np.concatenate([x.stats, y.stats], axis=1)
         d = np.concatenate(
-            [x.score_fn(s[:, :k]) - y.score_fn(s[:, k:]) for s in _resampled_sums(both, n_boot, _seed(seed, j))]
+            [x.score_fn(s[:, :k]) - y.score_fn(s[:, k:]) for s in _resampled_sums(both, n_boot, stratum_seed(seed, j))]
         )
         deltas += d
     deltas *= sign / len(a_sets)
@@ -237,6 +240,23 @@ def paired_bootstrap_mean(
         "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null"
         + (", stratified by test set" if len(a_sets) > 1 else ""),
     }
+
+
+def paired_bootstrap_scores(systems: Sequence[CorpusStats], *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """[n_boot, len(systems)]: the corpus score of every system on the same ``n_boot`` resamples
+    of the utterances (one test set; the systems aligned on the same ids)."""
+    if not systems:
+        raise ValueError("no systems to bootstrap")
+    for x in systems[1:]:
+        if x.ids != systems[0].ids:
+            raise HypothesesMismatch("systems are not aligned on the same utterance ids (use check_paired)")
+    widths = [x.stats.shape[1] for x in systems]
+    edges = np.cumsum([0] + widths)
+    both = np.concatenate([x.stats for x in systems], axis=1)
+    out = []
+    for s in _resampled_sums(both, n_boot, seed):
+        out.append(np.stack([x.score_fn(s[:, a:b]) for x, a, b in zip(systems, edges[:-1], edges[1:])], axis=1))
+    return np.concatenate(out, axis=0)
 
 
 def paired_bootstrap(a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:

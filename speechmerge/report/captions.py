@@ -22,6 +22,9 @@ def report_captions(spec: Mapping) -> dict[str, str]:
         f"{baseline} in the extra columns.",
         "training.csv": f"{exp}: each fine-tuned model on its own test sets against the model it started from, with the dev "
         "loss of the selected step, training time and trainable parameters.",
+        "claims.csv": f"{exp}: each headline claim of the paper tested on these results — effect size, "
+        "95 % bootstrap CI, p-value and verdict (reproduced, contradicted, inconclusive, not run); "
+        "docs/claims.md.",
         "significance.csv": f"{exp}: paired bootstrap tests of every cell against "
         f"{baseline} (and matched-pairs p for error rates).",
         "methods.png": f"{exp}: every method on the summary columns, with 95 % bootstrap intervals.",

@@ -2,7 +2,8 @@
 
 The directory holds ``table.{csv,md,tex}``, the extra tables of the experiment kind,
 ``training.{csv,md}`` (each fine-tuned model against the model it started from, with its dev loss, training time
-and trainable parameters), ``significance.csv``, figures (PNG and PDF), ``README.md`` (every file
+and trainable parameters), ``claims.{csv,md}`` (the paper's claims with effect, CI, p-value and
+verdict: ``speechmerge.report.claims``), ``significance.csv``, figures (PNG and PDF), ``README.md`` (every file
 with its caption) and ``summary.json`` (the same listing plus every table's numbers).
 
 The report spec comes from the plan (``speechmerge.plan``), including ``default_merges``: the
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechmerge import names as N
+from speechmerge.report import claims as CL
 from speechmerge.report import context as C
 from speechmerge.report import render as R
 from speechmerge.report import training as TR
@@ -154,7 +156,11 @@ def write_report(
         load_scores(scores), load_hyps(hyps), n_boot=n_boot, seed=seed, metric_override=lay.metric_override
     )
     infos = read_train_infos(train_infos)
-    tables = build_tables(spec, store, params=train_params(infos) if lay.counts_parameters else None)
+    params = train_params(infos) if lay.counts_parameters else None
+    tables = build_tables(spec, store, params=params)
+    claims = CL.evaluate_claims(
+        spec, store, params=params, rank_allocations=read_rank_allocations(rank_allocations, {})
+    )
     run_prov = run_provenance(spec, scores, infos)
     for t in tables.values():
         t.notes.append(footnote(run_prov))
@@ -170,6 +176,11 @@ def write_report(
             (tmp / "taskvector_cosines.csv").write_text(C.cosines_csv(cosine_data))
             for ext in ("csv", "md"):
                 listing.add(f"taskvector_cosines.{ext}", caps["taskvector_cosines.csv"], "table")
+        claims_md = CL.to_markdown(claims, f"{exp}: the paper's claims on our results", n_boot=n_boot, seed=seed)
+        (tmp / "claims.csv").write_text(CL.to_csv(claims))
+        (tmp / "claims.md").write_text(claims_md)
+        for ext in ("csv", "md"):
+            listing.add(f"claims.{ext}", caps["claims.csv"], "table")
         _write_figures(tmp, spec, tables, taskvectors, rank_allocations, caps, listing)
         files = listing.with_pdfs()
         summary = {
@@ -179,13 +190,14 @@ def write_report(
             "missing": sorted(set(store.missing)),
             "tables": {name: R.table_json(t) for name, t in tables.items()},
             "training": training_rows,
+            "claims": [c.as_dict() for c in claims],
             "bootstrap": {"n_boot": n_boot, "seed": seed},
             "provenance": provenance(None, config_hash=spec.get("config_hash"), run=run_prov),
             "taskvector_cosines": C.cosine_rows(cosine_data) if cosine_data else [],
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         (tmp / "README.md").write_text(
-            _readme(exp, tables, files, summary["missing"], training_rows, cosine_data=cosine_data)
+            _readme(exp, tables, files, summary["missing"], training_rows, claims_md, cosine_data=cosine_data)
         )
     log.info("report %s: %d files, %d missing cells", out_dir, len(files) + 2, len(summary["missing"]))
     return summary
@@ -310,6 +322,7 @@ def _readme(
     files: Sequence[Mapping],
     missing: Sequence[str],
     training_rows: Sequence[Mapping] = (),
+    claims_md: str = "",
     cosine_data: Mapping | None = None,
 ) -> str:
     lines = [f"# Report: {exp}", "", R.to_markdown(tables["table"])]
@@ -319,6 +332,8 @@ def _readme(
         lines += ["", C.cosines_markdown(exp, cosine_data).rstrip("\n")]
     if training_rows:
         lines += ["", TR.to_markdown(training_rows, "Fine-tuned models against the model they started from")]
+    if claims_md:
+        lines += ["", "## Claims", "", claims_md.rstrip("\n")]
     lines += ["", "## Files", ""]
     for f in files:
         lines.append(f"* `{f['file']}` — {f['caption']}")
