@@ -499,3 +499,28 @@ def test_every_method_module_registers_a_labelled_method():
     with pytest.raises(ValueError, match="Unlabelled has no label"):
         register(Unlabelled)
     assert "unlabelled_test_method" not in REGISTRY
+
+
+@pytest.mark.parametrize("fail_on", [(torch.float32,), (torch.float32, torch.float64)])
+def test_svd_falls_back_when_lapack_does_not_converge(monkeypatch, fail_on):
+    """gesdd can fail to converge (stacked orthonormal bases): retry in float64, then via eigh."""
+    from speechmerge.merging import linalg
+
+    real = torch.linalg.svd
+
+    def flaky(m, *args, **kwargs):
+        if m.dtype in fail_on:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real(m, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    g = torch.Generator().manual_seed(0)
+    for shape in [(12, 5), (5, 12)]:
+        m = torch.randn(*shape, generator=g)
+        m[:, 0] = 0 if shape[0] > shape[1] else m[:, 0]  # a zero singular value on the tall one
+        u, s, vh = linalg.svd(m)
+        assert u.dtype == s.dtype == vh.dtype == torch.float32
+        assert torch.allclose(u @ torch.diag(s) @ vh, m, atol=1e-5)
+        assert torch.allclose(u.mT @ u, torch.eye(5), atol=1e-5) and torch.allclose(vh @ vh.mT, torch.eye(5), atol=1e-5)
+        assert torch.all(s[:-1] >= s[1:])
+        assert torch.allclose(s, real(m.double(), full_matrices=False)[1].float(), atol=1e-5)

@@ -57,12 +57,54 @@ def svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD in float32: m = U diag(S) Vh, S descending, r = min(m.shape) components.
 
     A wide m is decomposed as mᵀ (same factors, swapped): LAPACK is about twice as fast on tall input.
+    LAPACK's divide-and-conquer driver can fail to converge on matrices with many repeated
+    singular values (e.g. stacked orthonormal bases, as Iso-CTS and TSV-M orthogonalise); then
+    the SVD is retried in float64 and, failing that, taken from the eigendecomposition of mᵀm
+    (``_svd_by_eigh``).
     """
     m = _as_matrix(m)
     if m.shape[0] < m.shape[1]:
-        u, s, vh = torch.linalg.svd(m.mT, full_matrices=False)
+        u, s, vh = _svd_tall(m.mT)
         return vh.mT, s, u.mT
-    return torch.linalg.svd(m, full_matrices=False)
+    return _svd_tall(m)
+
+
+def _svd_tall(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    try:
+        return torch.linalg.svd(m, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        pass
+    try:
+        u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
+    except torch.linalg.LinAlgError:
+        u, s, vh = _svd_by_eigh(m.double())
+    return u.float(), s.float(), vh.float()
+
+
+def _svd_by_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD of a tall m (rows ≥ cols) from mᵀm = V diag(S²) Vᵀ: U = m V / S, with the
+    columns of U for (numerically) zero singular values completed to an orthonormal basis."""
+    lam, v = torch.linalg.eigh(m.mT @ m)
+    order = torch.argsort(lam, descending=True)
+    lam, v = lam[order], v[:, order]
+    s = lam.clamp_min(0).sqrt()
+    keep = s > s[0] * max(m.shape) * torch.finfo(m.dtype).eps if s.numel() and s[0] > 0 else s > 0
+    u = torch.zeros(m.shape[0], s.numel(), dtype=m.dtype)
+    u[:, keep] = (m @ v[:, keep]) / s[keep]
+    if not bool(keep.all()):  # complete U's columns for the null space: orthonormal, orthogonal to the rest
+        q, _ = torch.linalg.qr(
+            torch.cat(
+                [
+                    u[:, keep],
+                    torch.randn(
+                        m.shape[0], int((~keep).sum()), dtype=m.dtype, generator=torch.Generator().manual_seed(0)
+                    ),
+                ],
+                dim=1,
+            )
+        )
+        u[:, ~keep] = q[:, int(keep.sum()) :]
+    return u, s, v.mT
 
 
 def truncated_svd(m: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
