@@ -166,7 +166,11 @@ def estimate(
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time
         mem = OVERHEAD_MB + 3 * w
         runtime = _minutes(max(1, n_experts) * 30 * size.scale, config)
-    elif rule in ("task_vector", "import_model", "taskvector_cosines"):
+    elif rule == "taskvector_cosines":
+        # every expert, the base and θ₀ are open at once (memory-mapped tensors stay resident)
+        mem = OVERHEAD_MB + (max(2, n_experts) + 3) * w
+        runtime = _minutes(max(2, n_experts) * 10 * size.scale, config)
+    elif rule in ("task_vector", "import_model"):
         mem = OVERHEAD_MB + 3 * w
         runtime = _minutes(20 * size.scale, config)
     elif rule == "synthesize_corpus":
@@ -207,6 +211,8 @@ def resource_args(plan, rule_name: str, wildcards) -> dict:
         }
     if rule_name == "merge":
         return {"n_experts": len(plan.variants[(wc.experiment, wc.variant)]["experts"])}
+    if rule_name == "taskvector_cosines":
+        return {"n_experts": len(plan.experts[wc.experiment])}
     if rule_name in ("synthesize_corpus", "audio_checksum"):
         return {"datasets": [plan.datasets[(wc.experiment, wc.subset, wc.split)]]}
     return {}

@@ -126,3 +126,27 @@ def test_every_rule_with_resources_has_an_estimate():
     for rule in named:
         est = R.estimate(rule, _config())
         assert est["mem_mb"] >= 500 and est["runtime"] >= 5, rule
+
+
+def test_cosines_and_native_zero_shot_cover_what_the_default_run_measured():
+    """Peak RSS in the default run: taskvector_cosines 3.1 GB (5 experts), the zero-shot row at
+    30 s 6.1 GB (domains, 108 utterances at batch 64); the estimates are upper bounds."""
+    from types import SimpleNamespace
+
+    from speechmerge import names as N
+    from speechmerge.config import ROOT, load_config
+    from speechmerge.jobresources import estimate, resource_args
+    from speechmerge.plan import build_plan
+
+    cfg = load_config(ROOT / "config.yaml")
+    plan = build_plan(cfg)
+    cos = estimate(
+        "taskvector_cosines", cfg, **resource_args(plan, "taskvector_cosines", SimpleNamespace(experiment="domains"))
+    )
+    assert cos["mem_mb"] >= 3100
+    wc = SimpleNamespace(experiment="domains", model=N.ZEROSHOT_NATIVE)
+    native = estimate("evaluate", cfg, **resource_args(plan, "evaluate", wc))
+    cropped = estimate(
+        "evaluate", cfg, **resource_args(plan, "evaluate", SimpleNamespace(experiment="domains", model=N.ZEROSHOT))
+    )
+    assert native["mem_mb"] >= 6100 and native["runtime"] > cropped["runtime"]

@@ -32,9 +32,12 @@ functions directly.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence, Union
 
 import torch
+
+log = logging.getLogger(__name__)
 
 NS_PRESETS: dict[str, tuple[float, float, float]] = {
     "muon": (3.4445, -4.7750, 2.0315),
@@ -73,10 +76,11 @@ def _svd_tall(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     try:
         return torch.linalg.svd(m, full_matrices=False)
     except torch.linalg.LinAlgError:
-        pass
+        log.warning("SVD of a %d×%d matrix did not converge in float32; retrying in float64", *m.shape)
     try:
         u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
     except torch.linalg.LinAlgError:
+        log.warning("SVD of a %d×%d matrix did not converge in float64; using the eigendecomposition of mᵀm", *m.shape)
         u, s, vh = _svd_by_eigh(m.double())
     return u.float(), s.float(), vh.float()
 
