@@ -94,10 +94,6 @@ class Plan:
         return bool((self.config.get("adapted_base") or {}).get("enabled", False))
 
     @property
-    def native_dir(self) -> str:
-        return N.NATIVE_MODEL_DIR.format(model_name=self.base_name)
-
-    @property
     def theta0_config(self) -> str:
         """config.json of θ₀: the context-adapted base, else the imported base."""
         if self.adapted_base:

@@ -65,9 +65,7 @@ def footnote(prov: Mapping) -> str:
         f"Made on: {_join(prov.get('machines'))}",
         f"training precision {_join(prov.get('precision'))}" if prov.get("precision") else "no training",
         f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}",
-        f"seed{'s' if len(seeds) > 1 else ''} {_join(seeds)} (one training run per model)"
-        if len(seeds) <= 1
-        else f"seeds {_join(seeds)}",
+        f"seed {_join(seeds)} (one training run per model)" if len(seeds) <= 1 else f"seeds {_join(seeds)}",
         f"encoder context {prov['context_s']} s" if prov.get("context_s") else "encoder context 30 s",
         prov.get("selection", ""),
         versions,
