@@ -25,3 +25,29 @@ rule evaluate:
         spec=lambda wc: PLAN.evaluation_spec(wc.experiment, wc.model),
     script:
         "../workflow_scripts/evaluate.py"
+
+
+# evaluate_experts_dev: every expert of an experiment on its own dev sets, in one process: the
+# reference of NP-based dev selection of merges (multilingual).
+rule evaluate_experts_dev:
+    input:
+        unpack(lambda wc: PLAN.experts_dev_inputs(wc.experiment)),
+        model=BASE_MODEL["model"],
+    output:
+        hyps=N.EXPERTS_DEV_HYPOTHESES,
+        scores=N.EXPERTS_DEV_SCORES,
+    log:
+        "logs/evaluate_experts_dev/{experiment}.log",
+    benchmark:
+        "benchmarks/out/evaluate_experts_dev/{experiment}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS.get("evaluate", 1)
+    resources:
+        mem_mb=job_resource("evaluate_experts_dev", "mem_mb"),
+        runtime=job_resource("evaluate_experts_dev", "runtime"),
+        gpu=job_resource("evaluate_experts_dev", "gpu"),
+    params:
+        spec=lambda wc: PLAN.experts_dev_spec(wc.experiment),
+    script:
+        "../workflow_scripts/evaluate_experts_dev.py"

@@ -1,10 +1,12 @@
 # merge: one method with its hyperparameters over an experiment's task vectors -> merged weights.
+# A method with a grid (a dev-selected variant) merges every grid point from one read of the
+# experts, decodes the experiment's dev sets with each and writes the best point
+# (speechmerge.evaluation.selection); its inputs hold no test split.
 
 
 rule merge:
     input:
-        base=PLAN.theta0_weights,
-        task_vectors=lambda wc: PLAN.merge_inputs(wc.experiment, wc.variant),
+        unpack(lambda wc: PLAN.merge_inputs(wc.experiment, wc.variant)),
     output:
         weights=merged_weights(N.MERGED_WEIGHTS),
         info=N.MERGE_INFO,
@@ -20,6 +22,6 @@ rule merge:
         runtime=job_resource("merge", "runtime"),
         gpu=job_resource("merge", "gpu"),
     params:
-        spec=lambda wc: PLAN.variants[(wc.experiment, wc.variant)],
+        spec=lambda wc: PLAN.merge_spec(wc.experiment, wc.variant),
     script:
         "../workflow_scripts/merge.py"

@@ -35,7 +35,7 @@ GPU_SPEEDUP = 20.0
 #: no job asks for more than 48 h (longer jobs: ``--set-resources finetune:runtime=...``).
 MAX_RUNTIME_MIN = 48 * 60
 #: rules that run a model on the configured device (the others never ask for a GPU).
-GPU_RULES = ("finetune", "evaluate", "merge")
+GPU_RULES = ("finetune", "evaluate", "evaluate_experts_dev", "merge")
 
 #: Whisper sizes: (encoder layers, decoder layers, d_model); the random sizes of
 #: ``speechmerge.models.random_init.RANDOM_SIZES`` (checked equal by the tests).
@@ -117,7 +117,7 @@ def _minutes(seconds: float, config: Mapping, floor: int = 5) -> int:
 
 def _rows(datasets: list[Mapping]) -> int:
     """Utterances in some splits (real-data splits of unknown size count as 1000)."""
-    return sum(int(d.get("sentences", 1000)) * int(d.get("renderings", 1)) for d in datasets)
+    return sum(int(d.get("sentences") or 1000) * int(d.get("renderings", 1)) for d in datasets)
 
 
 def estimate(
@@ -130,6 +130,8 @@ def estimate(
     n_experts: int = 0,
     n_tasks: int = 1,
     context_s: float | None = None,
+    n_merges: int = 0,
+    n_points: int = 0,
 ) -> dict[str, int]:
     """``{"mem_mb", "runtime", "gpu"}`` of one job of ``rule``.
 
@@ -137,7 +139,9 @@ def estimate(
     dataset specs the job reads (sentences x renderings), ``dev`` those a fine-tuning job
     evaluates on every ``eval_every`` steps; ``n_experts``: task vectors a merge
     reads; ``n_tasks``: tasks decoded per utterance; ``context_s``: the encoder context of this
-    job when it is not the config's (the zero-shot row at the native 30 s).
+    job when it is not the config's (the zero-shot row at the native 30 s); ``n_merges`` and
+    ``n_points``: the distinct merges and the points of a dev-selected merge's grid, whose
+    ``datasets`` are the dev sets every point decodes.
     """
     size = model_size(config["base_model"]["spec"])
     ctx = float(context_s) if context_s else _context_s(config)
@@ -154,7 +158,7 @@ def estimate(
         dev_passes = steps // max(1, int(job.get("eval_every", steps) or steps)) + 1
         secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
         runtime = _minutes(secs, config)
-    elif rule == "evaluate":
+    elif rule in ("evaluate", "evaluate_experts_dev"):
         mem = (
             OVERHEAD_MB
             + 2 * w
@@ -162,6 +166,14 @@ def estimate(
             + audio_mb
         )
         runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config)
+    elif rule == "merge" and n_points:
+        # dev selection: θ₀, one float32 delta per distinct merge, a point's weights and the loaded
+        # model in memory (+ whole expert tensors with several merges), then decoding like evaluate
+        mem = OVERHEAD_MB + (3 + n_merges + (n_experts / 4 if n_merges > 1 else 0)) * w + audio_mb
+        mem += TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
+        secs = n_merges * max(1, n_experts) * 30 * size.scale
+        secs += n_points * _rows(datasets) * DECODE_S_PER_UTT * size.scale * ctx / 5
+        runtime = _minutes(secs, config)
     elif rule == "merge":
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time
         mem = OVERHEAD_MB + 3 * w
@@ -201,6 +213,12 @@ def resource_args(plan, rule_name: str, wildcards) -> dict:
             "datasets": [plan.datasets[t] for t in job["train"]],
             "dev": [plan.datasets[t] for t in job["dev"]],
         }
+    if rule_name == "evaluate_experts_dev":
+        return {
+            "datasets": [
+                plan.datasets[(wc.experiment, d["subset"], "dev")] for d in plan.devsets.get(wc.experiment, [])
+            ]
+        }
     if rule_name == "evaluate":
         return {
             "datasets": [
@@ -210,7 +228,19 @@ def resource_args(plan, rule_name: str, wildcards) -> dict:
             "context_s": 30 if wc.model == N.ZEROSHOT_NATIVE else None,
         }
     if rule_name == "merge":
-        return {"n_experts": len(plan.variants[(wc.experiment, wc.variant)]["experts"])}
+        spec = plan.variants[(wc.experiment, wc.variant)]
+        args = {"n_experts": len(spec["experts"])}
+        sel = spec.get("selection")
+        if sel:
+            from speechmerge.merging.grid import expand_grid, plan_grid
+
+            groups, points = plan_grid(spec["method"], spec["hparams"], expand_grid(sel["grid"]))
+            args.update(
+                n_merges=len(groups),
+                n_points=len(points),
+                datasets=[plan.datasets[(wc.experiment, d["subset"], "dev")] for d in plan.devsets[wc.experiment]],
+            )
+        return args
     if rule_name == "taskvector_cosines":
         return {"n_experts": len(plan.experts[wc.experiment])}
     if rule_name in ("synthesize_corpus", "audio_checksum"):

@@ -3,7 +3,9 @@
 Names (docs/ARCHITECTURE.md): a test set is ``{subset}-{task}``; a retention subset of the domains
 experiment is ``lang_{code}``; training jobs are ``expert-{subset}`` (``expert-{subset}-{task}``
 with ``experts_per_task``), ``joint``, ``seq-{k}`` or a PEFT method name; a merge variant is
-``{method}`` (the method's defaults) or ``{method}@{param}={value}`` (a sweep point); an evaluated
+``{method}`` (dev-selected when the method has a grid, else its defaults), ``{method}@defaults``
+(the paper-default merge beside a dev-selected one) or ``{method}@{param}={value}`` (a test-set
+sweep point); an evaluated
 model is ``zeroshot``, a job, or ``merge-{variant}``.
 
 Paths: the patterns below carry Snakemake wildcards (``{experiment}``, ``{job}``, ...). The rule
@@ -62,6 +64,9 @@ MERGE_INFO = "results/merged/{experiment}/{variant}.json"
 EVAL_PREFIX = "results/eval/{experiment}/{model}"
 HYPOTHESES = EVAL_PREFIX + ".jsonl"
 SCORES = EVAL_PREFIX + ".json"
+# Every expert decoded on its own dev sets: the reference of NP-based dev selection.
+EXPERTS_DEV_SCORES = "results/eval-dev/{experiment}/experts.json"
+EXPERTS_DEV_HYPOTHESES = "results/eval-dev/{experiment}/experts.jsonl"
 REPORT_DIR = "results/report/{experiment}"
 REPORT_TABLES_DIR = "results/report_tables/{experiment}"  # the tables as HTML pages (snakemake --report)
 
@@ -131,15 +136,24 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+DEFAULTS_SUFFIX = "@defaults"
+
+
+def default_variant(method: str) -> str:
+    """``{method}@defaults``: the paper-default merge of a method whose ``{method}`` row is dev-selected."""
+    return f"{method}{DEFAULTS_SUFFIX}"
+
+
 def variant(method: str, param: str | None = None, value: Any = None) -> str:
     """``{method}`` (defaults) or ``{method}@{param}={value}`` (a sweep point)."""
     return method if param is None else f"{method}@{param}={format_value(value)}"
 
 
 def parse_variant(name: str) -> tuple[str, str | None, str | None]:
-    """``"lors@scaling=0.4"`` -> ``("lors", "scaling", "0.4")``; ``"ties"`` -> ``("ties", None, None)``."""
+    """``"lors@scaling=0.4"`` -> ``("lors", "scaling", "0.4")``; ``"ties"`` and
+    ``"ties@defaults"`` -> ``("ties", None, None)``."""
     method, at, point = name.partition("@")
-    if not at:
+    if not at or at + point == DEFAULTS_SUFFIX:
         return method, None, None
     param, eq, value = point.partition("=")
     if not eq or not param:

@@ -55,6 +55,8 @@ class Plan:
     testsets: dict[tuple[str, str], dict] = field(default_factory=dict)
     evaluations: list[tuple[str, str, str]] = field(default_factory=list)
     reports: dict[str, dict] = field(default_factory=dict)
+    # experiment -> the dev sets merges are selected on ({"testset", "subset", "task", "language"})
+    devsets: dict[str, list[dict]] = field(default_factory=dict)
 
     # ----- names and paths -------------------------------------------------------------
     @property
@@ -171,6 +173,7 @@ class Plan:
             "cosines": [N.TASKVECTOR_COSINES.format(experiment=experiment)]
             if len(self.experts.get(experiment, [])) >= 2
             else [],
+            "merge_infos": [self.merge_info_path(experiment, v) for v in self.selected_variants(experiment)],
         }
 
     # ----- what the other rules need ---------------------------------------------------
@@ -211,9 +214,66 @@ class Plan:
         """The parquet files of a job's ``train`` or ``dev`` data."""
         return [self.dataset_path(*t) for t in self.jobs[(experiment, job)][split]]
 
-    def merge_inputs(self, experiment: str, variant: str) -> list[str]:
-        """The task vectors of a merge, in the order of its spec's experts."""
-        return [self.taskvector_path(experiment, j) for j in self.variants[(experiment, variant)]["experts"]]
+    def merge_inputs(self, experiment: str, variant: str) -> dict[str, str | list[str]]:
+        """The input files of a merge: θ₀ and the task vectors (in the order of its spec's experts)
+        and, for a dev-selected variant, the model config, the dev splits (in the order of
+        ``devset_specs``) and, for NP, the experts' dev scores. Never a test split."""
+        spec = self.variants[(experiment, variant)]
+        out: dict[str, str | list[str]] = {
+            "base": self.theta0_weights,
+            "task_vectors": [self.taskvector_path(experiment, j) for j in spec["experts"]],
+        }
+        sel = spec.get("selection")
+        if sel:
+            out["model"] = N.BASE_MODEL_CONFIG.format(model_name=self.base_name)
+            out["devsets"] = self.devset_files(experiment)
+            if sel["metric"] == "np":
+                out["reference"] = N.EXPERTS_DEV_SCORES.format(experiment=experiment)
+        return out
+
+    def merge_spec(self, experiment: str, variant: str) -> dict:
+        """params.spec of the merge rule: the variant and, for a dev-selected one, its dev sets
+        (in the order of the ``devsets`` input) and the decoding settings (``evaluation``)."""
+        spec = dict(self.variants[(experiment, variant)])
+        if spec.get("selection"):
+            decoding = {k: v for k, v in (self.config.get("evaluation") or {}).items() if k != "bootstrap"}
+            spec["selection"] = {**spec["selection"], "devsets": self.devsets[experiment], "decoding": decoding}
+        spec["experiment"] = experiment
+        return spec
+
+    def devset_files(self, experiment: str) -> list[str]:
+        """The dev split of every dev set of an experiment, in the order of ``devsets``."""
+        return [self.dataset_path(experiment, d["subset"], "dev") for d in self.devsets.get(experiment, [])]
+
+    def experts_dev_needed(self, experiment: str) -> bool:
+        """Whether a merge of the experiment selects on NP, which needs the experts' dev scores."""
+        return any(
+            (v.get("selection") or {}).get("metric") == "np" for (e, _), v in self.variants.items() if e == experiment
+        )
+
+    def experts_dev_spec(self, experiment: str) -> dict:
+        """params.spec of evaluate_experts_dev: each expert with its own dev sets."""
+        own = self.reports[experiment]["expert_testsets"]
+        dev = {d["testset"]: d for d in self.devsets.get(experiment, [])}
+        return {
+            "experiment": experiment,
+            "experts": [{"model": job, "devsets": [dev[t] for t in own[job] if t in dev]} for job in own],
+            **self.config.get("evaluation", {}),
+        }
+
+    def experts_dev_inputs(self, experiment: str) -> dict[str, list[str]]:
+        """Weights of every expert and the dev splits (the order of ``experts_dev_spec``)."""
+        spec = self.experts_dev_spec(experiment)
+        return {
+            "weights": [self.weights_path(experiment, e["model"]) for e in spec["experts"]],
+            "devsets": [
+                self.dataset_path(experiment, d["subset"], "dev") for e in spec["experts"] for d in e["devsets"]
+            ],
+        }
+
+    def selected_variants(self, experiment: str) -> list[str]:
+        """The dev-selected merge variants of an experiment (their merge infos hold the curve)."""
+        return [v for (e, v), spec in self.variants.items() if e == experiment and spec.get("selection")]
 
     def all_targets(self) -> list[str]:
         """Each experiment's report directory and its tables as HTML (for snakemake --report)."""
@@ -254,13 +314,15 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
                         f"available: {sorted(merge_methods)}"
                     )
         plan.reports[name]["default_merges"] = _default_merges(plan, name)
+        plan.reports[name]["default_models"] = {
+            v["method"]: N.merge_model(variant)
+            for (e, variant), v in plan.variants.items()
+            if e == name and not v.get("selection") and variant in (v["method"], N.default_variant(v["method"]))
+        }
         plan.reports[name]["context_s"] = plan.crop_seconds or 30
         plan.reports[name]["bootstrap"] = int((config.get("evaluation") or {}).get("bootstrap", 1000))
         plan.reports[name]["seed"] = int(config.get("seed", 0))
-        plan.reports[name]["selection"] = (
-            "hyperparameters: each method's default (docs/methods.md); sweep points are decoded on the test "
-            "set and shown as sweeps, not used to choose a row"
-        )
+        plan.reports[name]["selection"] = _selection_note(plan, name)
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
     _plan_adapted_base(plan)
@@ -336,9 +398,11 @@ def start_rows(plan: Plan) -> list[dict]:
 
 
 def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
-    """method -> hyperparameters of its default merge (variant == method, not a sweep point) as
-    applied to the experiment's experts: N-dependent defaults such as LoRS' scaling = 1/N resolved
-    by the method (``MergeMethod.resolved_hparams``). The report places the default on sweeps."""
+    """method -> hyperparameters of its evaluated default merge (``{method}`` without selection,
+    or ``{method}@defaults``; not a sweep point) as applied to the experiment's experts:
+    N-dependent defaults such as LoRS' scaling = 1/N resolved by the method
+    (``MergeMethod.resolved_hparams``). The report places the default on sweeps; the model each
+    default is evaluated as is in the report spec's ``default_models``."""
     from speechmerge.merging import (
         REGISTRY,
         methods,  # noqa: F401  (imports register every method)
@@ -347,7 +411,9 @@ def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
     out = {}
     for (e, variant), spec in plan.variants.items():
         method = spec["method"]
-        if e != exp_name or variant != method or method not in REGISTRY:
+        if e != exp_name or method not in REGISTRY or spec.get("selection"):
+            continue
+        if variant not in (method, N.default_variant(method)):
             continue
         try:
             merge = REGISTRY[method](**spec["hparams"])
@@ -454,30 +520,124 @@ def _train_spec(
     plan.jobs[(exp_name, job)] = spec
 
 
+SELECTION_METRICS = {"multilingual": "np", "domains": "mean_error"}
+
+
+def _selection_note(plan: Plan, exp_name: str) -> str:
+    """How the merge rows' hyperparameters were chosen (the tables' provenance footnote)."""
+    selected = plan.selected_variants(exp_name)
+    if not selected:
+        note = "hyperparameters: each method's default (docs/methods.md)"
+    else:
+        metric = plan.variants[(exp_name, selected[0])]["selection"]["metric"]
+        what = "NP against the experts" if metric == "np" else "mean WER/CER"
+        note = (
+            f"merging hyperparameters chosen on the dev split ({what}; grids in merge_selection.csv); "
+            "test sets never take part in the choice"
+        )
+    if plan.reports[exp_name].get("sweeps"):
+        note += "; sweep points are decoded on the test set and shown as test-set sweeps, not used to choose a row"
+    return note
+
+
+def _selection_grid(exp_name: str, exp: dict, method: str) -> dict:
+    """The grid a method's dev selection searches: the experiment's ``selection.grids`` entry
+    (``{}`` = no selection) or the method's own ``grid``; {} when selection is off."""
+    from speechmerge.merging import REGISTRY
+
+    sel = exp.get("selection") or {}
+    if not sel.get("enabled", True):
+        return {}
+    grids = sel.get("grids") or {}
+    if grids.get(method) is not None:
+        grid = dict(grids[method])
+    else:  # absent or null: the method's own grid
+        cls = REGISTRY.get(method)
+        grid = {p: list(v) for p, v in (cls.grid if cls is not None else {}).items()}
+    cls = REGISTRY.get(method)
+    if cls is not None:
+        unknown = sorted(set(grid) - set(cls.defaults))
+        if unknown:
+            raise PlanError(
+                f"experiments.{exp_name}.selection.grids.{method}: unknown hyperparameter(s) {unknown}; "
+                f"known: {sorted(cls.defaults)}"
+            )
+    for param, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise PlanError(f"experiments.{exp_name}.selection.grids.{method}.{param}: give a non-empty list of values")
+    return grid
+
+
+def _default_rows(exp_name: str, exp: dict) -> set[str]:
+    """Methods whose paper-default merge is also a row (``selection.default_rows``: true or a list)."""
+    rows = (exp.get("selection") or {}).get("default_rows", False)
+    merges = list(exp.get("merges", []))
+    if rows is True:
+        return set(merges)
+    if not rows:
+        return set()
+    unknown = sorted(set(rows) - set(merges))
+    if unknown:
+        raise PlanError(
+            f"experiments.{exp_name}.selection.default_rows: {unknown} not listed in experiments.{exp_name}.merges"
+        )
+    return set(rows)
+
+
 def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tuple[list[dict], list[dict]]:
-    """Merge variants: ``merges`` (method names), ``hparams`` (method -> overrides), ``sweeps``."""
+    """Merge variants: ``merges`` (method names), ``hparams`` (method -> overrides), ``selection``
+    (dev-split grids, paper-default rows) and ``sweeps`` (test-set sweeps)."""
+    from speechmerge.merging import REGISTRY
+
     rows, sweeps = [], []
     seed = int(plan.config.get("seed", 0))
     overrides = exp.get("hparams", {}) or {}
     unused = sorted(set(overrides) - set(exp.get("merges", [])))
     if unused:
         raise PlanError(f"experiments.{exp_name}.hparams: {unused} not listed in experiments.{exp_name}.merges")
-    for method in exp.get("merges", []):
-        plan.variants[(exp_name, method)] = {
-            "method": method,
-            "hparams": dict(overrides.get(method) or {}),
-            "seed": seed,
-            "experts": experts,
-            "variant": method,
-        }
-        rows.append(
-            {
-                "model": N.merge_model(method),
-                "label": merge_method_labels().get(method, method),
-                "group": "merge",
-                "method": method,
-            }
+    sel_cfg = exp.get("selection") or {}
+    # grids of methods the experiment does not merge are ignored (a preset may shorten `merges`
+    # without repeating the grids it inherits), but a name that is no method is an error
+    unknown_grids = sorted(set(sel_cfg.get("grids") or {}) - set(REGISTRY))
+    if unknown_grids:
+        raise PlanError(
+            f"experiments.{exp_name}.selection.grids: {unknown_grids} are no merge methods; known: {sorted(REGISTRY)}"
         )
+    kind = exp.get("kind", exp_name)
+    metric = sel_cfg.get("metric") or SELECTION_METRICS.get(kind, "mean_error")
+    default_rows = _default_rows(exp_name, exp)
+    labels = merge_method_labels()
+    for method in exp.get("merges", []):
+        grid = _selection_grid(exp_name, exp, method) if method in REGISTRY else {}
+        hparams = dict(overrides.get(method) or {})
+        clash = sorted(set(grid) & set(hparams))
+        if clash:
+            raise PlanError(
+                f"experiments.{exp_name}.hparams.{method}: {clash} fixed here and searched by "
+                f"selection.grids.{method}; keep one"
+            )
+        spec = {"method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": method}
+        if grid:
+            spec["selection"] = {"grid": grid, "metric": metric, "split": "dev"}
+        plan.variants[(exp_name, method)] = spec
+        label = labels.get(method, method)
+        row = {"model": N.merge_model(method), "label": label, "group": "merge", "method": method}
+        if grid:
+            row["selected_on"] = "dev"
+        rows.append(row)
+        if grid and method in default_rows:
+            variant = N.default_variant(method)
+            plan.variants[(exp_name, variant)] = {
+                "method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": variant,
+            }  # fmt: skip
+            rows.append(
+                {
+                    "model": N.merge_model(variant),
+                    "label": f"{label} (paper default)",
+                    "group": "merge",
+                    "method": method,
+                }
+            )
     for sweep in exp.get("sweeps", []):
         method, param = sweep["method"], sweep["param"]
         points = []
@@ -598,6 +758,7 @@ def _experts_baselines_merges(
         evaluated.append(stages[-1]["model"])
         for st in stages[:-1]:
             plan.evaluations += [(name, st["model"], t) for t in forgetting_tests]
+    plan.devsets[name] = [{"testset": t, **plan.testsets[(name, t)]} for tests in own_tests.values() for t in tests]
     merge_rows, sweeps = _add_merges(plan, name, exp, experts)
     rows += merge_rows
     evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]

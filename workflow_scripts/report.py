@@ -27,6 +27,7 @@ summary = write_report(
     rank_allocations=files("rank_allocations"),
     taskvectors=files("taskvectors"),
     cosines=files("cosines"),
+    merge_infos=files("merge_infos"),
     n_boot=int(spec.get("bootstrap", 1000)),
     seed=int(spec.get("seed", 0)),
 )

@@ -9,7 +9,10 @@ no method ever holds more than one tensor per expert.
 
 Adding a method = one module in ``speechmerge/merging/methods/`` with a subclass decorated by
 ``@register`` that sets ``name``, ``label`` (how tables show it), ``reference_url`` (the paper or
-reference code), ``defaults`` and ``source``. ``speechmerge.merging.methods`` imports every module
+reference code), ``defaults`` and ``source``; a method with hyperparameters also sets ``grid``
+(the values its dev-split selection searches, ``grid_source`` says where they come from) and,
+when its merged delta is exactly proportional to one of them, ``scale_param`` (then every value
+of that parameter costs one merge: ``speechmerge.merging.grid``). ``speechmerge.merging.methods`` imports every module
 of its package, so the method is then available to the ``merge`` rule, the config, the report and
 the CLI with no other edit.
 """
@@ -58,6 +61,12 @@ class MergeMethod:
     reference_url: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     source: ClassVar[str] = ""
+    # The dev-selection search grid: parameter -> values (each in the method's own units);
+    # empty for a method without hyperparameters worth tuning.
+    grid: ClassVar[dict[str, list[Any]]] = {}
+    grid_source: ClassVar[str] = ""
+    # A parameter Δ is proportional to (Δ(λ) = λ · Δ(1), e.g. a final scaling λ), or None.
+    scale_param: ClassVar[str | None] = None
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.defaults))
@@ -92,6 +101,13 @@ def register(cls: type[MergeMethod]) -> type[MergeMethod]:
     for attr in ("name", "label", "reference_url"):
         if not getattr(cls, attr):
             raise ValueError(f"merge method class {cls.__name__} has no {attr}")
+    unknown = sorted(set(cls.grid) - set(cls.defaults))
+    if unknown:
+        raise ValueError(f"merge method {cls.name!r}: grid names unknown hyperparameter(s) {unknown}")
+    if cls.grid and not cls.grid_source:
+        raise ValueError(f"merge method {cls.name!r}: a grid needs its grid_source")
+    if cls.scale_param is not None and cls.scale_param not in cls.defaults:
+        raise ValueError(f"merge method {cls.name!r}: scale_param {cls.scale_param!r} is not a hyperparameter")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"merge method {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls

@@ -50,14 +50,25 @@ def report_captions(spec: Mapping) -> dict[str, str]:
     if spec.get("sequential"):
         caps["forgetting.csv"] = f"{exp}: error rate per subset after each stage of sequential fine-tuning."
         caps["forgetting.png"] = f"{exp}: forgetting — error rate per subset after each sequential fine-tuning stage."
+    if any(r.get("selected_on") for r in spec.get("rows", [])):
+        caps["merge_selection.csv"] = (
+            f"{exp}: every grid point of each dev-selected merging method with its dev score; the chosen "
+            "point is the method's row in the main table (test sets take no part)."
+        )
+        caps["merge_selection.png"] = (
+            f"{exp}: dev score of each merging method at every point of its grid, the chosen point starred."
+        )
     labels = {r.get("model"): r.get("label", r.get("model")) for r in spec.get("rows", [])}
     baseline = spec.get("baseline_for_significance")
     for sw in spec.get("sweeps", []):
         name, param = N.sweep_table_name(sw["method"], sw["param"]), sw["param"]
         method = labels.get(N.merge_model(sw["method"]), sw.get("label", sw["method"]))
-        caps[f"{name}.csv"] = f"{exp}: {sw['method']} with {param} swept over {[p['value'] for p in sw['points']]}."
+        caps[f"{name}.csv"] = (
+            f"{exp}: test-set sweep of {sw['method']} with {param} over {[p['value'] for p in sw['points']]} "
+            "(decoded on the test set; no row is chosen from it)."
+        )
         caps[f"{name}.png"] = (
-            f"{exp}: {method} against {param}, one panel per summary column: the merged model "
+            f"{exp}: test-set sweep of {method} against {param}, one panel per summary column: the merged model "
             f"at each swept value and at its default value (marked “default” on the axis), "
             f"with the 95 % bootstrap band"
             + (f"; dashed line: {labels.get(baseline, baseline)}" if baseline else "")

@@ -3,6 +3,8 @@
 * ``method_bars``: one bar per method (row) with its 95 % bootstrap interval, one panel per
   summary column (e.g. average ASR WER, average ST BLEU), per-test-set values as dots.
 * ``sweep_plot``: a metric against a merging hyperparameter (λ, β, ...), with 95 % bands.
+* ``selection_plot``: each dev-selected method's dev score at every grid point, the chosen
+  point marked.
 * ``cosine_heatmap``: cosine similarity between experts' task vectors, over the concatenation
   of all attention / MLP weight matrices (``speechmerge.merging.base.is_matrix``); computed
   tensor by tensor from the safetensors files (``taskvector_gram``), never all at once.
@@ -193,6 +195,39 @@ def sweep_plot(
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(title or table.title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06 if nrows == 1 else 0.04, 1, 1))
+    return save(fig, path_stem)
+
+
+def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], path_stem, *, title: str) -> list[Path]:
+    """One panel per dev-selected method: the dev score of every grid point (in grid order,
+    labelled by its values), the chosen point as a star. ``selections``: the merge infos'
+    ``selection`` dicts (``speechmerge.report.selection.read_selections``)."""
+    from speechmerge.report.selection import METRIC_LABELS, point_label
+
+    n = len(selections)
+    cols = min(4, max(1, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, sel in zip(axes.flat, selections):
+        curve = sel["curve"]
+        x = np.arange(len(curve))
+        y = np.array([c["score"] for c in curve], dtype=float)
+        ax.plot(x, y, "o-", color="C0", lw=1.2, ms=4)
+        k = sel["chosen_index"]
+        ax.plot([k], [y[k]], "*", color="C3", ms=13, label="chosen")
+        ax.set_xticks(x)
+        ax.set_xticklabels([point_label(c["hparams"]) for c in curve], rotation=30 if len(curve) > 3 else 0,
+                           ha="right" if len(curve) > 3 else "center", fontsize=7)  # fmt: skip
+        ax.set_title(labels.get(sel["method"], sel["method"]), fontsize=9)
+        ax.set_ylabel(METRIC_LABELS.get(sel["metric"], sel["metric"]), fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if n:
+        axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save(fig, path_stem)
 
 

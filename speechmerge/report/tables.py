@@ -136,7 +136,7 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
         )
         table = Table(
             name=N.sweep_table_name(sw["method"], sw["param"]),
-            title=f"{spec['experiment']}: {label}, sweep of {GREEK.get(sw['param'], sw['param'])}",
+            title=f"{spec['experiment']}: {label}, test-set sweep of {GREEK.get(sw['param'], sw['param'])}",
             columns=lay.sweep_columns(spec, store),
             rows=rows_of(rows),
             row_header="Setting",

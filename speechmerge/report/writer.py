@@ -24,6 +24,7 @@ from speechmerge import names as N
 from speechmerge.report import claims as CL
 from speechmerge.report import context as C
 from speechmerge.report import render as R
+from speechmerge.report import selection as SEL
 from speechmerge.report import training as TR
 from speechmerge.report.captions import report_captions
 from speechmerge.report.layouts import layout
@@ -82,10 +83,11 @@ def add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
     the default 0.3. Points already present are kept as they are; without the default row or its
     hyperparameters the sweep is unchanged."""
     rows = {r.get("model") for r in spec.get("rows", [])}
+    models = spec.get("default_models") or {}
     sweeps = []
     for sw in spec.get("sweeps", []):
         value = defaults.get(sw["method"], {}).get(sw["param"])
-        model = N.merge_model(sw["method"])
+        model = models.get(sw["method"], N.merge_model(sw["method"]))
         points = list(sw["points"])
         if model in rows and isinstance(value, (int, float)) and all(float(p["value"]) != float(value) for p in points):
             points.append({"value": value, "model": model, "default": True})
@@ -136,6 +138,7 @@ def write_report(
     rank_allocations: Sequence[str | os.PathLike] = (),
     taskvectors: Sequence[str | os.PathLike] = (),
     cosines: Sequence[str | os.PathLike] = (),
+    merge_infos: Sequence[str | os.PathLike] = (),
     n_boot: int = 1000,
     seed: int = 0,
     verify: bool = True,
@@ -162,6 +165,10 @@ def write_report(
         spec, store, params=params, rank_allocations=read_rank_allocations(rank_allocations, {})
     )
     run_prov = run_provenance(spec, scores, infos)
+    selections = SEL.read_selections(merge_infos)
+    selected_labels = {r["method"]: r["label"] for r in spec["rows"] if r.get("selected_on")}
+    if selections:
+        tables["table"].notes.append(SEL.chosen_note(selections, selected_labels))
     for t in tables.values():
         t.notes.append(footnote(run_prov))
     cosine_data = read_json(cosines[0]) if cosines else None
@@ -176,6 +183,20 @@ def write_report(
             (tmp / "taskvector_cosines.csv").write_text(C.cosines_csv(cosine_data))
             for ext in ("csv", "md"):
                 listing.add(f"taskvector_cosines.{ext}", caps["taskvector_cosines.csv"], "table")
+        if selections:
+            sel_rows = SEL.selection_rows(selections, selected_labels)
+            (tmp / "merge_selection.csv").write_text(SEL.to_csv(sel_rows))
+            (tmp / "merge_selection.md").write_text(
+                SEL.to_markdown(sel_rows, f"{exp}: merging hyperparameters chosen on the dev split")
+            )
+            for ext in ("csv", "md"):
+                listing.add(f"merge_selection.{ext}", caps["merge_selection.csv"], "table")
+            from speechmerge.report import figures as F
+
+            F.selection_plot(
+                selections, selected_labels, tmp / "merge_selection", title=f"{exp}: dev score at each grid point"
+            )
+            listing.add("merge_selection.png", caps["merge_selection.png"], "figure")
         claims_md = CL.to_markdown(claims, f"{exp}: the paper's claims on our results", n_boot=n_boot, seed=seed)
         (tmp / "claims.csv").write_text(CL.to_csv(claims))
         (tmp / "claims.md").write_text(claims_md)
@@ -194,6 +215,7 @@ def write_report(
             "bootstrap": {"n_boot": n_boot, "seed": seed},
             "provenance": provenance(None, config_hash=spec.get("config_hash"), run=run_prov),
             "taskvector_cosines": C.cosine_rows(cosine_data) if cosine_data else [],
+            "merge_selection": selections,
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         (tmp / "README.md").write_text(

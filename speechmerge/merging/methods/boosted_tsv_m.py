@@ -45,6 +45,9 @@ class BoostedTSVM(TSVMNewtonSchulz):
     reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVMNewtonSchulz.defaults, "beta": 0.3, "energy": "kept"}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (BoostedTSV-M; boosting rule reconstructed)"
+    grid = {"beta": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}
+    grid_source = "the BoostedTSV-M paper's beta sweep 0.1-1.0"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         super().validate()

@@ -53,6 +53,9 @@ class DareLinear(DareMethod):
     reference_url = "https://arxiv.org/abs/2311.03099"
     defaults = {"drop_rate": 0.9, "rescale": True, "scaling": 0.3, "weights": None, "matrices_only": False}
     source = "Yu et al. 2024 (DARE, p=0.9) + task arithmetic (lambda=0.3, project default)"
+    grid = {"drop_rate": [0.5, 0.7, 0.9], "scaling": [0.1, 0.3, 0.5, 0.7, 1.0]}
+    grid_source = "DARE's drop rates up to the paper's 0.9; lambda over task arithmetic's [0, 1] (project choice)"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         super().validate()

@@ -39,6 +39,9 @@ class DareTies(DareMethod):
     reference_url = "https://arxiv.org/abs/2311.03099"
     defaults = {"drop_rate": 0.9, "rescale": True, "scaling": 1.0, "weights": None, "matrices_only": False}
     source = "Yu et al. 2024 (DARE, p=0.9); mergekit dare_ties (sum consensus, weighted disjoint mean)"
+    grid = {"drop_rate": [0.5, 0.7, 0.9], "scaling": [0.8, 1.0, 1.2, 1.4]}
+    grid_source = "DARE's drop rates up to the paper's 0.9; lambda around TIES' 1.0 (project choice)"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         super().validate()

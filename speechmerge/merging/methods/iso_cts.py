@@ -88,6 +88,9 @@ class IsoCTS(MatrixOrElementwiseMethod):
     reference_url = "https://arxiv.org/abs/2502.04959"
     defaults = {"scaling": 1.0, "common_space_fraction": 0.8, "orthogonalizer": "polar", "non_matrix": "mean"}
     source = "Marczak et al. 2025, arXiv 2502.04959 (Iso-CTS); FusionBench iso_utils.iso_cts"
+    grid = {"scaling": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]}
+    grid_source = "Iso-CTS tunes alpha on validation data; range around FusionBench's 1.0 (project choice)"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         check_number(self, "scaling")

@@ -89,6 +89,9 @@ class LoRS(_PrunedTaskArithmetic):
     reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None, "keep_fraction": 0.2}
     source = "Zhao et al. 2025, arXiv 2502.17380 (LoRS-Merging); qmgzhao/LoRS-Merging merge_fft-lors-merge.py"
+    grid = {"scaling": [0.1, 0.2, 0.3, 0.4, 0.5]}
+    grid_source = "LoRS-Merging's authors use 0.2 with 5 experts; range around it (project choice)"
+    scale_param = "scaling"
 
     def prune(self, tau: torch.Tensor) -> torch.Tensor:
         keep = float(self.hparams["keep_fraction"])

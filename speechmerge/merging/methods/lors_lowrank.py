@@ -28,6 +28,9 @@ class LoRSLowRank(_PrunedTaskArithmetic):
     reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None}
     source = "Zhao et al. 2025, arXiv 2502.17380; qmgzhao/LoRS-Merging merge_fft-svp-merge.py"
+    grid = {"scaling": [0.1, 0.2, 0.3, 0.4, 0.5]}
+    grid_source = "as LoRS-Merging (the authors' 0.2 with 5 experts)"
+    scale_param = "scaling"
 
     def prune(self, tau: torch.Tensor) -> torch.Tensor:
         return low_rank_approx(tau, self.rank_for(tau.shape))

@@ -29,6 +29,9 @@ class LoRSSparse(_PrunedTaskArithmetic):
     reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "keep_fraction": 0.2}
     source = "Zhao et al. 2025, arXiv 2502.17380; qmgzhao/LoRS-Merging merge_fft-mp-merge.py"
+    grid = {"scaling": [0.1, 0.2, 0.3, 0.4, 0.5]}
+    grid_source = "as LoRS-Merging (the authors' 0.2 with 5 experts)"
+    scale_param = "scaling"
 
     def prune(self, tau: torch.Tensor) -> torch.Tensor:
         return magnitude_prune(tau, float(self.hparams["keep_fraction"]))

@@ -77,6 +77,9 @@ class Pcb(StreamingMethod):
     reference_url = "https://arxiv.org/abs/2410.02396"
     defaults = {"keep_fraction": 0.1, "clamp_ratio": 1e-4, "scaling": 1.0, "matrices_only": False}
     source = "Du et al. 2024 (PCB-Merging); duguodong7/pcb-merging pcb-merging.py (ratio 0.1, clamp 1e-4)"
+    grid = {"keep_fraction": [0.05, 0.1, 0.2], "scaling": [0.8, 1.0, 1.2]}
+    grid_source = "PCB reference: ratio 0.1 (we add 0.05 and 0.2), lambda within its search bounds [0.8, 1.3]"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         check_number(self, "keep_fraction", 0.0, 1.0, lo_open=True)

@@ -52,6 +52,9 @@ class Sce(StreamingMethod):
     reference_url = "https://arxiv.org/abs/2408.07990"
     defaults = {"keep_fraction": 0.1, "matrices_only": False}
     source = "Wan et al. 2024 (FuseChat-2.0 SCE, select_topk=0.1); mergekit sce.py"
+    grid = {"keep_fraction": [0.1, 0.2, 0.3]}
+    grid_source = "SCE's select_topk 0.1 and two larger fractions (project choice; the paper fixes 0.1)"
+    scale_param = None
 
     def validate(self) -> None:
         check_number(self, "keep_fraction", 0.0, 1.0, lo_open=True)

@@ -29,6 +29,9 @@ class TaskArithmetic(StreamingMethod):
     reference_url = "https://arxiv.org/abs/2212.04089"
     defaults = {"scaling": 0.3}
     source = "Ilharco et al. 2023 (lambda tuned on validation); lambda=0.3 as FusionBench task_arithmetic.yaml"
+    grid = {"scaling": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}
+    grid_source = "Ilharco et al. 2023 pick lambda on validation data from [0, 1]; 0.1 steps"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         check_number(self, "scaling")

@@ -62,6 +62,11 @@ class Ties(StreamingMethod):
     reference_url = "https://arxiv.org/abs/2306.01708"
     defaults = {"keep_fraction": 0.2, "scaling": 1.0, "matrices_only": False}
     source = "Yadav et al. 2023 (TIES; k=20%, lambda=1 without validation); prateeky2806/ties-merging"
+    grid = {"keep_fraction": [0.1, 0.2, 0.3], "scaling": [0.8, 1.0, 1.2, 1.4, 1.6, 1.8]}
+    grid_source = (
+        "the TIES paper tunes k and lambda on validation data; values around its k=20 %, lambda=1 (project choice)"
+    )
+    scale_param = "scaling"
 
     def validate(self) -> None:
         check_number(self, "keep_fraction", 0.0, 1.0, lo_open=True)

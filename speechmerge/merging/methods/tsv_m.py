@@ -103,6 +103,9 @@ class TSVM(MatrixOrElementwiseMethod):
     reference_url = "https://arxiv.org/abs/2412.00081"
     defaults: dict[str, Any] = {"scaling": 1.0, "non_matrix": "mean"}
     source = "Gargiulo et al. 2025, arXiv 2412.00081 (TSV-M); AntoAndGar/task_singular_vectors TSVM_utils"
+    grid = {"scaling": [0.6, 0.8, 1.0, 1.2, 1.4]}
+    grid_source = "alpha around the official code's 1.0 (project choice; the paper does not tune it)"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         check_number(self, "scaling")

@@ -42,6 +42,9 @@ class TSVMNewtonSchulz(TSVM):
     reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVM.defaults, "ns_steps": 5, "ns_coefficients": list(NS_PRESETS["muon"])}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (TSV-M w/ NS); Muon Newton–Schulz quintic (K. Jordan 2024)"
+    grid = {"scaling": [0.6, 0.8, 1.0, 1.2, 1.4]}
+    grid_source = "alpha around TSV-M's 1.0 (project choice)"
+    scale_param = "scaling"
 
     def validate(self) -> None:
         super().validate()
