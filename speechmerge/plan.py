@@ -549,7 +549,9 @@ def _selection_grid(exp_name: str, exp: dict, method: str) -> dict:
     if not sel.get("enabled", True):
         return {}
     grids = sel.get("grids") or {}
-    if grids.get(method) is not None:
+    if grids.get(method) is False:  # no selection: the method's defaults
+        grid = {}
+    elif grids.get(method) is not None:
         grid = dict(grids[method])
     else:  # absent or null: the method's own grid
         cls = REGISTRY.get(method)

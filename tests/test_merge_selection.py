@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from speechmerge import names as N
-from speechmerge.evaluation.selection import choose, dev_score, get_final_hparams
+from speechmerge.evaluation.selection import choose, default_point_index, dev_score, get_final_hparams
 from speechmerge.merging import REGISTRY
 from speechmerge.merging.engine import merge_files
 from speechmerge.merging.grid import expand_grid, merge_grid, plan_grid, point_weights
@@ -124,6 +124,7 @@ def test_dev_score_by_hand():
     # a reference accuracy of 0 is skipped, as in the report
     assert dev_score(recs[:1], "np", {"de-transcribe": 100.0}) != dev_score(recs[:1], "np", {"de-transcribe": 10.0})
     assert math.isnan(dev_score(recs[:1], "np", {"de-transcribe": 100.0}))
+    assert dev_score(recs, "mean_accuracy") == pytest.approx((80 + 15 + 0) / 3)
     werr = [_rec("clean-transcribe", "wer", 10.0), _rec("noisy-transcribe", "wer", 30.0)]
     assert dev_score(werr, "mean_error") == 20.0
     with pytest.raises(ValueError, match="de-translate"):
@@ -141,6 +142,8 @@ def test_choose_picks_the_dev_optimum_first_of_equals_never_nan():
         choose([math.nan, math.nan], "np")
     with pytest.raises(ValueError, match="unknown selection metric"):
         choose([1.0], "bleu")
+    assert default_point_index([{"scaling": 0.2}, {"scaling": 0.3}], {"scaling": 0.30000000000000004}) == 1
+    assert default_point_index([{"scaling": 0.2}], {"scaling": 0.3}) is None
     assert get_final_hparams({"keep_fraction": 0.3}, {"scaling": 1.4}) == {"keep_fraction": 0.3, "scaling": 1.4}
 
 
@@ -183,11 +186,11 @@ def test_plan_selection_reads_dev_splits_only():
 
 def test_plan_grids_defaults_rows_and_errors():
     plan = build_plan(
-        _config(grids={"ties": {"scaling": [0.5, 1.0]}, "tsv_m": {}, "lors": None}, default_rows=["ties"])
+        _config(grids={"ties": {"scaling": [0.5, 1.0]}, "tsv_m": False, "lors": None}, default_rows=["ties"])
     )
     v = plan.variants
     assert v[("multilingual", "ties")]["selection"]["grid"] == {"scaling": [0.5, 1.0]}
-    assert "selection" not in v[("multilingual", "tsv_m")]  # {} = the method's defaults
+    assert "selection" not in v[("multilingual", "tsv_m")]  # false = the method's defaults
     assert v[("multilingual", "lors")]["selection"]["grid"] == REGISTRY["lors"].grid  # null = the method's grid
     assert v[("multilingual", N.default_variant("ties"))] == {
         "method": "ties",

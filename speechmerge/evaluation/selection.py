@@ -8,7 +8,9 @@ dev-selected variant.
 3. The point with the best dev score wins (``choose``): NP against the experts' dev scores
    (multilingual: ``np``, higher is better, the report's formula) or the mean error rate over the
    dev sets (domains: ``mean_error``, lower is better). A tie goes to the earlier point in grid
-   order. Only dev files are inputs of the job, so no test score can take part.
+   order. When NP is undefined at every point (the experts' dev accuracy is 0 on every dev set,
+   e.g. an untrained model), the mean accuracy (``mean_accuracy``) decides and the merge info
+   says so. Only dev files are inputs of the job, so no test score can take part.
 4. The chosen point's merged weights are written (atomically) where the plain merge writes
    them, with the whole dev curve in the merge info.
 """
@@ -24,7 +26,7 @@ from speechmerge.evaluation.stats import ERROR_METRICS
 
 log = logging.getLogger(__name__)
 
-METRICS = {"np": True, "mean_error": False}  # selection metric -> higher is better
+METRICS = {"np": True, "mean_error": False, "mean_accuracy": True}  # selection metric -> higher is better
 
 
 def accuracy(metric: str, value: float) -> float:
@@ -56,6 +58,8 @@ def dev_score(results: Sequence[Mapping[str, Any]], metric: str, reference: Mapp
         if bad:
             raise ValueError(f"selection metric mean_error needs error-rate dev sets; {bad} are scored otherwise")
         return float(sum(v for _, v in values.values()) / len(values))
+    if metric == "mean_accuracy":
+        return float(sum(accuracy(m, v) for m, v in values.values()) / len(values))
     if metric == "np":
         if reference is None:
             raise ValueError("selection metric np needs the experts' dev scores")
@@ -84,6 +88,20 @@ def choose(scores: Sequence[float], metric: str) -> int:
     if best is None:
         raise ValueError("every grid point has a NaN dev score: nothing to select")
     return best
+
+
+def default_point_index(points: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> int | None:
+    """The grid point at the method's paper defaults (as resolved for the experts), or None."""
+    for k, p in enumerate(points):
+        if all(_same(v, defaults.get(name)) for name, v in p.items()):
+            return k
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
 
 
 def reference_values(expert_scores: Mapping[str, Any]) -> dict[str, float]:
@@ -162,9 +180,21 @@ def select_merge(
             }
         )
         log.info("%s: point %d/%d %s: dev %s = %.3f", variant, k + 1, len(grid_points), gp.hparams, metric, score)
-    best = choose([c["score"] for c in curve], metric)
+    used = metric
+    if all(math.isnan(c["score"]) for c in curve):
+        used = "mean_accuracy"
+        for c in curve:
+            c["score"] = dev_score([{"testset": t, "primary_metric": d["metric"], "metrics": {d["metric"]: d["value"]}}
+                                    for t, d in c["dev"].items()], used)  # fmt: skip
+        log.warning("%s: %s is undefined at every grid point (reference accuracy 0); choosing by %s", variant,
+                    metric, used)  # fmt: skip
+    from speechmerge.merging.base import get_method
+
+    paper = get_method(method, dict(hparams)).resolved_hparams(len(task_vectors))
+    default_index = default_point_index(points, paper)
+    best = choose([c["score"] for c in curve], used)
     chosen = grid_points[best]
-    log.info("%s: chose %s (dev %s = %.3f)", variant, chosen.hparams, metric, curve[best]["score"])
+    log.info("%s: chose %s (dev %s = %.3f)", variant, chosen.hparams, used, curve[best]["score"])
 
     final = get_final_hparams(hparams, chosen.hparams)
     prov = provenance()
@@ -173,8 +203,6 @@ def select_merge(
         specs = output_specs(base.specs, delta_only=False)
     finally:
         base.close()
-    from speechmerge.merging.base import get_method
-
     meta = _metadata(get_method(method, final), [], seed, False, metadata, prov)
     with atomic_path(out_path) as tmp, SafetensorsWriter(tmp, specs, meta) as writer:
         for key, tensor in point_weights(base_sd, deltas[chosen.group], chosen.scale):
@@ -189,11 +217,13 @@ def select_merge(
         "n_tensors": len(specs),
         "selection": {
             "split": "dev",
-            "metric": metric,
-            "higher_is_better": METRICS[metric],
+            "metric": used,
+            "configured_metric": metric,
+            "higher_is_better": METRICS[used],
             "grid": {p: list(v) for p, v in grid.items()},
             "chosen": chosen.hparams,
             "chosen_index": best,
+            "default_index": default_index,
             "curve": curve,
             "devsets": [d["testset"] for d in devsets],
             "reference": dict(reference) if reference is not None else None,

@@ -72,6 +72,9 @@ def cmd_list_methods(args: argparse.Namespace) -> int:
             print(f"    {doc[0]}")
         defaults = ", ".join(f"{k}={json.dumps(v)}" for k, v in cls.defaults.items()) or "(none)"
         print(f"    defaults: {defaults}")
+        if cls.grid:
+            grid = ", ".join(f"{k}={json.dumps(v)}" for k, v in cls.grid.items())
+            print(f"    dev grid: {grid}" + (f" ({cls.scale_param}: one merge)" if cls.scale_param in cls.grid else ""))
         print(f"    source:   {cls.source}")
         print(f"    see:      {cls.reference_url}")
     return 0

@@ -4,7 +4,7 @@
   summary column (e.g. average ASR WER, average ST BLEU), per-test-set values as dots.
 * ``sweep_plot``: a metric against a merging hyperparameter (λ, β, ...), with 95 % bands.
 * ``selection_plot``: each dev-selected method's dev score at every grid point, the chosen
-  point marked.
+  point starred and the paper-default point (when in the grid) boxed.
 * ``cosine_heatmap``: cosine similarity between experts' task vectors, over the concatenation
   of all attention / MLP weight matrices (``speechmerge.merging.base.is_matrix``); computed
   tensor by tensor from the safetensors files (``taskvector_gram``), never all at once.
@@ -213,6 +213,9 @@ def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], pat
         x = np.arange(len(curve))
         y = np.array([c["score"] for c in curve], dtype=float)
         ax.plot(x, y, "o-", color="C0", lw=1.2, ms=4)
+        d = sel.get("default_index")
+        if d is not None:
+            ax.plot([d], [y[d]], "s", mfc="none", color="0.3", ms=9, label="paper default")
         k = sel["chosen_index"]
         ax.plot([k], [y[k]], "*", color="C3", ms=13, label="chosen")
         ax.set_xticks(x)
@@ -225,7 +228,12 @@ def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], pat
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     if n:
-        axes.flat[0].legend(fontsize=7, loc="best")
+        handles, names = [], []
+        for ax in list(axes.flat)[:n]:  # one legend with both markers, if any panel has both
+            h, lb = ax.get_legend_handles_labels()
+            if len(lb) > len(names):
+                handles, names = h, lb
+        axes.flat[0].legend(handles, names, fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path_stem)

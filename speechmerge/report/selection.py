@@ -17,7 +17,11 @@ from typing import Any, Mapping, Sequence
 
 from speechmerge.names import format_value
 
-METRIC_LABELS = {"np": "dev NP (experts = 100)", "mean_error": "dev mean WER/CER"}
+METRIC_LABELS = {
+    "np": "dev NP (experts = 100)",
+    "mean_error": "dev mean WER/CER",
+    "mean_accuracy": "dev mean accuracy (NP undefined)",
+}
 PARAM_SYMBOLS = {"scaling": "λ", "beta": "β", "keep_fraction": "k", "drop_rate": "p"}
 
 
@@ -53,6 +57,7 @@ def selection_rows(selections: Sequence[Mapping], labels: Mapping[str, str]) -> 
                     "metric": sel["metric"],
                     "dev_score": point["score"],
                     "chosen": k == sel["chosen_index"],
+                    "paper_default": k == sel.get("default_index"),
                 }
             )
     return rows
@@ -61,20 +66,26 @@ def selection_rows(selections: Sequence[Mapping], labels: Mapping[str, str]) -> 
 def to_csv(rows: Sequence[Mapping]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "variant", "point", "hparams", "metric", "dev_score", "chosen"])
+    w.writerow(["method", "variant", "point", "hparams", "metric", "dev_score", "chosen", "paper_default"])
     for r in rows:
         w.writerow(
             [r["method"], r["variant"], r["point"], json.dumps(r["hparams"], sort_keys=True), r["metric"],
-             f"{r['dev_score']:.4f}", "yes" if r["chosen"] else ""]
+             f"{r['dev_score']:.4f}", "yes" if r["chosen"] else "", "yes" if r.get("paper_default") else ""]
         )  # fmt: skip
     return buf.getvalue()
 
 
 def to_markdown(rows: Sequence[Mapping], title: str) -> str:
-    lines = [f"**{title}**", "", "| Method | Grid point | Metric | Dev score | Chosen |", "|---|---|---|---:|:---:|"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| Method | Grid point | Metric | Dev score | Chosen |",
+        "|---|---|---|---:|:---:|",
+    ]
     for r in rows:
+        point = r["point"] + (" (paper default)" if r.get("paper_default") else "")
         lines.append(
-            f"| {r['method']} | {r['point']} | {METRIC_LABELS.get(r['metric'], r['metric'])} | "
+            f"| {r['method']} | {point} | {METRIC_LABELS.get(r['metric'], r['metric'])} | "
             f"{r['dev_score']:.2f} | {'✓' if r['chosen'] else ''} |"
         )
     lines += ["", "Each point was merged and decoded on the dev split only; the chosen point is the method's row."]
