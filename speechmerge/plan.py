@@ -543,7 +543,10 @@ def _selection_note(plan: Plan, exp_name: str) -> str:
 def _selection_grid(exp_name: str, exp: dict, method: str) -> dict:
     """The grid a method's dev selection searches: the experiment's ``selection.grids`` entry
     (``{}`` = no selection) or the method's own ``grid``; {} when selection is off."""
-    from speechmerge.merging import REGISTRY
+    from speechmerge.merging import (
+        REGISTRY,
+        methods,  # noqa: F401  (imports register every method)
+    )
 
     sel = exp.get("selection") or {}
     if not sel.get("enabled", True):
@@ -586,10 +589,33 @@ def _default_rows(exp_name: str, exp: dict) -> set[str]:
     return set(rows)
 
 
+def _check_merge_hparams(exp_name: str, method: str, hparams: dict, grid: dict) -> None:
+    """The configured hyperparameters and every grid point are values the method accepts."""
+    from speechmerge.merging import REGISTRY
+    from speechmerge.merging.grid import expand_grid
+
+    if method not in REGISTRY:
+        return  # build_plan names an unknown method
+    try:
+        REGISTRY[method](**hparams)
+    except (ValueError, KeyError, TypeError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise PlanError(f"config key 'experiments.{exp_name}.hparams.{method}': {msg}") from None
+    try:
+        for point in expand_grid(grid):
+            REGISTRY[method](**{**hparams, **point})
+    except (ValueError, KeyError, TypeError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise PlanError(f"config key 'experiments.{exp_name}.selection.grids.{method}': {msg}") from None
+
+
 def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tuple[list[dict], list[dict]]:
     """Merge variants: ``merges`` (method names), ``hparams`` (method -> overrides), ``selection``
     (dev-split grids, paper-default rows) and ``sweeps`` (test-set sweeps)."""
-    from speechmerge.merging import REGISTRY
+    from speechmerge.merging import (
+        REGISTRY,
+        methods,  # noqa: F401  (imports register every method)
+    )
 
     rows, sweeps = [], []
     seed = int(plan.config.get("seed", 0))
@@ -618,6 +644,7 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
                 f"experiments.{exp_name}.hparams.{method}: {clash} fixed here and searched by "
                 f"selection.grids.{method}; keep one"
             )
+        _check_merge_hparams(exp_name, method, hparams, grid)
         spec = {"method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": method}
         if grid:
             spec["selection"] = {"grid": grid, "metric": metric, "split": "dev"}

@@ -62,9 +62,15 @@ def test_default_plan_shape(default):
     # experts are evaluated on their own language only (both tasks); merges on every test set
     assert plan.model_testsets("multilingual", "expert-de") == ["de-transcribe", "de-translate"]
     assert len(plan.model_testsets("multilingual", "merge-lors")) == 2 * len(langs)
-    # sweep variants are named method@param=value and carry the value in their hparams
-    assert plan.variants[("multilingual", "lors@scaling=0.4")]["hparams"] == {"scaling": 0.4}
+    # the method's row is selected on dev over the config's grid
+    assert plan.variants[("multilingual", "lors")]["selection"]["grid"] == {"scaling": [0.2, 0.4, 0.6]}
     assert plan.variants[("multilingual", "lors")]["experts"] == [f"expert-{x}" for x in langs]
+    # test-set sweep variants are named method@param=value and carry the value in their hparams
+    swept = copy.deepcopy(default)
+    swept["experiments"]["multilingual"]["sweeps"] = [{"method": "lors", "param": "scaling", "values": [0.4]}]
+    plan = build_plan(swept)
+    assert plan.variants[("multilingual", "lors@scaling=0.4")]["hparams"] == {"scaling": 0.4}
+    assert "selection" not in plan.variants[("multilingual", "lors@scaling=0.4")]
     # intermediate sequential stages are evaluated on ASR only (forgetting curve)
     assert all(t.endswith("-transcribe") for t in plan.model_testsets("multilingual", "seq-1"))
 
@@ -77,7 +83,11 @@ def test_domains_and_peft_plan(default):
     assert rep["retention_subsets"] == [f"lang_{x}" for x in dom["retention_languages"]]
     assert ("domains", "farfield", "train") not in plan.datasets  # OOD: test only
     assert plan.testsets[("domains", "lang_en-transcribe")]["language"] == "en"
-    assert plan.variants[("domains", "boosted_tsv_m@beta=0.1")]["hparams"] == {"beta": 0.1}
+    assert plan.variants[("domains", "boosted_tsv_m")]["selection"] == {
+        "grid": {"beta": [0.1, 0.3, 0.5]},
+        "metric": "mean_error",
+        "split": "dev",
+    }
     peft = plan.reports["peft"]
     assert peft["peft_methods"] == ["full", "bitfit", "lora", "adalora", "s2lora"]
     assert plan.jobs[("peft", "lora")]["peft"] == {"r": 8, "lora_alpha": 16}
@@ -154,8 +164,16 @@ def test_one_expert_per_language_and_task(default):
 
 def test_report_specs_carry_the_resolved_default_merges(default):
     plan = build_plan(default)
+    # dev-selected rows are no default merges: only soup & co. (no grid) are
+    assert set(plan.reports["domains"]["default_merges"]) == {"soup", "model_stock", "karcher", "multislerp"}
+    cfg = copy.deepcopy(default)
+    for exp in ("multilingual", "domains"):
+        cfg["experiments"][exp]["selection"]["default_rows"] = True
+    cfg["experiments"]["domains"]["sweeps"] = [{"method": "boosted_tsv_m", "param": "beta", "values": [0.1]}]
+    plan = build_plan(cfg)
     domains = plan.reports["domains"]["default_merges"]
     assert domains["boosted_tsv_m"]["beta"] == 0.3 and "boosted_tsv_m@beta=0.1" not in domains
+    assert plan.reports["domains"]["default_models"]["boosted_tsv_m"] == "merge-boosted_tsv_m@defaults"
     n = len(plan.experts["multilingual"])
     assert plan.reports["multilingual"]["default_merges"]["lors"]["scaling"] == pytest.approx(1 / n)
     assert plan.reports["peft"]["default_merges"] == {}

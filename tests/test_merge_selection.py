@@ -207,6 +207,8 @@ def test_plan_grids_defaults_rows_and_errors():
         build_plan(_config(grids={"tise": {"scaling": [1.0]}}))
     with pytest.raises(PlanError, match=r"selection\.grids\.ties: unknown hyperparameter\(s\) \['lam'\]"):
         build_plan(_config(grids={"ties": {"lam": [1.0]}}))
+    with pytest.raises(PlanError, match=r"selection\.grids\.ties'.*keep_fraction"):
+        build_plan(_config(grids={"ties": {"keep_fraction": [0.2, 1.5]}}))
     with pytest.raises(PlanError, match=r"default_rows: \['soup'\]"):
         build_plan(_config(default_rows=["soup"]))
     cfg = _config(grids={"ties": {"scaling": [0.5, 1.0]}})
