@@ -11,7 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 from speechmerge import names as N
-from speechmerge.evaluation.selection import choose, default_point_index, dev_score, get_final_hparams
+from speechmerge.evaluation.selection import (
+    choose,
+    default_point_index,
+    dev_score,
+    get_final_hparams,
+    reference_values,
+)
 from speechmerge.merging import REGISTRY
 from speechmerge.merging.engine import merge_files
 from speechmerge.merging.grid import expand_grid, merge_grid, plan_grid, point_weights
@@ -131,6 +137,18 @@ def test_dev_score_by_hand():
         dev_score(recs, "mean_error")
     with pytest.raises(ValueError, match=r"\['es-transcribe'\]"):
         dev_score(recs, "np", {"de-transcribe": 10.0, "de-translate": 30.0})
+
+
+def test_reference_values_of_the_merged_experts_only():
+    doc = {
+        "results": [
+            {"model": "expert-de", **_rec("de-transcribe", "wer", 10.0)},
+            {"model": "expert-de~s1", **_rec("de-transcribe", "wer", 12.0)},
+        ]
+    }
+    assert reference_values(doc, ["expert-de~s1"]) == {"de-transcribe": 12.0}
+    with pytest.raises(ValueError, match="expert-es"):
+        reference_values(doc, ["expert-es"])
 
 
 def test_choose_picks_the_dev_optimum_first_of_equals_never_nan():

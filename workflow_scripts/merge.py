@@ -45,7 +45,7 @@ if sel:
         out_path=snakemake.output.weights,  # noqa: F821
         experiment=spec.get("experiment"),
         variant=spec["variant"],
-        reference=reference_values(read_json(inp.reference)) if sel["metric"] == "np" else None,
+        reference=reference_values(read_json(inp.reference), experts) if sel["metric"] == "np" else None,
         seed=int(spec.get("seed", 0)),
         decoding=sel.get("decoding"),
         metadata=meta,

@@ -104,9 +104,15 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def reference_values(expert_scores: Mapping[str, Any]) -> dict[str, float]:
-    """Dev set -> the experts' primary value, from the experts' dev score file."""
-    return {t: v for t, (_, v) in primary_values(expert_scores["results"]).items()}
+def reference_values(expert_scores: Mapping[str, Any], experts: Sequence[str] | None = None) -> dict[str, float]:
+    """Dev set -> the experts' primary value, from the experts' dev score file; ``experts``: only
+    the records of these models (the experts a merge combines, e.g. those of one training seed)."""
+    records = [r for r in expert_scores["results"] if experts is None or r.get("model") in set(experts)]
+    if experts is not None:
+        missing = sorted(set(experts) - {r.get("model") for r in records})
+        if missing:
+            raise ValueError(f"experts' dev scores: no records of {missing}")
+    return {t: v for t, (_, v) in primary_values(records).items()}
 
 
 def select_merge(
