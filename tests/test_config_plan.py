@@ -84,7 +84,7 @@ def test_domains_and_peft_plan(default):
     assert ("domains", "farfield", "train") not in plan.datasets  # OOD: test only
     assert plan.testsets[("domains", "lang_en-transcribe")]["language"] == "en"
     assert plan.variants[("domains", "boosted_tsv_m")]["selection"] == {
-        "grid": {"beta": [0.1, 0.3, 0.5]},
+        "grid": {"beta": [0.1, 0.3]},
         "metric": "mean_error",
         "split": "dev",
     }
