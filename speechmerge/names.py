@@ -6,7 +6,9 @@ with ``experts_per_task``), ``joint``, ``seq-{k}`` or a PEFT method name; a merg
 ``{method}`` (dev-selected when the method has a grid, else its defaults), ``{method}@defaults``
 (the paper-default merge beside a dev-selected one) or ``{method}@{param}={value}`` (a test-set
 sweep point); an evaluated
-model is ``zeroshot``, a job, or ``merge-{variant}``.
+model is ``zeroshot``, a job, or ``merge-{variant}``. With several training seeds (config
+``seeds``), every seeded job, merge variant and evaluated model carries the suffix ``~s{seed}``
+(``expert-de~s1``, ``ties@scaling=0.5~s1``, ``merge-ties~s1``); with one seed names have no suffix.
 
 Paths: the patterns below carry Snakemake wildcards (``{experiment}``, ``{job}``, ...). The rule
 files use them as they are; the plan fills them with ``str.format``. This module imports nothing
@@ -37,6 +39,7 @@ MERGE_PREFIX = "merge-"
 EXPERT_PREFIX = "expert-"
 SEQUENTIAL_PREFIX = "seq-"
 RETENTION_PREFIX = "lang_"
+SEED_MARK = "~s"  # joins a name and its training seed: expert-de~s1 (never in a method or subset name)
 
 # ----- paths (relative to the working directory) -------------------------------------------
 BASE_MODEL_DIR = "resources/models/{model_name}"
@@ -126,6 +129,28 @@ def merge_variant(model: str) -> str | None:
     return model[len(MERGE_PREFIX) :] if model.startswith(MERGE_PREFIX) else None
 
 
+# ----- training seeds ----------------------------------------------------------------------
+def seeded(name: str, seed: int | None) -> str:
+    """``name`` of training seed ``seed``: ``expert-de~s1``; ``seed=None`` (a run with one seed)
+    leaves the name as it is."""
+    if seed is None:
+        return name
+    if SEED_MARK in name:
+        raise ValueError(f"{name!r} already carries a seed ({SEED_MARK}...)")
+    return f"{name}{SEED_MARK}{int(seed)}"
+
+
+def parse_seeded(name: str) -> tuple[str, int | None]:
+    """``"merge-ties@scaling=0.5~s1"`` -> ``("merge-ties@scaling=0.5", 1)``; ``"joint"`` -> ``("joint", None)``."""
+    base, mark, seed = name.rpartition(SEED_MARK)
+    if not mark:
+        return name, None
+    try:
+        return base, int(seed)
+    except ValueError:
+        raise ValueError(f"{name!r}: expected {{name}}{SEED_MARK}{{seed}} with an integer seed") from None
+
+
 # ----- merge variants ----------------------------------------------------------------------
 def format_value(value: Any) -> str:
     """How a sweep value appears in a variant name: 0.30 -> '0.3', 1.0 -> '1', 'x' -> 'x'."""
@@ -151,8 +176,9 @@ def variant(method: str, param: str | None = None, value: Any = None) -> str:
 
 def parse_variant(name: str) -> tuple[str, str | None, str | None]:
     """``"lors@scaling=0.4"`` -> ``("lors", "scaling", "0.4")``; ``"ties"`` and
-    ``"ties@defaults"`` -> ``("ties", None, None)``."""
-    method, at, point = name.partition("@")
+    ``"ties@defaults"`` -> ``("ties", None, None)``; a seed suffix is dropped (``"ties~s1"`` ->
+    ``("ties", None, None)``)."""
+    method, at, point = parse_seeded(name)[0].partition("@")
     if not at or at + point == DEFAULTS_SUFFIX:
         return method, None, None
     param, eq, value = point.partition("=")

@@ -7,7 +7,9 @@ Names (see docs/ARCHITECTURE.md): datasets are (experiment, subset, split); trai
 ``expert-{subset}`` (``expert-{subset}-{task}`` with ``experts_per_task``), ``joint``,
 ``seq-{k}`` or a PEFT method name; merge variants are
 ``{method}`` or ``{method}@{param}={value}``; evaluated models are ``zeroshot``, a job, or
-``merge-{variant}``; test sets are ``{subset}-{task}``.
+``merge-{variant}``; test sets are ``{subset}-{task}``. With several training seeds (config
+``seeds``) every seeded name ends in ``~s{seed}`` (``names.seeded``), and a report row keeps its
+unsuffixed ``model`` as its name and lists the models of its seeds in ``seeds``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class Plan:
     config: dict
     datasets: dict[tuple[str, str, str], dict] = field(default_factory=dict)
     jobs: dict[tuple[str, str], dict] = field(default_factory=dict)
+    # the experts of the first training seed (what task-vector cosines and spectra are drawn from)
     experts: dict[str, list[str]] = field(default_factory=dict)
+    seed_experts: dict[str, dict[int, list[str]]] = field(default_factory=dict)  # experiment -> seed -> experts
     variants: dict[tuple[str, str], dict] = field(default_factory=dict)
     testsets: dict[tuple[str, str], dict] = field(default_factory=dict)
     evaluations: list[tuple[str, str, str]] = field(default_factory=list)
@@ -70,6 +74,20 @@ class Plan:
     @property
     def experiments(self) -> list[str]:
         return list(self.reports)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds: config ``seeds``, else ``[seed]``."""
+        seeds = self.config.get("seeds")
+        if seeds is None:
+            return [int(self.config.get("seed", 0))]
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise PlanError(f"config key 'seeds': need at least one seed and no repeats, got {seeds}")
+        return [int(s) for s in seeds]
+
+    def seed_tag(self, seed: int) -> int | None:
+        """The seed a name carries (``names.seeded``): None with one training seed."""
+        return seed if len(self.seeds) > 1 else None
 
     @property
     def namespaces(self) -> list[str]:
@@ -314,14 +332,17 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
                         f"available: {sorted(merge_methods)}"
                     )
         plan.reports[name]["default_merges"] = _default_merges(plan, name)
-        plan.reports[name]["default_models"] = {
-            v["method"]: N.merge_model(variant)
+        plan.reports[name]["default_models"] = {  # the report row's model (unsuffixed with several seeds)
+            v["method"]: N.merge_model(N.parse_seeded(variant)[0])
             for (e, variant), v in plan.variants.items()
-            if e == name and not v.get("selection") and variant in (v["method"], N.default_variant(v["method"]))
+            if e == name
+            and not v.get("selection")
+            and N.parse_seeded(variant)[0] in (v["method"], N.default_variant(v["method"]))
         }
         plan.reports[name]["context_s"] = plan.crop_seconds or 30
         plan.reports[name]["bootstrap"] = int((config.get("evaluation") or {}).get("bootstrap", 1000))
         plan.reports[name]["seed"] = int(config.get("seed", 0))
+        plan.reports[name]["seeds"] = plan.seeds
         plan.reports[name]["selection"] = _selection_note(plan, name)
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
@@ -413,7 +434,7 @@ def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
         method = spec["method"]
         if e != exp_name or method not in REGISTRY or spec.get("selection"):
             continue
-        if variant not in (method, N.default_variant(method)):
+        if N.parse_seeded(variant)[0] not in (method, N.default_variant(method)):
             continue
         try:
             merge = REGISTRY[method](**spec["hparams"])
@@ -501,7 +522,9 @@ def _train_spec(
     tasks,
     init: str | None,
     method: str = "full",
+    seed: int | None = None,
 ) -> None:
+    """One training job; ``seed``: its training seed (None: ``training.seed``, else ``seed``)."""
     spec = _merge_dicts(plan.config.get("training", {}), exp.get("train", {}), overrides)
     spec.update(
         {
@@ -509,7 +532,7 @@ def _train_spec(
             "job": job,
             "method": method,
             "tasks": list(tasks),
-            "seed": int(spec.get("seed", plan.config.get("seed", 0))),
+            "seed": int(spec.get("seed", plan.config.get("seed", 0)) if seed is None else seed),
             "checkpoint_dir": N.CHECKPOINT_DIR.format(experiment=exp_name, job=job),
             "train": train,
             "dev": dev,
@@ -609,16 +632,20 @@ def _check_merge_hparams(exp_name: str, method: str, hparams: dict, grid: dict) 
         raise PlanError(f"config key 'experiments.{exp_name}.selection.grids.{method}': {msg}") from None
 
 
-def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tuple[list[dict], list[dict]]:
+def _add_merges(
+    plan: Plan, exp_name: str, exp: dict, experts: list[str], *, seed: int | None = None, tag: int | None = None
+) -> tuple[list[dict], list[dict]]:
     """Merge variants: ``merges`` (method names), ``hparams`` (method -> overrides), ``selection``
-    (dev-split grids, paper-default rows) and ``sweeps`` (test-set sweeps)."""
+    (dev-split grids, paper-default rows) and ``sweeps`` (test-set sweeps); ``seed``: the training
+    seed of ``experts`` (None: config ``seed``), ``tag``: the seed the variant names carry
+    (``names.seeded``; None with one training seed)."""
     from speechmerge.merging import (
         REGISTRY,
         methods,  # noqa: F401  (imports register every method)
     )
 
     rows, sweeps = [], []
-    seed = int(plan.config.get("seed", 0))
+    seed = int(plan.config.get("seed", 0)) if seed is None else seed
     overrides = exp.get("hparams", {}) or {}
     unused = sorted(set(overrides) - set(exp.get("merges", [])))
     if unused:
@@ -645,17 +672,18 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
                 f"selection.grids.{method}; keep one"
             )
         _check_merge_hparams(exp_name, method, hparams, grid)
-        spec = {"method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": method}
+        name = N.seeded(method, tag)
+        spec = {"method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": name}
         if grid:
             spec["selection"] = {"grid": grid, "metric": metric, "split": "dev"}
-        plan.variants[(exp_name, method)] = spec
+        plan.variants[(exp_name, name)] = spec
         label = labels.get(method, method)
-        row = {"model": N.merge_model(method), "label": label, "group": "merge", "method": method}
+        row = {"model": N.merge_model(name), "label": label, "group": "merge", "method": method}
         if grid:
             row["selected_on"] = "dev"
         rows.append(row)
         if grid and method in default_rows:
-            variant = N.default_variant(method)
+            variant = N.seeded(N.default_variant(method), tag)
             plan.variants[(exp_name, variant)] = {
                 "method": method, "hparams": hparams, "seed": seed, "experts": experts, "variant": variant,
             }  # fmt: skip
@@ -671,7 +699,7 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
         method, param = sweep["method"], sweep["param"]
         points = []
         for value in sweep["values"]:
-            variant = N.variant(method, param, value)
+            variant = N.seeded(N.variant(method, param, value), tag)
             hparams = {**dict(overrides.get(method) or {}), param: value}
             plan.variants[(exp_name, variant)] = {
                 "method": method,
@@ -685,7 +713,9 @@ def _add_merges(plan: Plan, exp_name: str, exp: dict, experts: list[str]) -> tup
     return rows, sweeps
 
 
-def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks) -> list[dict]:
+def _sequential(
+    plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks, *, seed: int | None = None, tag: int | None = None
+) -> list[dict]:
     seq = exp.get("sequential", {}) or {}
     if not seq.get("enabled", False):
         return []
@@ -695,7 +725,7 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
         raise PlanError(f"experiments.{exp_name}.sequential.order: {unknown} not among {subsets}")
     stages = []
     for k, subset in enumerate(order, start=1):
-        job = N.sequential_job(k)
+        job = N.seeded(N.sequential_job(k), tag)
         _train_spec(
             plan,
             exp_name,
@@ -705,7 +735,8 @@ def _sequential(plan: Plan, exp_name: str, exp: dict, subsets: list[str], tasks)
             train=[(exp_name, subset, "train")],
             dev=[(exp_name, subset, "dev")],
             tasks=tasks,
-            init=None if k == 1 else N.sequential_job(k - 1),
+            init=None if k == 1 else N.seeded(N.sequential_job(k - 1), tag),
+            seed=seed,
         )
         stages.append({"model": job, "subset": subset})
     return stages
@@ -729,9 +760,62 @@ def _experts_baselines_merges(
     every merge; their evaluations.
 
     Experts are evaluated on their own test sets, intermediate sequential stages on
-    ``forgetting_tests``, every other model on ``all_tests``. Returns the expert table
-    ``{label: (job, own test sets)}`` as its first item.
+    ``forgetting_tests``, every other model on ``all_tests``; all of them once per training seed
+    (``plan.seeds``). Returns the expert table ``{label: (job, own test sets)}`` of the first
+    seed, the report rows, sweeps and sequential stages (``combine_seeds``) and every expert
+    job's own test sets.
     """
+    plan.devsets[name] = [{"testset": t, **plan.testsets[(name, t)]} for tests in own_tests.values() for t in tests]
+    per_seed = {}
+    for seed in plan.seeds:
+        per_seed[seed] = _seed_models(
+            plan,
+            name,
+            exp,
+            subsets,
+            tasks,
+            seed=seed,
+            own_tests=own_tests,
+            forgetting_tests=forgetting_tests,
+            experts_label=experts_label,
+            joint_label=joint_label,
+            per_task=per_task,
+        )
+    first = per_seed[plan.seeds[0]]
+    units = first[0]
+    plan.experts[name] = [job for job, _ in units.values()]
+    plan.seed_experts[name] = {seed: [job for job, _ in out[0].values()] for seed, out in per_seed.items()}
+    rows = start_rows(plan) + combine_seeds(plan, {seed: out[1] for seed, out in per_seed.items()})
+    sweeps = [
+        {**sw, "points": combine_seeds(plan, {seed: out[2][k]["points"] for seed, out in per_seed.items()})}
+        for k, sw in enumerate(first[2])
+    ]
+    stages = combine_seeds(plan, {seed: out[3] for seed, out in per_seed.items()})
+    evaluated = [r["model"] for r in start_rows(plan)] + [m for out in per_seed.values() for m in out[4]]
+    for model in dict.fromkeys(evaluated):
+        plan.evaluations += [(name, model, t) for t in all_tests]
+    expert_testsets = {job: tests for out in per_seed.values() for job, tests in out[0].values()}
+    return units, rows, sweeps, stages, expert_testsets
+
+
+def _seed_models(
+    plan: Plan,
+    name: str,
+    exp: dict,
+    subsets: list[str],
+    tasks,
+    *,
+    seed: int,
+    own_tests: dict[str, list[str]],
+    forgetting_tests: list[str],
+    experts_label: str,
+    joint_label: str,
+    per_task: bool,
+):
+    """The experts, joint and sequential baselines and merges of one training seed, and the
+    evaluations of experts and intermediate stages. Returns (expert table, rows, sweeps, stages,
+    the models to evaluate on every test set)."""
+    tag = plan.seed_tag(seed)
     units: dict[str, tuple[str, list[str]]] = {}
     for subset in subsets:
         # (label, its test sets, its tasks): expert-de, or expert-de-transcribe + expert-de-translate
@@ -741,23 +825,24 @@ def _experts_baselines_merges(
             else [(subset, list(own_tests[subset]), list(tasks))]
         )
         for label, tests, job_tasks in groups:
-            units[label] = (N.expert_job(label), tests)
+            job = N.seeded(N.expert_job(label), tag)
+            units[label] = (job, tests)
             _train_spec(
                 plan,
                 name,
                 exp,
-                N.expert_job(label),
+                job,
                 overrides=None,
                 train=[(name, subset, "train")],
                 dev=[(name, subset, "dev")],
                 tasks=job_tasks,
                 init=None,
+                seed=None if tag is None else seed,
             )
     experts = [job for job, _ in units.values()]
     for job, tests in units.values():
         plan.evaluations += [(name, job, t) for t in tests]
-    plan.experts[name] = experts
-    rows = start_rows(plan) + [
+    rows = [
         {
             "model": "experts",
             "label": experts_label,
@@ -765,35 +850,54 @@ def _experts_baselines_merges(
             "per_testset": {t: job for job, tests in units.values() for t in tests},
         },
     ]
-    evaluated = [r["model"] for r in start_rows(plan)]
+    evaluated = []
     joint = exp.get("joint", {}) or {}
     if joint.get("enabled", True):
+        job = N.seeded(N.JOINT, tag)
         _train_spec(
             plan,
             name,
             exp,
-            N.JOINT,
+            job,
             overrides=joint.get("train"),
             train=[(name, s, "train") for s in subsets],
             dev=[(name, s, "dev") for s in subsets],
             tasks=tasks,
             init=None,
+            seed=None if tag is None else seed,
         )
-        rows.append({"model": N.JOINT, "label": joint_label, "group": "baseline"})
-        evaluated.append(N.JOINT)
-    stages = _sequential(plan, name, exp, subsets, tasks)
+        rows.append({"model": job, "label": joint_label, "group": "baseline"})
+        evaluated.append(job)
+    stages = _sequential(plan, name, exp, subsets, tasks, seed=None if tag is None else seed, tag=tag)
     if stages:
         rows.append({"model": stages[-1]["model"], "label": "Sequential", "group": "baseline"})
         evaluated.append(stages[-1]["model"])
         for st in stages[:-1]:
             plan.evaluations += [(name, st["model"], t) for t in forgetting_tests]
-    plan.devsets[name] = [{"testset": t, **plan.testsets[(name, t)]} for tests in own_tests.values() for t in tests]
-    merge_rows, sweeps = _add_merges(plan, name, exp, experts)
+    merge_rows, sweeps = _add_merges(plan, name, exp, experts, seed=None if tag is None else seed, tag=tag)
     rows += merge_rows
     evaluated += [r["model"] for r in merge_rows] + [p["model"] for s in sweeps for p in s["points"]]
-    for model in dict.fromkeys(evaluated):
-        plan.evaluations += [(name, model, t) for t in all_tests]
     return units, rows, sweeps, stages, evaluated
+
+
+def combine_seeds(plan: Plan, per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Rows (or sweep points, sequential stages) of every training seed as one list: with one
+    seed, that seed's rows; with several, each row named by its unsuffixed model and listing the
+    models of its seeds in ``seeds`` (seed -> model, or seed -> {"per_testset": ...} for the
+    composite experts row)."""
+    seeds = list(per_seed)
+    if len(seeds) == 1:
+        return per_seed[seeds[0]]
+    out = []
+    for k, row in enumerate(per_seed[seeds[0]]):
+        combined = {key: v for key, v in row.items() if key != "per_testset"}
+        combined["model"] = N.parse_seeded(row["model"])[0]
+        combined["seeds"] = {
+            seed: ({"per_testset": per_seed[seed][k]["per_testset"]} if "per_testset" in row else per_seed[seed][k]["model"])
+            for seed in seeds
+        }
+        out.append(combined)
+    return out
 
 
 def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
@@ -808,7 +912,7 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
     all_tests = [t for lang in languages for t in testsets[lang]]
 
     asr_tests = [t for t in all_tests if N.testset_task(t) == "transcribe"]
-    units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+    units, rows, sweeps, stages, expert_testsets = _experts_baselines_merges(
         plan,
         name,
         exp,
@@ -831,10 +935,10 @@ def _plan_multilingual(plan: Plan, name: str, exp: dict) -> None:
         "sweeps": sweeps,
         "sequential": stages,
         "experts": {label: job for label, (job, _) in units.items()},
-        "expert_testsets": {job: tests for job, tests in units.values()},
+        "expert_testsets": expert_testsets,
         "ood_subsets": [],
         "retention_subsets": [],
-        "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
+        "baseline_for_significance": N.JOINT if any(r["model"] == N.JOINT for r in rows) else N.ZEROSHOT,
         "peft_methods": [],
         "peft_cross_subsets": [],
     }
@@ -875,7 +979,7 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
     other_tests += [t for s in retention for t in _testsets(plan, name, s, N.retention_language(s), tasks)]
     all_tests = id_tests + other_tests
 
-    units, rows, sweeps, stages, evaluated = _experts_baselines_merges(
+    units, rows, sweeps, stages, expert_testsets = _experts_baselines_merges(
         plan,
         name,
         exp,
@@ -897,10 +1001,10 @@ def _plan_domains(plan: Plan, name: str, exp: dict) -> None:
         "sweeps": sweeps,
         "sequential": stages,
         "experts": {label: job for label, (job, _) in units.items()},
-        "expert_testsets": {job: tests for job, tests in units.values()},
+        "expert_testsets": expert_testsets,
         "ood_subsets": ood,
         "retention_subsets": retention,
-        "baseline_for_significance": N.JOINT if N.JOINT in evaluated else N.ZEROSHOT,
+        "baseline_for_significance": N.JOINT if any(r["model"] == N.JOINT for r in rows) else N.ZEROSHOT,
         "peft_methods": [],
         "peft_cross_subsets": [],
     }
@@ -940,27 +1044,36 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
     tests = _testsets(plan, name, ind["name"], language, tasks)
     for c in cross:
         tests += _testsets(plan, name, c, language, tasks)
-    rows = start_rows(plan)
     methods = exp.get("methods", {})
-    for method, overrides in methods.items():
-        if method not in PEFT_METHODS:
-            raise PlanError(f"experiments.{name}.methods: unknown method {method!r}; known: {list(PEFT_METHODS)}")
-        _train_spec(
-            plan,
-            name,
-            exp,
-            method,
-            overrides=overrides,
-            train=[(name, ind["name"], "train")],
-            dev=[(name, ind["name"], "dev")],
-            tasks=tasks,
-            init=None,
-            method=method,
-        )
-        rows.append({"model": method, "label": PEFT_LABELS[method], "group": "peft", "method": method})
-    for row in rows:
-        plan.evaluations += [(name, row["model"], t) for t in tests]
+    unknown = [m for m in methods if m not in PEFT_METHODS]
+    if unknown:
+        raise PlanError(f"experiments.{name}.methods: unknown method {unknown[0]!r}; known: {list(PEFT_METHODS)}")
+    per_seed: dict[int, list[dict]] = {}
+    for seed in plan.seeds:
+        tag = plan.seed_tag(seed)
+        per_seed[seed] = []
+        for method, overrides in methods.items():
+            job = N.seeded(method, tag)
+            _train_spec(
+                plan,
+                name,
+                exp,
+                job,
+                overrides=overrides,
+                train=[(name, ind["name"], "train")],
+                dev=[(name, ind["name"], "dev")],
+                tasks=tasks,
+                init=None,
+                method=method,
+                seed=None if tag is None else seed,
+            )
+            per_seed[seed].append({"model": job, "label": PEFT_LABELS[method], "group": "peft", "method": method})
+    rows = start_rows(plan) + combine_seeds(plan, per_seed)
+    evaluated = [r["model"] for r in start_rows(plan)] + [r["model"] for out in per_seed.values() for r in out]
+    for model in evaluated:
+        plan.evaluations += [(name, model, t) for t in tests]
     plan.experts[name] = []
+    plan.seed_experts[name] = {seed: [] for seed in plan.seeds}
     plan.reports[name] = {
         "experiment": name,
         "kind": "peft",
@@ -971,7 +1084,7 @@ def _plan_peft(plan: Plan, name: str, exp: dict) -> None:
         "sweeps": [],
         "sequential": [],
         "experts": {},
-        "expert_testsets": {m: list(tests[:1]) for m in methods},
+        "expert_testsets": {r["model"]: list(tests[:1]) for out in per_seed.values() for r in out},
         "ood_subsets": [],
         "retention_subsets": [],
         "baseline_for_significance": "full" if "full" in methods else N.ZEROSHOT,
