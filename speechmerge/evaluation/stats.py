@@ -25,6 +25,16 @@ chunk, so memory stays ~ chunk x n.
   mean 0: (1 + #{|d*_b - mean(d*)| >= |delta|}) / (B + 1) (the form sacrebleu's paired bootstrap
   uses, after Riezler & Maxwell 2005), and ``p_koehn`` = fraction of replicates in which A is not
   better than B (Koehn's one-sided reading), plus a 95 % interval of the delta.
+* Several training seeds (``seed_*`` functions): a cell is the mean over seeds of the per-seed
+  corpus score, and its bootstrap is two-level: every replicate draws the seeds with
+  replacement (``seed_draws``, one draw per replicate shared by every test set and system, so
+  a system is paired with itself and with the baseline seed by seed) and resamples the test
+  utterances; the replicate is the mean over the drawn seeds of their corpus scores on the
+  resampled utterances (``seed_bootstrap_scores``). Every seed is decoded on the same test
+  utterances, so one utterance draw serves all drawn seeds of a replicate (seeds and utterances
+  are crossed, not nested): drawing them anew per seed would shrink the test-sample part of the
+  variance by the number of seeds. With one seed the seed draw is trivial and every replicate,
+  interval and p-value is the one-level one, bit for bit.
 * ``matched_pairs_test``: a MAPSSWE-style matched-pairs test on error counts (NIST sc_stats;
   Gillick & Cox 1989) with the *utterance* as segment: Z = mean(d) / (sd(d) / sqrt(n)),
   d_i = edits_B,i - edits_A,i, two-sided normal p-value.
@@ -186,9 +196,13 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[fl
     return float(lo), float(hi)
 
 
+def _as_seeds(x: CorpusStats | Sequence[CorpusStats]) -> list[CorpusStats]:
+    return [x] if isinstance(x, CorpusStats) else list(x)
+
+
 def paired_bootstrap_mean(
-    a_sets: Sequence[CorpusStats],
-    b_sets: Sequence[CorpusStats],
+    a_sets: Sequence[CorpusStats | Sequence[CorpusStats]],
+    b_sets: Sequence[CorpusStats | Sequence[CorpusStats]],
     *,
     n_boot: int = 1000,
     seed: int = 0,
@@ -199,28 +213,35 @@ def paired_bootstrap_mean(
     Test set j is resampled with its own stream, and A and B use the same utterance indices
     within it; delta* = mean_j score_A,j* - mean_j score_B,j* (sign so that > 0 = A better).
     With one test set this is ``paired_bootstrap``.
+
+    An item of ``a_sets`` / ``b_sets`` may also be the list of a system's per-seed statistics
+    on that test set (one entry: a model trained once, e.g. zero-shot): the scores are then
+    means over seeds and each replicate also resamples the seeds, A's and B's seed k drawn
+    together (``seed_bootstrap_scores``).
     """
+    a_sets = [_as_seeds(x) for x in a_sets]
+    b_sets = [_as_seeds(y) for y in b_sets]
     if len(a_sets) != len(b_sets) or not a_sets:
         raise ValueError(f"need the same non-zero number of test sets, got {len(a_sets)} and {len(b_sets)}")
-    metric = a_sets[0].metric
-    for x, y in zip(a_sets, b_sets):
-        _check_aligned(x, y)
-        if x.higher_is_better != a_sets[0].higher_is_better:
-            raise ValueError(f"cannot average metrics of opposite direction ({metric}, {x.metric})")
-    if len({x.metric for x in a_sets}) > 1:
-        metric = "+".join(sorted({x.metric for x in a_sets}))
-    sign = 1.0 if a_sets[0].higher_is_better else -1.0
+    first = a_sets[0][0]
+    metric = first.metric
+    for xs, ys in zip(a_sets, b_sets):
+        for x in xs[1:] + ys:
+            _check_aligned(xs[0], x)
+        if xs[0].higher_is_better != first.higher_is_better:
+            raise ValueError(f"cannot average metrics of opposite direction ({metric}, {xs[0].metric})")
+    if len({xs[0].metric for xs in a_sets}) > 1:
+        metric = "+".join(sorted({xs[0].metric for xs in a_sets}))
+    sign = 1.0 if first.higher_is_better else -1.0
+    n_seeds = max(len(x) for x in a_sets + b_sets)
+    draws = seed_draws(n_seeds, n_boot, seed)
     deltas = np.zeros(n_boot)
-    for j, (x, y) in enumerate(zip(a_sets, b_sets)):
-        k = x.stats.shape[1]
-        both = np.concatenate([x.stats, y.stats], axis=1)
-        d = np.concatenate(
-            [x.score_fn(s[:, :k]) - y.score_fn(s[:, k:]) for s in _resampled_sums(both, n_boot, stratum_seed(seed, j))]
-        )
-        deltas += d
+    for j, (xs, ys) in enumerate(zip(a_sets, b_sets)):
+        reps = seed_bootstrap_scores([xs, ys], n_boot=n_boot, seed=stratum_seed(seed, j), draws=draws)
+        deltas += reps[:, 0] - reps[:, 1]
     deltas *= sign / len(a_sets)
-    score_a = float(np.mean([x.score() for x in a_sets]))
-    score_b = float(np.mean([y.score() for y in b_sets]))
+    score_a = float(np.mean([seed_mean_score(xs) for xs in a_sets]))
+    score_b = float(np.mean([seed_mean_score(ys) for ys in b_sets]))
     observed = sign * (score_a - score_b)
     centred = np.abs(deltas - deltas.mean())
     p_two = (1.0 + float(np.sum(centred >= abs(observed) - 1e-12))) / (n_boot + 1.0)
@@ -233,12 +254,14 @@ def paired_bootstrap_mean(
         "delta_ci": [lo, hi],
         "p_value": min(1.0, p_two),
         "p_koehn": float(np.mean(deltas <= 0.0)),
-        "n": int(sum(len(x) for x in a_sets)),
+        "n": int(sum(len(xs[0]) for xs in a_sets)),
         "n_sets": len(a_sets),
+        "n_seeds": n_seeds,
         "n_boot": n_boot,
         "seed": seed,
         "test": "paired bootstrap (Koehn 2004), two-sided p with shifted null"
-        + (", stratified by test set" if len(a_sets) > 1 else ""),
+        + (", stratified by test set" if len(a_sets) > 1 else "")
+        + (f", seeds resampled ({n_seeds})" if n_seeds > 1 else ""),
     }
 
 
@@ -257,6 +280,99 @@ def paired_bootstrap_scores(systems: Sequence[CorpusStats], *, n_boot: int = 100
     for s in _resampled_sums(both, n_boot, seed):
         out.append(np.stack([x.score_fn(s[:, a:b]) for x, a, b in zip(systems, edges[:-1], edges[1:])], axis=1))
     return np.concatenate(out, axis=0)
+
+
+# ----- several training seeds -------------------------------------------------------------
+def seed_draws(n_seeds: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """[n_boot, n_seeds] seed indices drawn with replacement, one row per replicate (its own
+    stream, derived from ``seed``); with one seed all zeros, no random numbers drawn."""
+    if n_seeds < 1:
+        raise ValueError(f"need at least one seed, got {n_seeds}")
+    if n_seeds == 1:
+        return np.zeros((n_boot, 1), dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SEED_STREAM]))
+    return rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+
+
+SEED_STREAM = 0x5EED  # the stream of the seed draws, apart from the utterance streams
+
+
+def seed_mean(scores: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """[B]: the mean of each replicate's drawn seeds; ``scores`` [B, S] = every seed's score in
+    every replicate, ``draws`` [B, S] (``seed_draws``). A system with one seed ([B, 1]) keeps
+    its scores whatever the draws (a model trained once is the same for every seed)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[1] == 1:
+        return scores[:, 0]
+    if scores.shape[1] != draws.shape[1]:
+        raise ValueError(f"scores of {scores.shape[1]} seeds, draws of {draws.shape[1]}")
+    return np.take_along_axis(scores, draws, axis=1).mean(axis=1)
+
+
+def seed_mean_score(seeds: Sequence[CorpusStats]) -> float:
+    """Mean over seeds of the corpus score (the value a seeded cell shows)."""
+    return float(np.mean([cs.score() for cs in seeds]))
+
+
+def seed_sd(values: Sequence[float]) -> float | None:
+    """Across-seed standard deviation (n − 1 in the denominator); None for fewer than 2 seeds."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else None
+
+
+def seed_bootstrap_scores(
+    systems: Sequence[Sequence[CorpusStats]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    draws: np.ndarray | None = None,
+) -> np.ndarray:
+    """[n_boot, len(systems)]: replicates of every system's mean-over-seeds corpus score on one
+    test set. ``systems[i]``: system i's per-seed statistics (1 entry, or one per seed, all on
+    the same utterance ids). Replicate b resamples the utterances once (stream ``seed``, as
+    ``bootstrap_scores``) for every seed and system, and averages the seeds ``draws[b]``
+    (default: ``seed_draws`` from ``seed``; pass the same draws to every test set of a mean)."""
+    if not systems or any(not s for s in systems):
+        raise ValueError("need at least one system with at least one seed")
+    flat = [cs for s in systems for cs in s]
+    for x in flat[1:]:
+        if x.ids != flat[0].ids:
+            raise HypothesesMismatch("seeds or systems are not aligned on the same utterance ids (use check_paired)")
+    n_seeds = max(len(s) for s in systems)
+    if any(len(s) not in (1, n_seeds) for s in systems):
+        raise ValueError(f"systems with {sorted({len(s) for s in systems})} seeds: need 1 or {n_seeds} each")
+    if draws is None:
+        draws = seed_draws(n_seeds, n_boot, seed)
+    per_flat = paired_bootstrap_scores(flat, n_boot=n_boot, seed=seed)  # [B, all seeds of all systems]
+    out, k = [], 0
+    for s in systems:
+        out.append(seed_mean(per_flat[:, k : k + len(s)], draws))
+        k += len(s)
+    return np.stack(out, axis=1)
+
+
+def seed_bootstrap_ci(
+    seeds: Sequence[CorpusStats], *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean over seeds of one test set's corpus score (seeds and
+    utterances resampled); with one seed ``bootstrap_ci``."""
+    return percentile_interval(seed_bootstrap_scores([seeds], n_boot=n_boot, seed=seed)[:, 0], level)
+
+
+def seed_bootstrap_mean_scores(
+    sets: Sequence[Sequence[CorpusStats]], *, n_boot: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Replicates of the unweighted mean over test sets of the mean-over-seeds score: the seeds
+    drawn once per replicate for every test set, utterances within each test set (stream
+    ``stratum_seed(seed, j)``); with one seed ``bootstrap_mean_scores``."""
+    if not sets:
+        raise ValueError("no test sets to average")
+    draws = seed_draws(max(len(s) for s in sets), n_boot, seed)
+    cols = [
+        seed_bootstrap_scores([s], n_boot=n_boot, seed=stratum_seed(seed, j), draws=draws)[:, 0]
+        for j, s in enumerate(sets)
+    ]
+    return np.mean(np.stack(cols, axis=1), axis=1)
 
 
 def paired_bootstrap(a: CorpusStats, b: CorpusStats, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:

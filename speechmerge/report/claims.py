@@ -13,7 +13,10 @@ rows and evaluates them on a ``ResultStore``; a claim whose rows are not in the 
 Effects of scores are bootstrapped over test utterances: every test set is resampled with its
 own seeded stream (``stats.stratum_seed``), the same utterance indices for every model, and the
 corpus-level metrics and the quantity (mean, NP) are recomputed per replicate; the best of a
-group is chosen again in every replicate. The verdict rules are ``verdict``; how p-values are
+group is chosen again in every replicate. With several training seeds a row's value is the mean
+over its seeds, and every replicate also draws the seeds with replacement (the same draw for
+every row and test set, so rows are paired seed by seed: ``stats.seed_bootstrap_scores``). The
+verdict rules are ``verdict``; how p-values are
 computed is ``bootstrap_p``. docs/claims.md states every claim, its source and its margin.
 """
 
@@ -34,11 +37,12 @@ from speechmerge.report.filling import accuracy
 from speechmerge.report.layouts import layout
 from speechmerge.report.render import md_escape
 from speechmerge.report.scores import ResultStore
-from speechmerge.report.table import Column, Table, row_model
+from speechmerge.report.table import Column, Table, row_models, seed_rows
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not run")
 TESTS = ("superiority", "noninferiority", "equivalence", "threshold", "at_most", "correlation")
 ONE_SEED = "one training run per model: the CI covers test-sample variance only"
+SEEDS = "mean over {n} training seeds: the CI covers seed and test-sample variance"
 
 
 # ----- verdict rules ---------------------------------------------------------------------------
@@ -428,7 +432,8 @@ class _Context:
         self.table = Table(name="claims", title="", columns=self.columns, rows=[])
         base = [c for c in self.columns if c.kind == "base"]
         self.stratum = {c.testset: j for j, c in enumerate(base)}
-        self._reps: dict[tuple[str, str, str], np.ndarray | None] = {}
+        self._reps: dict[tuple[tuple, str, str], np.ndarray | None] = {}
+        self.n_seeds = len(spec.get("seeds") or [0])
 
     # which base columns make up a quantity
     def quantity_columns(self, quantity: str) -> list[Column]:
@@ -445,42 +450,49 @@ class _Context:
         }[quantity]
         return [c for c in base if pick(c.subset)]
 
-    def bootstrap(self, needs: Mapping[tuple[str, str], Sequence[str]]) -> None:
-        """Bootstrap every model of ``needs`` ((test set, metric) -> models) on its test set, all
-        models of a test set on the same resampled utterances (stream ``stratum_seed(seed, j)``, j
-        the test set's position in the main table). Models without hypotheses get None."""
-        for (testset, metric), models in needs.items():
-            models = list(dict.fromkeys(models))
-            stats = []
-            for m in models:
-                recs = self.store.hyps.get((m, testset))
-                if recs is None:
-                    self._reps[(m, testset, metric)] = None
+    def bootstrap(self, needs: Mapping[tuple[str, str], Sequence[tuple]]) -> None:
+        """Bootstrap every cell of ``needs`` ((test set, metric) -> cells, a cell = the models of
+        its seeds) on its test set, all cells of a test set on the same resampled utterances
+        (stream ``stratum_seed(seed, j)``, j the test set's position in the main table) and every
+        test set with the same seed draws. Cells without hypotheses get None."""
+        draws = S.seed_draws(self.n_seeds, self.n_boot, self.seed)
+        for (testset, metric), cells in needs.items():
+            cells = list(dict.fromkeys(cells))
+            stats, ref_m, ref = [], None, None
+            for cell in cells:
+                if any((m, testset) not in self.store.hyps for m in cell):
+                    self._reps[(cell, testset, metric)] = None
                     continue
-                stats.append((m, S.corpus_stats(sorted(recs, key=lambda r: str(r["id"])), metric)))
+                seeds = []
+                for m in cell:
+                    cs = S.corpus_stats(sorted(self.store.hyps[(m, testset)], key=lambda r: str(r["id"])), metric)
+                    if ref is None:
+                        ref_m, ref = m, cs
+                    elif cs.ids != ref.ids:
+                        S.check_paired(
+                            self.store.hyps[(ref_m, testset)],
+                            self.store.hyps[(m, testset)],
+                            what_a=f"{ref_m}/{testset}",
+                            what_b=f"{m}/{testset}",
+                        )
+                        raise S.HypothesesMismatch(f"{ref_m} and {m} on {testset}: utterance ids differ")
+                    seeds.append(cs)
+                stats.append((cell, seeds))
             if not stats:
                 continue
-            ref_m, ref = stats[0]
-            for m, cs in stats[1:]:
-                if cs.ids != ref.ids:
-                    S.check_paired(
-                        self.store.hyps[(ref_m, testset)],
-                        self.store.hyps[(m, testset)],
-                        what_a=f"{ref_m}/{testset}",
-                        what_b=f"{m}/{testset}",
-                    )
-                    raise S.HypothesesMismatch(f"{ref_m} and {m} on {testset}: utterance ids differ")
             seed = S.stratum_seed(self.seed, self.stratum.get(testset, len(self.stratum)))
-            scores = S.paired_bootstrap_scores([cs for _, cs in stats], n_boot=self.n_boot, seed=seed)
-            for k, (m, _) in enumerate(stats):
-                self._reps[(m, testset, metric)] = scores[:, k]
+            scores = S.seed_bootstrap_scores([cs for _, cs in stats], n_boot=self.n_boot, seed=seed, draws=draws)
+            for k, (cell, _) in enumerate(stats):
+                self._reps[(cell, testset, metric)] = scores[:, k]
 
-    def score(self, model: str | None, c: Column) -> tuple[float, np.ndarray | None]:
-        """(observed value from the score file, bootstrap replicates or None) of a cell."""
-        value = self.store.value(model, c.testset, c.metric) if model else math.nan
-        if not model:
-            return value, None
-        return value, self._reps.get((model, c.testset, c.metric))
+    def score(self, cell: tuple, c: Column) -> tuple[float, np.ndarray | None]:
+        """(observed value from the score files, the mean over seeds; bootstrap replicates or
+        None) of a cell (the models of its seeds)."""
+        if not cell or None in cell:
+            return math.nan, None
+        values = [self.store.value(m, c.testset, c.metric) for m in cell]
+        value = values[0] if len(values) == 1 else float(np.mean(values))
+        return value, self._reps.get((cell, c.testset, c.metric))
 
     def utterances(self, cols: Sequence[Column], models: Sequence[str]) -> int | None:
         n = 0
@@ -492,8 +504,9 @@ class _Context:
         return n
 
 
-def _cell_models(row: Mapping, cols: Sequence[Column]) -> list[str | None]:
-    return [row_model(row, c.subset, c.testset) for c in cols]
+def _cell_models(row: Mapping, cols: Sequence[Column]) -> list[tuple]:
+    """Per column, the models of the row's seeds (one model without seeds)."""
+    return [tuple(row_models(row, c.subset, c.testset)) for c in cols]
 
 
 def _quantity(ctx: _Context, row: Mapping, cols: Sequence[Column], quantity: str, ref: Mapping | None):
@@ -606,7 +619,9 @@ def evaluate_claims(
         if reason is None and d.quantity in SCORE_QUANTITIES:
             cols, rows = _score_rows(ctx, d)
             for c in cols:
-                needs.setdefault((c.testset, c.metric), []).extend(m for r in rows for m in _cell_models(r, [c]) if m)
+                needs.setdefault((c.testset, c.metric), []).extend(
+                    m for r in rows for m in _cell_models(r, [c]) if None not in m
+                )
     ctx.bootstrap(needs)
     return [_evaluate(ctx, d, reason) for d, reason in claims]
 
@@ -684,14 +699,15 @@ def _score_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
     missing = [
         f"{m} on {c.testset}"
         for r in everyone
-        for c, m in zip(cols, _cell_models(r, cols))
+        for c, cell in zip(cols, _cell_models(r, cols))
+        for m in cell
         if not m or math.isnan(ctx.store.value(m, c.testset, c.metric))
     ]
     if missing:
         res.notes.insert(0, "scores missing: " + ", ".join(missing[:4]) + (" …" if len(missing) > 4 else ""))
         return res
     res.effect = float(_effect(d, a_obs, b_obs, higher))
-    res.n = ctx.utterances(cols, [m for r in everyone for m in _cell_models(r, cols) if m])
+    res.n = ctx.utterances(cols, [m for r in everyone for cell in _cell_models(r, cols) for m in cell if m])
     res.n_unit = "utterances"
     if not math.isfinite(res.effect):
         res.verdict = "inconclusive"
@@ -717,12 +733,12 @@ def _score_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
     res.ci_lo, res.ci_hi = S.percentile_interval(finite)
     res.p_value = bootstrap_p(d.test, res.effect, finite, margin=d.margin)
     res.verdict = verdict(d.test, (res.ci_lo, res.ci_hi), margin=d.margin)
-    res.notes.append(ONE_SEED)
+    res.notes.append(ONE_SEED if ctx.n_seeds <= 1 else SEEDS.format(n=ctx.n_seeds))
     return res
 
 
 def _params_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
-    a, b = d.a.rows(ctx.spec)[0]["model"], d.b.rows(ctx.spec)[0]["model"]
+    a, b = _first_seed_model(d.a.rows(ctx.spec)[0]), _first_seed_model(d.b.rows(ctx.spec)[0])
     pa, pb = ctx.params.get(a), ctx.params.get(b)
     if pa is None or pb is None:
         res.notes.insert(0, "no train_info for " + " and ".join(m for m, p in ((a, pa), (b, pb)) if p is None))
@@ -743,7 +759,7 @@ def _params_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
 
 
 def _ranks_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
-    a, b = d.a.rows(ctx.spec)[0]["model"], d.b.rows(ctx.spec)[0]["model"]
+    a, b = _first_seed_model(d.a.rows(ctx.spec)[0]), _first_seed_model(d.b.rows(ctx.spec)[0])
     ra, rb = ctx.ranks.get(a), ctx.ranks.get(b)
     if not ra or not rb:
         res.notes.insert(0, "no rank allocation of " + " and ".join(m for m, r in ((a, ra), (b, rb)) if not r))
@@ -757,6 +773,12 @@ def _ranks_claim(ctx: _Context, d: ClaimDef, res: ClaimResult) -> ClaimResult:
     if out.get("note"):
         res.notes.insert(0, out["note"])
     return res
+
+
+def _first_seed_model(row: Mapping) -> str:
+    """The model of a row's first training seed (parameter counts and rank allocations are read
+    from it: counts do not depend on the seed; allocations of one seed are compared)."""
+    return seed_rows(row)[0]["model"]
 
 
 # ----- rank correlation ------------------------------------------------------------------------
@@ -851,7 +873,7 @@ def _test_label(r: ClaimResult) -> str:
     }[r.test]
 
 
-def to_markdown(results: Sequence[ClaimResult], title: str, *, n_boot: int, seed: int) -> str:
+def to_markdown(results: Sequence[ClaimResult], title: str, *, n_boot: int, seed: int, seeds: int = 1) -> str:
     out = [
         f"**{md_escape(title)}**",
         "",
@@ -880,7 +902,14 @@ def to_markdown(results: Sequence[ClaimResult], title: str, *, n_boot: int, seed
         "Effect: oriented so that a positive value goes the claim's way (A better than B; for "
         "'hurts', A worse). 95 % CI: percentile bootstrap over test utterances "
         f"({n_boot} resamples, seed {seed}; every test set resampled on its own, the same "
-        "utterances for every model). Verdict from the CI: A > B reproduced if it lies above 0, "
+        "utterances for every model)"
+        + (
+            f"; scores are means over {seeds} training seeds and every resample also draws the seeds "
+            "with replacement, the same draw for every model"
+            if seeds > 1
+            else ""
+        )
+        + ". Verdict from the CI: A > B reproduced if it lies above 0, "
         "contradicted if below; non-inferior with margin m reproduced if its lower end is above −m, "
         "contradicted if its upper end is below −m; equivalent within ±m reproduced if it lies "
         "inside (−m, m), contradicted if wholly outside; > t reproduced if its lower end is above t, "

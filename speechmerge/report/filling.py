@@ -12,10 +12,17 @@ for error rates and a_c(row) = BLEU for BLEU; NP(row) = 100 * mean_c a_c(row) / 
 ref the ``normalise_to`` row (the individual experts). So the experts row has NP = 100 and
 NP > 100 means better than the experts on average. Columns where a_c(ref) = 0 are skipped.
 
+Several training seeds (a row with ``seeds``): a cell is the mean over seeds of the per-seed
+score, ``sd`` the across-seed standard deviation (of the per-seed mean for mean columns), the
+interval a two-level bootstrap over seeds and utterances (``stats.seed_bootstrap_scores``); NP
+is computed from the seed means. A row without seeds (zero-shot, θ₀) is one model for every
+seed. With one seed every number is the one-seed number.
+
 Significance: every base and mean cell is compared with the same column of the
 ``baseline_for_significance`` row by a paired bootstrap (Koehn 2004) on the same utterances
 (stratified by test set for means); p-values go to ``significance.csv`` (with a MAPSSWE-style
-matched-pairs p for single error-rate columns), and cells with p < 0.05 carry a dagger in
+matched-pairs p for single error-rate columns of one seed), and cells; with several seeds the
+bootstrap also resamples seeds, the row's seed k paired with the baseline's seed k. Cells with p < 0.05 carry a dagger in
 Markdown and LaTeX.
 """
 
@@ -29,7 +36,7 @@ import numpy as np
 from speechmerge import names as N
 from speechmerge.evaluation import stats as S
 from speechmerge.report.scores import ResultStore
-from speechmerge.report.table import Cell, Column, Row, Table, row_model
+from speechmerge.report.table import Cell, Column, Row, Table, row_models, seed_rows
 
 
 def fill_table(
@@ -71,23 +78,44 @@ def row_cells(
             cells[c.key] = mean_cell(table, store, row_spec, c, cells, with_ci)
     for c in table.columns:
         if c.kind in ("params", "params_pct"):
-            cells[c.key] = Cell(value=params_value(row_spec["model"], c, params))
+            cells[c.key] = Cell(value=params_value(seed_rows(row_spec)[0]["model"], c, params))
     return cells
 
 
 def base_cell(store: ResultStore, row_spec: Mapping, c: Column, with_ci: bool) -> Cell:
-    model = row_model(row_spec, c.subset, c.testset)
-    cell = Cell(value=store.value(model, c.testset, c.metric), model=model)
-    if not with_ci:
-        return cell
-    cs = store.corpus_stats(model, c.testset, c.metric)
-    if math.isnan(cell.value):
-        return cell
-    if cs is not None:
-        cell.ci = S.bootstrap_ci(cs, n_boot=store.n_boot, seed=store.seed)
+    models = row_models(row_spec, c.subset, c.testset)
+    if len(models) == 1:
+        cell = Cell(value=store.value(models[0], c.testset, c.metric), model=models[0])
     else:
-        cell.ci = store.stored_ci(model, c.testset, c.metric)
+        values = [store.value(m, c.testset, c.metric) for m in models]
+        value = math.nan if any(math.isnan(v) for v in values) else float(np.mean(values))
+        cell = Cell(value=value, sd=S.seed_sd(values), seed_values=values, models=models)
+    if not with_ci or math.isnan(cell.value):
+        return cell
+    seeds = seed_stats(store, models, c.testset, c.metric)
+    if seeds is not None:
+        cell.ci = S.seed_bootstrap_ci(seeds, n_boot=store.n_boot, seed=store.seed)
+    elif len(models) == 1:
+        cell.ci = store.stored_ci(models[0], c.testset, c.metric)
     return cell
+
+
+def seed_stats(store: ResultStore, models, testset: str, metric: str) -> list | None:
+    """Corpus statistics of every seed's model on one test set, aligned on the first's
+    utterance order; None if one has no hypotheses (or a model is missing)."""
+    out = []
+    for m in models:
+        cs = store.corpus_stats(m, testset, metric)
+        if cs is None:
+            return None
+        if out and cs.ids != out[0].ids:
+            _, recs = S.check_paired(
+                store.hyps[(models[0], testset)], store.hyps[(m, testset)], what_a=f"{models[0]}/{testset}",
+                what_b=f"{m}/{testset}",
+            )
+            cs = S.corpus_stats(recs, metric)
+        out.append(cs)
+    return out
 
 
 def mean_cell(
@@ -97,20 +125,24 @@ def mean_cell(
     vals = [cells[k].value for k in c.parts]
     value = float(np.mean(vals)) if vals and not any(math.isnan(v) for v in vals) else math.nan
     cell = Cell(value=value)
+    per_seed = [cells[k].seed_values for k in c.parts]
+    if per_seed and all(v is not None for v in per_seed):
+        cell.seed_values = [float(np.mean(v)) for v in zip(*per_seed)]  # each seed's own mean
+        cell.sd = S.seed_sd(cell.seed_values)
     sets = part_stats(table, store, row_spec, c) if with_ci and not math.isnan(value) else None
     if sets:
-        cell.ci = S.percentile_interval(S.bootstrap_mean_scores(sets, n_boot=store.n_boot, seed=store.seed))
+        cell.ci = S.percentile_interval(S.seed_bootstrap_mean_scores(sets, n_boot=store.n_boot, seed=store.seed))
     return cell
 
 
 def part_stats(table: Table, store: ResultStore, row_spec: Mapping, c: Column) -> list | None:
-    """Corpus statistics of every part of a mean column, or None if one has no hypotheses."""
+    """Per-seed corpus statistics of every part of a mean column, or None if one has no hypotheses."""
     out = []
     for pc in table.parts(c):
-        cs = store.corpus_stats(row_model(row_spec, pc.subset, pc.testset), pc.testset, pc.metric)
-        if cs is None:
+        seeds = seed_stats(store, row_models(row_spec, pc.subset, pc.testset), pc.testset, pc.metric)
+        if seeds is None:
             return None
-        out.append(cs)
+        out.append(seeds)
     return out
 
 
@@ -143,26 +175,34 @@ def np_value(table: Table, cells: Mapping[str, Cell], ref_cells: Mapping[str, Ce
 
 
 def paired_stats(table: Table, store: ResultStore, row: Row, baseline: Mapping, c: Column) -> list | None:
-    """(row, baseline) corpus statistics on the same utterances for every part of a column, or
-    None when a part has no hypotheses or both sides are the same model."""
+    """(row, baseline) per-seed corpus statistics on the same utterances for every part of a
+    column, or None when a part has no hypotheses or both sides are the same models."""
     pairs = []
     for pc in [c] if c.kind == "base" else table.parts(c):
-        ma, mb = row_model(row.spec, pc.subset, pc.testset), row_model(baseline, pc.subset, pc.testset)
-        if ma is None or mb is None or ma == mb:
+        ma, mb = row_models(row.spec, pc.subset, pc.testset), row_models(baseline, pc.subset, pc.testset)
+        if None in ma or None in mb or ma == mb:
             return None
-        a, b = store.corpus_stats(ma, pc.testset, pc.metric), store.corpus_stats(mb, pc.testset, pc.metric)
+        a = seed_stats(store, ma, pc.testset, pc.metric)
+        b = seed_stats(store, mb, pc.testset, pc.metric)
         if a is None or b is None:
             return None
-        if a.ids != b.ids:
+        if a[0].ids != b[0].ids:
             ra, rb = S.check_paired(
-                store.hyps[(ma, pc.testset)],
-                store.hyps[(mb, pc.testset)],
-                what_a=f"{ma}/{pc.testset}",
-                what_b=f"{mb}/{pc.testset}",
+                store.hyps[(ma[0], pc.testset)],
+                store.hyps[(mb[0], pc.testset)],
+                what_a=f"{ma[0]}/{pc.testset}",
+                what_b=f"{mb[0]}/{pc.testset}",
             )
-            a, b = S.corpus_stats(ra, pc.metric), S.corpus_stats(rb, pc.metric)
+            order = [r["id"] for r in ra]
+            a = [_reorder(store, m, pc.testset, pc.metric, order) for m in ma]
+            b = [_reorder(store, m, pc.testset, pc.metric, order) for m in mb]
         pairs.append((a, b))
     return pairs
+
+
+def _reorder(store: ResultStore, model: str, testset: str, metric: str, order: list) -> S.CorpusStats:
+    by_id = {r["id"]: r for r in store.hyps[(model, testset)]}
+    return S.corpus_stats([by_id[i] for i in order], metric)
 
 
 def add_significance(table: Table, store: ResultStore, row: Row, baseline: Mapping) -> None:
@@ -196,6 +236,8 @@ def add_significance(table: Table, store: ResultStore, row: Row, baseline: Mappi
             "n_utterances": res["n"],
             "n_testsets": res["n_sets"],
         }
-        if c.kind == "base" and c.metric in S.ERROR_METRICS:
-            entry["p_matched_pairs"] = S.matched_pairs_test(pairs[0][0], pairs[0][1])["p_value"]
+        if res["n_seeds"] > 1:
+            entry["n_seeds"] = res["n_seeds"]
+        elif c.kind == "base" and c.metric in S.ERROR_METRICS:
+            entry["p_matched_pairs"] = S.matched_pairs_test(pairs[0][0][0], pairs[0][1][0])["p_value"]
         table.significance.append(entry)

@@ -50,6 +50,12 @@ def run_provenance(
         "context_s": spec.get("context_s"),
         "selection": spec.get("selection") or "hyperparameters: the methods' defaults; sweep points evaluated on test",
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
+        # several training seeds: which, and the seed of the data (and of θ₀)
+        **(
+            {"training_seeds": list(spec["seeds"]), "data_seed": spec.get("seed")}
+            if len(spec.get("seeds") or []) > 1
+            else {}
+        ),
     }
 
 
@@ -61,11 +67,21 @@ def footnote(prov: Mapping) -> str:
     """One line: made on …, float32 training, threads, seed(s), context, selection, versions."""
     versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in prov.get("versions", {}).items())
     seeds = prov.get("seeds") or []
+    training = prov.get("training_seeds") or []
+    if len(training) > 1:
+        seed_part = (
+            f"training seeds {_join(training)} (every trained model and merge once per seed; mean ± sd over "
+            f"seeds; data, zero-shot and θ₀ made once, seed {prov.get('data_seed')})"
+        )
+    elif len(seeds) <= 1:
+        seed_part = f"seed {_join(seeds)} (one training run per model)"
+    else:
+        seed_part = f"seeds {_join(seeds)}"
     parts = [
         f"Made on: {_join(prov.get('machines'))}",
         f"training precision {_join(prov.get('precision'))}" if prov.get("precision") else "no training",
         f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}",
-        f"seed {_join(seeds)} (one training run per model)" if len(seeds) <= 1 else f"seeds {_join(seeds)}",
+        seed_part,
         f"encoder context {prov['context_s']} s" if prov.get("context_s") else "encoder context 30 s",
         prov.get("selection", ""),
         versions,

@@ -40,14 +40,28 @@ def _sig(cell: Cell) -> bool:
     return cell.p is not None and cell.p < ALPHA
 
 
+def _sd(c: Column, cell: Cell) -> str:
+    """`` ± sd`` of a cell of several training seeds (empty with one seed)."""
+    if cell.sd is None or math.isnan(cell.sd):
+        return ""
+    return f" ± {_fmt(c, cell.sd)}"
+
+
+def has_seeds(table: Table) -> bool:
+    """Whether any cell of the table is a mean over several training seeds."""
+    return any(cell.sd is not None for r in table.rows for cell in r.cells.values())
+
+
 def to_csv(table: Table) -> str:
     """All columns (shown or not), with 95 % intervals and p-values vs the baseline."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    seeds = has_seeds(table)
     header = ["row", "model", "group"]
     for c in table.columns:
         header += [c.key]
         if c.kind in ("base", "mean"):
+            header += [f"{c.key}:sd"] if seeds else []
             header += [f"{c.key}:ci_lo", f"{c.key}:ci_hi", f"{c.key}:p_vs_baseline"]
     w.writerow(header)
     for r in table.rows:
@@ -56,6 +70,8 @@ def to_csv(table: Table) -> str:
             cell = r.cells.get(c.key, Cell())
             line.append("" if math.isnan(cell.value) else repr(round(cell.value, 6)))
             if c.kind in ("base", "mean"):
+                if seeds:
+                    line.append("" if cell.sd is None or math.isnan(cell.sd) else repr(round(cell.sd, 6)))
                 lo, hi = cell.ci if cell.ci else ("", "")
                 line += [
                     "" if lo == "" else repr(round(lo, 6)),
@@ -103,7 +119,7 @@ def to_markdown(table: Table) -> str:
                 s = f"**{s}**"
             if _sig(cell):
                 s += "†"
-            cells.append(s)
+            cells.append(s + _sd(c, cell))
         lines.append(f"| {md_escape(r.label)} | " + " | ".join(cells) + " |")
     if table.notes:
         lines += [""] + [f"* {n}" for n in table.notes]
@@ -139,6 +155,7 @@ _LATEX_UNICODE = {
     "†": r"$^\dagger$",
     "≥": r"$\geq$",
     "≤": r"$\leq$",
+    "±": r"$\pm$",
 }
 
 
@@ -189,7 +206,7 @@ def to_latex(table: Table, *, label: str | None = None) -> str:
                 s = f"\\textbf{{{s}}}"
             if _sig(cell):
                 s += r"$^\dagger$"
-            cells.append(s)
+            cells.append(s + latex_escape(_sd(c, cell)))
         lines.append(" & ".join([latex_escape(r.label)] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -218,6 +235,8 @@ def significance_csv(tables: Sequence[Table]) -> str:
         "n_utterances",
         "n_testsets",
     ]
+    if any("n_seeds" in e for t in tables for e in t.significance):
+        keys.append("n_seeds")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
     w.writeheader()
@@ -250,11 +269,17 @@ def table_json(table: Table) -> dict[str, Any]:
                 "label": r.label,
                 "model": r.model,
                 "group": r.group,
-                "cells": {
-                    k: {"value": None if math.isnan(x.value) else x.value, "ci95": x.ci, "p": x.p, "model": x.model}
-                    for k, x in r.cells.items()
-                },
+                "cells": {k: _cell_json(x) for k, x in r.cells.items()},
             }
             for r in table.rows
         ],
     }
+
+
+def _cell_json(x: Cell) -> dict[str, Any]:
+    out = {"value": None if math.isnan(x.value) else x.value, "ci95": x.ci, "p": x.p, "model": x.model}
+    if x.models is not None:
+        out.update({"sd": x.sd, "seed_values": x.seed_values, "models": x.models})
+    elif x.sd is not None:
+        out.update({"sd": x.sd, "seed_values": x.seed_values})
+    return out

@@ -57,10 +57,13 @@ class Column:
 
 @dataclass
 class Cell:
-    value: float = math.nan
+    value: float = math.nan  # with several training seeds: the mean over seeds
     ci: tuple[float, float] | None = None
     p: float | None = None
-    model: str | None = None
+    model: str | None = None  # with several seeds: None (the models are in ``models``)
+    sd: float | None = None  # across-seed standard deviation (None with one seed)
+    seed_values: list[float] | None = None  # the value of every seed (several seeds only)
+    models: list[str | None] | None = None  # the model of every seed (several seeds only)
 
 
 @dataclass
@@ -107,9 +110,26 @@ class Table:
         return max(vals) if col.higher_is_better else min(vals)
 
 
+def seed_rows(row: Mapping) -> list[dict]:
+    """The row of every training seed: ``[row]`` for a row without ``seeds``; else the row with
+    ``model`` (or ``per_testset`` of the composite experts row) of each seed, in seed order."""
+    if "seeds" not in row:
+        return [dict(row)]
+    base = {k: v for k, v in row.items() if k not in ("seeds", "per_testset", "per_subset")}
+    return [{**base, **(v if isinstance(v, Mapping) else {"model": v})} for v in row["seeds"].values()]
+
+
+def row_models(row: Mapping, subset: str | None, testset: str | None = None) -> list[str | None]:
+    """The model of every training seed that fills a row's cell (one entry without seeds)."""
+    return [row_model(r, subset, testset) for r in seed_rows(row)]
+
+
 def row_model(row: Mapping, subset: str | None, testset: str | None = None) -> str | None:
     """The model that fills a row's cell for ``subset`` / ``testset`` (composite rows: their
-    expert, by test set -- one expert per language x task -- or by subset)."""
+    expert, by test set -- one expert per language x task -- or by subset). A row of several
+    seeds has one model per seed: ``row_models``."""
+    if "seeds" in row:
+        raise ValueError(f"row {row.get('model')!r} has several training seeds: use row_models")
     if "per_testset" in row:
         return row["per_testset"].get(testset)
     if "per_subset" in row:

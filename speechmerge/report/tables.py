@@ -41,13 +41,31 @@ def rows_of(spec_rows: Sequence[Mapping]) -> list[Row]:
     ]
 
 
-def significance_note(baseline: Mapping | None, n_boot: int) -> list[str]:
+def n_seeds(spec: Mapping) -> int:
+    """The number of training seeds of a report spec."""
+    return len(spec.get("seeds") or [spec.get("seed", 0)])
+
+
+def significance_note(baseline: Mapping | None, n_boot: int, seeds: int = 1) -> list[str]:
     if baseline is None:
         return []
+    over = "utterances" if seeds <= 1 else f"the {seeds} training seeds (paired by seed) and utterances"
     return [
         f"† differs from {baseline.get('label', baseline['model'])} at p < {ALPHA:g} (paired bootstrap over "
-        f"utterances, {n_boot} resamples, two-sided; stratified by test set for averages); "
+        f"{over}, {n_boot} resamples, two-sided; stratified by test set for averages); "
         "p-values in significance.csv."
+    ]
+
+
+def seeds_note(spec: Mapping) -> list[str]:
+    """What a cell is with several training seeds (nothing with one)."""
+    seeds = spec.get("seeds") or []
+    if len(seeds) <= 1:
+        return []
+    return [
+        f"Trained models and merges: mean ± standard deviation over {len(seeds)} training seeds "
+        f"({', '.join(str(s) for s in seeds)}); zero-shot and θ₀ are one model. 95 % intervals in the CSV "
+        "resample the seeds and the test utterances (two-level bootstrap); NP is computed from the means."
     ]
 
 
@@ -90,8 +108,9 @@ def main_notes(
     notes += layout(spec).notes(spec, reference)
     if any(r.spec.get("per_subset") or r.spec.get("per_testset") for r in table.rows):
         notes.append("Composite rows (experts) take each column from the model trained on that subset.")
+    notes += seeds_note(spec)
     notes.append("Bold: best in column. 95 % bootstrap intervals (utterances resampled, percentile) in table.csv.")
-    notes += significance_note(baseline, store.n_boot)
+    notes += significance_note(baseline, store.n_boot, n_seeds(spec))
     return notes
 
 
@@ -111,8 +130,10 @@ def build_per_testset_table(spec: Mapping, store: ResultStore) -> Table:
         rows=rows_of(spec["rows"]),
     )
     fill_table(table, store, baseline=baseline)
-    table.notes = ["Error rates (%) per test set; lower is better. Bold: best in column."] + significance_note(
-        baseline, store.n_boot
+    table.notes = (
+        ["Error rates (%) per test set; lower is better. Bold: best in column."]
+        + seeds_note(spec)
+        + significance_note(baseline, store.n_boot, n_seeds(spec))
     )
     return table
 
@@ -128,6 +149,7 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
                 "label": f"{sw['param']} = {p['value']}" + (" (default)" if p.get("default") else ""),
                 "group": "sweep",
                 "value": p["value"],
+                **({"seeds": p["seeds"]} if "seeds" in p else {}),
             }
             for p in sw["points"]
         ]
@@ -145,7 +167,7 @@ def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:
         table.notes = [
             f"Merging method {sw['method']} with {sw['param']} varied (other hyperparameters at their "
             "defaults). Bold: best in column."
-        ]
+        ] + seeds_note(spec)
         out.append(table)
     return out
 
@@ -163,6 +185,7 @@ def build_forgetting_table(spec: Mapping, store: ResultStore) -> Table | None:
             "group": "sequential",
             "subset": st["subset"],
             "stage": k,
+            **({"seeds": st["seeds"]} if "seeds" in st else {}),
         }
         for k, st in enumerate(stages, 1)
     ]
@@ -181,5 +204,5 @@ def build_forgetting_table(spec: Mapping, store: ResultStore) -> Table | None:
     table.notes = [
         "Stage k fine-tunes the model of stage k−1 on one more subset (named in the row); stage 0 is "
         "the zero-shot model. Rising values in earlier columns = forgetting."
-    ]
+    ] + seeds_note(spec)
     return table

@@ -82,7 +82,7 @@ def add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
     spec's ``default_merges``), so that a sweep of β over 0.1 and 0.5 is drawn and tabled through
     the default 0.3. Points already present are kept as they are; without the default row or its
     hyperparameters the sweep is unchanged."""
-    rows = {r.get("model") for r in spec.get("rows", [])}
+    rows = {r.get("model"): r for r in spec.get("rows", [])}
     models = spec.get("default_models") or {}
     sweeps = []
     for sw in spec.get("sweeps", []):
@@ -90,7 +90,8 @@ def add_default_points(spec: Mapping, defaults: Mapping[str, dict]) -> dict:
         model = models.get(sw["method"], N.merge_model(sw["method"]))
         points = list(sw["points"])
         if model in rows and isinstance(value, (int, float)) and all(float(p["value"]) != float(value) for p in points):
-            points.append({"value": value, "model": model, "default": True})
+            seeds = {"seeds": rows[model]["seeds"]} if "seeds" in rows[model] else {}
+            points.append({"value": value, "model": model, "default": True, **seeds})
             points.sort(key=lambda p: float(p["value"]))
         sweeps.append({**sw, "points": points})
     return {**spec, "sweeps": sweeps}
@@ -197,7 +198,13 @@ def write_report(
                 selections, selected_labels, tmp / "merge_selection", title=f"{exp}: dev score at each grid point"
             )
             listing.add("merge_selection.png", caps["merge_selection.png"], "figure")
-        claims_md = CL.to_markdown(claims, f"{exp}: the paper's claims on our results", n_boot=n_boot, seed=seed)
+        claims_md = CL.to_markdown(
+            claims,
+            f"{exp}: the paper's claims on our results",
+            n_boot=n_boot,
+            seed=seed,
+            seeds=len(spec.get("seeds") or [seed]),
+        )
         (tmp / "claims.csv").write_text(CL.to_csv(claims))
         (tmp / "claims.md").write_text(claims_md)
         for ext in ("csv", "md"):
@@ -296,6 +303,10 @@ def _write_figures(
 
     if rank_allocation_files:
         labels = {r["model"]: r.get("label", r["model"]) for r in spec["rows"]}
+        for r in spec["rows"]:  # several training seeds: one allocation per seed
+            for seed, m in (r.get("seeds") or {}).items():
+                if isinstance(m, str):
+                    labels[m] = f"{r.get('label', r['model'])} (seed {seed})"
         allocs = read_rank_allocations(rank_allocation_files, labels)
         if any(allocs.values()):
             F.rank_heatmap(allocs, tmp / "rank_allocation", title=f"{exp}: learned rank per module")
