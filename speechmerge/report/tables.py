@@ -109,7 +109,8 @@ def main_notes(
     if any(r.spec.get("per_subset") or r.spec.get("per_testset") for r in table.rows):
         notes.append("Composite rows (experts) take each column from the model trained on that subset.")
     notes += seeds_note(spec)
-    notes.append("Bold: best in column. 95 % bootstrap intervals (utterances resampled, percentile) in table.csv.")
+    resampled = "utterances" if n_seeds(spec) <= 1 else "seeds and utterances"
+    notes.append(f"Bold: best in column. 95 % bootstrap intervals ({resampled} resampled, percentile) in table.csv.")
     notes += significance_note(baseline, store.n_boot, n_seeds(spec))
     return notes
 
