@@ -893,7 +893,11 @@ def combine_seeds(plan: Plan, per_seed: dict[int, list[dict]]) -> list[dict]:
         combined = {key: v for key, v in row.items() if key != "per_testset"}
         combined["model"] = N.parse_seeded(row["model"])[0]
         combined["seeds"] = {
-            seed: ({"per_testset": per_seed[seed][k]["per_testset"]} if "per_testset" in row else per_seed[seed][k]["model"])
+            seed: (
+                {"per_testset": per_seed[seed][k]["per_testset"]}
+                if "per_testset" in row
+                else per_seed[seed][k]["model"]
+            )
             for seed in seeds
         }
         out.append(combined)

@@ -58,7 +58,9 @@ def test_plan_trains_merges_and_evaluates_once_per_seed(smoke):
     assert len(trained) > 0
     for job in trained:
         for seed in (0, 1, 2):
-            spec = three.jobs[(one.jobs[(next(e for e, jj in one.jobs if jj == job), job)]["experiment"], f"{job}~s{seed}")]
+            spec = three.jobs[
+                (one.jobs[(next(e for e, jj in one.jobs if jj == job), job)]["experiment"], f"{job}~s{seed}")
+            ]
             assert spec["seed"] == seed
             init = one.jobs[(spec["experiment"], job)]["init"]
             assert spec["init"] == (None if init is None else f"{init}~s{seed}")
@@ -121,7 +123,14 @@ def records(errors, n_utt=40, model="m", seed=0):
         for j in range(errors // n_utt + (1 if i < errors % n_utt else 0)):
             hyp[j] = "wrong"
         out.append(
-            {"id": f"u{i:03d}", "language": "de", "task": "transcribe", "reference": " ".join(ref), "hypothesis": " ".join(hyp), "model": model}
+            {
+                "id": f"u{i:03d}",
+                "language": "de",
+                "task": "transcribe",
+                "reference": " ".join(ref),
+                "hypothesis": " ".join(hyp),
+                "model": model,
+            }
         )
     return out
 
@@ -222,7 +231,15 @@ def write_results(tmp):
                 continue
             subset = testset.split("-")[0]
             results.append(
-                {"model": model, "testset": testset, "subset": subset, "task": "transcribe", "language": subset, "n": N_UTT, "metrics": {"wer": float(v)}}
+                {
+                    "model": model,
+                    "testset": testset,
+                    "subset": subset,
+                    "task": "transcribe",
+                    "language": subset,
+                    "n": N_UTT,
+                    "metrics": {"wer": float(v)},
+                }
             )
             for r in records(v, N_UTT, model=model, seed=len(subset)):
                 recs.append({**r, "id": f"{testset}-{r['id']}", "language": subset, "testset": testset})
@@ -247,7 +264,13 @@ SPEC = {
             "seeds": {s: {"per_testset": {t: f"expert-{t[:2]}~s{s}" for t in TESTS}} for s in SEEDS},
         },
         {"model": "joint", "label": "Joint", "group": "baseline", "seeds": {s: f"joint~s{s}" for s in SEEDS}},
-        {"model": "merge-ties", "label": "TIES", "group": "merge", "method": "ties", "seeds": {s: f"merge-ties~s{s}" for s in SEEDS}},
+        {
+            "model": "merge-ties",
+            "label": "TIES",
+            "group": "merge",
+            "method": "ties",
+            "seeds": {s: f"merge-ties~s{s}" for s in SEEDS},
+        },
     ],
     "normalise_to": "experts",
     "sweeps": [],
@@ -270,8 +293,12 @@ def test_report_of_two_seeds(tmp_path):
     write_report(SPEC, out, scores=scores, hyps=hyps, n_boot=200, seed=0)
     rows = {r["row"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
     joint, ties, zs = rows["Joint"], rows["TIES"], rows["Zero-shot"]
-    assert float(joint["wer:de-transcribe"]) == 32.0 and float(joint["wer:de-transcribe:sd"]) == pytest.approx(math.sqrt(8))
-    assert float(ties["wer:es-transcribe"]) == 25.0 and float(ties["wer:es-transcribe:sd"]) == pytest.approx(math.sqrt(50))
+    assert float(joint["wer:de-transcribe"]) == 32.0 and float(joint["wer:de-transcribe:sd"]) == pytest.approx(
+        math.sqrt(8)
+    )
+    assert float(ties["wer:es-transcribe"]) == 25.0 and float(ties["wer:es-transcribe:sd"]) == pytest.approx(
+        math.sqrt(50)
+    )
     # the mean column: per-seed means 22.5 and 32.5 -> mean 27.5, sd sqrt(50)
     avg = next(k for k in ties if k.endswith(":sd") and "avg" in k)
     assert float(ties[avg[:-3]]) == 27.5 and float(ties[avg]) == pytest.approx(math.sqrt(50))

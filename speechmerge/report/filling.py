@@ -110,7 +110,9 @@ def seed_stats(store: ResultStore, models, testset: str, metric: str) -> list | 
             return None
         if out and cs.ids != out[0].ids:
             _, recs = S.check_paired(
-                store.hyps[(models[0], testset)], store.hyps[(m, testset)], what_a=f"{models[0]}/{testset}",
+                store.hyps[(models[0], testset)],
+                store.hyps[(m, testset)],
+                what_a=f"{models[0]}/{testset}",
                 what_b=f"{m}/{testset}",
             )
             cs = S.corpus_stats(recs, metric)
