@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from speechmerge import names as N
 from speechmerge.plan import Plan, PlanError
 
 # Keys of a job spec that the plan adds for the DAG, not for the trainer (see rules/finetune.smk).
@@ -46,7 +47,7 @@ def check_audio(config: dict) -> None:
 
 
 def _variant_key(plan: Plan, experiment: str, spec: dict) -> str:
-    method, variant = spec["method"], spec["variant"]
+    method, variant = spec["method"], N.parse_seeded(spec["variant"])[0]
     if variant == method:
         return f"experiments.{experiment}.hparams.{method}"
     sweeps = plan.config["experiments"][experiment].get("sweeps", [])
@@ -72,6 +73,7 @@ def _job_key(plan: Plan, experiment: str, job: str, method: str) -> str:
     exp = plan.config["experiments"][experiment]
     if exp.get("kind", experiment) == "peft":
         return f"experiments.{experiment}.methods.{method}"
+    job = N.parse_seeded(job)[0]
     if job == "joint":
         return f"experiments.{experiment}.joint.train"
     if job.startswith("seq-"):

@@ -436,6 +436,16 @@ def plan_error(override: dict, corpus: Path = CORPUS) -> str:
         ),
         ({"audio": {"max_seconds": 2.5}}, "audio.max_seconds", "whole number"),
         (
+            {"seeds": [0, 1], "experiments": {"multilingual": {"hparams": {"ties": {"keep_fraction": 1.5}}}}},
+            "experiments.multilingual.hparams.ties",
+            "keep_fraction",
+        ),
+        (
+            {"seeds": [0, 1], "experiments": {"peft": {"methods": {"s2lora": {"peft": {"threshold": 1.0}}}}}},
+            "experiments.peft.methods.s2lora",
+            "peft.threshold",
+        ),
+        (
             {
                 "experiments": {
                     "multilingual": {"sweeps": [{"method": "lors", "param": "rank_fraction", "values": [2.0]}]}

@@ -102,6 +102,16 @@ def test_one_seed_plan_is_the_plan_without_seeds(smoke):
     assert plain.evaluations == listed.evaluations and plain.reports == listed.reports
 
 
+def test_config_keys_of_seeded_jobs(smoke):
+    from speechmerge.plan_checks import _job_key, _variant_key
+
+    plan = build_plan(with_seeds(smoke, [0, 1]))
+    assert _job_key(plan, "multilingual", "joint~s1", "full") == "experiments.multilingual.joint.train"
+    assert _job_key(plan, "multilingual", "seq-2~s0", "full") == "experiments.multilingual.sequential.train"
+    ties = plan.variants[("multilingual", "ties~s1")]
+    assert _variant_key(plan, "multilingual", ties) == "experiments.multilingual.hparams.ties"
+
+
 def test_seeds_schema(smoke):
     validate_config(with_seeds(smoke, [0, 1]))
     for bad, what in (([0, 0], "non-unique"), ([], "should be non-empty|is too short"), (["a"], "not of type")):
