@@ -354,3 +354,27 @@ def test_claims_use_the_seeded_statistics(tmp_path):
     )
     assert sig["delta"] == pytest.approx(res.effect)
     assert (res.ci_lo, res.ci_hi) == pytest.approx((sig["delta_ci_lo"], sig["delta_ci_hi"]))
+
+
+def test_dev_selection_per_seed():
+    """Dev-selected merges exist once per seed, each selected against its own seed's experts."""
+    from speechmerge.evaluation.selection import reference_values
+
+    plan = build_plan(with_seeds(load_config(ROOT / "config.yaml"), [0, 1]))
+    selected = plan.selected_variants("multilingual")
+    assert selected and {N.parse_seeded(v)[1] for v in selected} == {0, 1}
+    for v in selected:
+        spec = plan.variants[("multilingual", v)]
+        assert spec["experts"] == plan.seed_experts["multilingual"][N.parse_seeded(v)[1]]
+    assert all(N.parse_seeded(m)[1] is None for m in plan.reports["multilingual"]["default_models"].values())
+    dev = plan.experts_dev_spec("multilingual")
+    assert {e["model"] for e in dev["experts"]} == {j for js in plan.seed_experts["multilingual"].values() for j in js}
+    scores = {
+        "results": [
+            {"model": f"expert-de~s{s}", "testset": "de-transcribe", "primary_metric": "wer", "metrics": {"wer": w}}
+            for s, w in ((0, 20.0), (1, 30.0))
+        ]
+    }
+    assert reference_values(scores, ["expert-de~s1"]) == {"de-transcribe": 30.0}
+    with pytest.raises(ValueError, match="'de-transcribe' scored for 'expert-de~s0' and 'expert-de~s1'"):
+        reference_values(scores)

@@ -106,12 +106,21 @@ def _same(a: Any, b: Any) -> bool:
 
 def reference_values(expert_scores: Mapping[str, Any], experts: Sequence[str] | None = None) -> dict[str, float]:
     """Dev set -> the experts' primary value, from the experts' dev score file; ``experts``: only
-    the records of these models (the experts a merge combines, e.g. those of one training seed)."""
+    the records of these models (the experts a merge combines, e.g. those of one training seed).
+    Two records for one dev set (experts of several seeds, none named) is an error naming it."""
     records = [r for r in expert_scores["results"] if experts is None or r.get("model") in set(experts)]
     if experts is not None:
         missing = sorted(set(experts) - {r.get("model") for r in records})
         if missing:
             raise ValueError(f"experts' dev scores: no records of {missing}")
+    seen: dict[str, str] = {}
+    for r in records:
+        if r["testset"] in seen:
+            raise ValueError(
+                f"experts' dev scores: dev set {r['testset']!r} scored for {seen[r['testset']]!r} and "
+                f"{r.get('model')!r}; name the merge's experts"
+            )
+        seen[r["testset"]] = r.get("model")
     return {t: v for t, (_, v) in primary_values(records).items()}
 
 

@@ -202,7 +202,7 @@ def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], pat
     """One panel per dev-selected method: the dev score of every grid point (in grid order,
     labelled by its values), the chosen point as a star. ``selections``: the merge infos'
     ``selection`` dicts (``speechmerge.report.selection.read_selections``)."""
-    from speechmerge.report.selection import METRIC_LABELS, point_label
+    from speechmerge.report.selection import METRIC_LABELS, point_label, selection_label
 
     n = len(selections)
     cols = min(4, max(1, n))
@@ -221,7 +221,7 @@ def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], pat
         ax.set_xticks(x)
         ax.set_xticklabels([point_label(c["hparams"]) for c in curve], rotation=30 if len(curve) > 3 else 0,
                            ha="right" if len(curve) > 3 else "center", fontsize=7)  # fmt: skip
-        ax.set_title(labels.get(sel["method"], sel["method"]), fontsize=9)
+        ax.set_title(selection_label(sel, labels), fontsize=9)
         ax.set_ylabel(METRIC_LABELS.get(sel["metric"], sel["metric"]), fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from speechmerge.names import format_value
+from speechmerge.names import format_value, parse_seeded
 
 METRIC_LABELS = {
     "np": "dev NP (experts = 100)",
@@ -38,6 +38,13 @@ def read_selections(paths: Sequence[str | Path]) -> list[dict]:
     return out
 
 
+def selection_label(sel: Mapping, labels: Mapping[str, str]) -> str:
+    """The method's row label, with the training seed of its variant when the run has several."""
+    label = labels.get(sel["method"], sel["method"])
+    seed = parse_seeded(str(sel.get("variant", "")))[1]
+    return label if seed is None else f"{label} (seed {seed})"
+
+
 def point_label(hparams: Mapping[str, Any]) -> str:
     """``{"scaling": 0.6}`` -> ``"λ=0.6"``; several parameters joined by ", "."""
     return ", ".join(f"{PARAM_SYMBOLS.get(k, k)}={format_value(v)}" for k, v in hparams.items())
@@ -50,7 +57,7 @@ def selection_rows(selections: Sequence[Mapping], labels: Mapping[str, str]) -> 
         for k, point in enumerate(sel["curve"]):
             rows.append(
                 {
-                    "method": labels.get(sel["method"], sel["method"]),
+                    "method": selection_label(sel, labels),
                     "variant": sel["variant"],
                     "point": point_label(point["hparams"]),
                     "hparams": point["hparams"],
@@ -97,5 +104,5 @@ def chosen_note(selections: Sequence[Mapping], labels: Mapping[str, str]) -> str
     if not selections:
         return ""
     metric = METRIC_LABELS.get(selections[0]["metric"], selections[0]["metric"])
-    parts = [f"{labels.get(s['method'], s['method'])} {point_label(s['chosen'])}" for s in selections]
+    parts = [f"{selection_label(s, labels)} {point_label(s['chosen'])}" for s in selections]
     return f"Hyperparameters chosen on the dev split by {metric}: " + "; ".join(parts) + "."
