@@ -214,10 +214,11 @@ def resource_args(plan, rule_name: str, wildcards) -> dict:
             "dev": [plan.datasets[t] for t in job["dev"]],
         }
     if rule_name == "evaluate_experts_dev":
-        return {
+        return {  # every seed's experts decode the dev sets: n_tasks scales the decoding time
             "datasets": [
                 plan.datasets[(wc.experiment, d["subset"], "dev")] for d in plan.devsets.get(wc.experiment, [])
-            ]
+            ],
+            "n_tasks": len(plan.seeds),
         }
     if rule_name == "evaluate":
         return {

@@ -1,5 +1,6 @@
 """The whole DAG on a tiny random Whisper (presets/smoke.yaml), and the contents of its tables."""
 
+import json
 import os
 import subprocess
 import sys
@@ -82,10 +83,20 @@ def _check_domains_and_peft_tables(smoke_run):
     for column in ("wer:id", "wer:ood", "wer:en", "wer:avg"):
         assert column in domains.columns
     assert domains.loc[domains["model"] == "zeroshot", "wer:ood"].notna().all()
-    # the beta sweep (1.0 in the preset) is drawn through the default merge (beta 0.3)
-    sweep = pd.read_csv(workdir / "results" / "report" / "domains" / "sweep_boosted_tsv_m_beta.csv")
-    assert list(sweep["row"]) == ["beta = 0.3 (default)", "beta = 1.0"]
-    assert list(sweep["model"]) == ["merge-boosted_tsv_m", "merge-boosted_tsv_m@beta=1"]
+    # BoostedTSV-M's beta was chosen on dev over the preset's grid (0.3, 1.0): both points scored,
+    # one chosen, and the chosen merge is the row; no test-set sweep was asked for
+    report = workdir / "results" / "report" / "domains"
+    sel = pd.read_csv(report / "merge_selection.csv")
+    boosted = sel[sel["variant"] == "boosted_tsv_m"]
+    assert list(boosted["point"]) == ["β=0.3", "β=1"] and boosted["dev_score"].notna().all()
+    assert (boosted["chosen"] == "yes").sum() == 1
+    assert not list(report.glob("sweep_*"))
+    info = json.loads((workdir / "results" / "merged" / "domains" / "boosted_tsv_m.json").read_text())
+    assert info["selection"]["split"] == "dev" and info["hparams"]["beta"] == info["selection"]["chosen"]["beta"]
+    assert all(d.endswith("-transcribe") for d in info["selection"]["devsets"])
+    # the multilingual test-set sweep (LoRS at 1.0) is drawn through the default merge (1/N = 0.5)
+    sweep = pd.read_csv(workdir / "results" / "report" / "multilingual" / "sweep_lors_scaling.csv")
+    assert list(sweep["model"]) == ["merge-lors", "merge-lors@scaling=1"]
     assert sweep["wer:avg"].notna().all()
     peft = _table(workdir, "peft").set_index("model")
     # trainable parameters: full > LoRA-like > 0, and S2-LoRA well below LoRA's share
