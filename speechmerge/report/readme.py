@@ -7,9 +7,9 @@ The README holds the tables of the default run between two marker lines::
     <!-- speechmerge:tables:end -->
 
 ``readme_tables(report_root)`` renders, per experiment in report order, the context table (zero-shot
-at 30 s and at the crop, θ₀), the main table and the claims table from
-``{report_root}/{experiment}/`` (``context.md``, ``table.md``, ``claims.md``; a missing file is
-skipped), and ``update_readme`` replaces what lies between the markers. Nothing outside them
+at 30 s and at the crop, θ₀), the main table, the dev selection of the merging hyperparameters,
+the claims table and the task-vector cosines from ``{report_root}/{experiment}/`` (``FILES``; a
+missing file is skipped), and ``update_readme`` replaces what lies between the markers. Nothing outside them
 changes; a README without both markers, or with them in the wrong order, is an error naming it.
 """
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 BEGIN = "<!-- speechmerge:tables:begin -->"
 END = "<!-- speechmerge:tables:end -->"
-FILES = ("context.md", "table.md", "claims.md", "taskvector_cosines.md")
+FILES = ("context.md", "table.md", "merge_selection.md", "claims.md", "taskvector_cosines.md")
 
 
 def readme_tables(report_root: str | os.PathLike, experiments: Sequence[str]) -> str:
