@@ -198,6 +198,11 @@ def sweep_plot(
     return save(fig, path_stem)
 
 
+# A dev curve spans at least this many points (NP, WER) on its y axis, so that differences of a
+# few hundredths are not drawn as slopes.
+MIN_SELECTION_SPAN = 2.0
+
+
 def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], path_stem, *, title: str) -> list[Path]:
     """One panel per dev-selected method: the dev score of every grid point (in grid order,
     labelled by its values), the chosen point as a star. ``selections``: the merge infos'
@@ -213,6 +218,10 @@ def selection_plot(selections: Sequence[Mapping], labels: Mapping[str, str], pat
         x = np.arange(len(curve))
         y = np.array([c["score"] for c in curve], dtype=float)
         ax.plot(x, y, "o-", color="C0", lw=1.2, ms=4)
+        finite = y[np.isfinite(y)]
+        if finite.size and finite.max() - finite.min() < MIN_SELECTION_SPAN:  # flat stays flat
+            mid = (finite.max() + finite.min()) / 2
+            ax.set_ylim(mid - MIN_SELECTION_SPAN / 2, mid + MIN_SELECTION_SPAN / 2)
         d = sel.get("default_index")
         if d is not None:
             ax.plot([d], [y[d]], "s", mfc="none", color="0.3", ms=9, label="paper default")
