@@ -97,7 +97,7 @@ def _check_domains_and_peft_tables(smoke_run):
     # the multilingual test-set sweep (LoRS at 1.0) is drawn through the default merge (1/N = 0.5)
     sweep = pd.read_csv(workdir / "results" / "report" / "multilingual" / "sweep_lors_scaling.csv")
     assert list(sweep["model"]) == ["merge-lors", "merge-lors@scaling=1"]
-    assert sweep["wer:avg"].notna().all()
+    assert sweep["wer:avg-transcribe"].notna().all() and sweep["bleu:avg-translate"].notna().all()
     peft = _table(workdir, "peft").set_index("model")
     # trainable parameters: full > LoRA-like > 0, and S2-LoRA well below LoRA's share
     assert peft.loc["full", "params_pct"] > 90

@@ -90,6 +90,39 @@ def choose(scores: Sequence[float], metric: str) -> int:
     return best
 
 
+def decode_dev(
+    model,
+    processor,
+    model_dir: str,
+    devsets: Sequence[Mapping[str, Any]],
+    decoding: Mapping[str, Any] | None,
+    name: str,
+    experiment: str,
+    progress: bool,
+) -> tuple[list[dict], list[dict]]:
+    """Decode and score the dev sets with the loaded model (the ``evaluation`` settings in
+    ``decoding``; no bootstrap): (hypothesis records, one score record per dev set)."""
+    from speechmerge.evaluation.evaluate_model import _evaluate_loaded
+    from speechmerge.names import model_dir_of
+
+    dec = dict(decoding or {})
+    return _evaluate_loaded(
+        model,
+        processor,
+        model_dir_of(model_dir),
+        devsets,
+        batch_size=int(dec.get("batch_size", 16)),
+        beam_size=int(dec.get("beam_size", 1)),
+        max_new_tokens=int(dec.get("max_new_tokens", 128)),
+        max_tokens_per_second=dec.get("max_tokens_per_second"),
+        model_name=name,
+        experiment=experiment,
+        n_boot=0,
+        seed=0,
+        progress=progress,
+    )
+
+
 def default_point_index(points: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any]) -> int | None:
     """The grid point at the method's paper defaults (as resolved for the experts), or None."""
     for k, p in enumerate(points):
@@ -145,13 +178,11 @@ def select_merge(
 ) -> dict[str, Any]:
     """Merge every grid point, decode the dev sets with each, write the best point's merged
     weights to ``out_path``; returns the merge info with the dev curve (``selection``)."""
-    from speechmerge.evaluation.evaluate_model import _evaluate_loaded
     from speechmerge.merging.engine import _metadata, output_specs, peak_rss_mb
     from speechmerge.merging.grid import expand_grid, merge_grid, point_weights
     from speechmerge.merging.safetensors_io import Checkpoint, SafetensorsWriter
     from speechmerge.models import load_whisper
     from speechmerge.models.loading import load_state_dict_strict
-    from speechmerge.names import model_dir_of
     from speechmerge.utils import atomic_path, provenance
 
     if metric not in METRICS:
@@ -164,28 +195,14 @@ def select_merge(
         base_weights, task_vectors, method, hparams, points, seed=seed, progress=progress
     )
     log.info("%s: %d grid points from %d merge(s) in %.1f s", variant, len(points), len(deltas), info["merge_wall_s"])
-    dec = dict(decoding or {})
     model, processor = load_whisper(model_dir)
     curve = []
     for k, gp in enumerate(grid_points):
         weights = dict(point_weights(base_sd, deltas[gp.group], gp.scale))
         load_state_dict_strict(model, weights, f"{variant} grid point {gp.hparams}")
         del weights
-        _, results = _evaluate_loaded(
-            model,
-            processor,
-            model_dir_of(model_dir),
-            devsets,
-            batch_size=int(dec.get("batch_size", 16)),
-            beam_size=int(dec.get("beam_size", 1)),
-            max_new_tokens=int(dec.get("max_new_tokens", 128)),
-            max_tokens_per_second=dec.get("max_tokens_per_second"),
-            model_name=f"{variant} {gp.hparams}",
-            experiment=experiment,
-            n_boot=0,
-            seed=0,
-            progress=progress,
-        )
+        _, results = decode_dev(model, processor, model_dir, devsets, decoding, f"{variant} {gp.hparams}",
+                                experiment, progress)  # fmt: skip
         score = dev_score(results, metric, reference)
         curve.append(
             {
@@ -268,10 +285,8 @@ def evaluate_experts_dev(
 ) -> tuple[list[dict], dict[str, Any]]:
     """Decode each expert (``{"model", "devsets"}``) on its own dev sets with one loaded model
     whose weights are swapped; ``devset_paths`` lists the dev files expert by expert."""
-    from speechmerge.evaluation.evaluate_model import _evaluate_loaded
     from speechmerge.models import load_whisper
     from speechmerge.models.loading import load_state_dict_strict, read_state_dict
-    from speechmerge.names import model_dir_of
     from speechmerge.utils import provenance
 
     n_sets = sum(len(e["devsets"]) for e in experts)
@@ -280,28 +295,13 @@ def evaluate_experts_dev(
             f"{experiment}: {len(weights)} expert weights and {len(devset_paths)} dev files for "
             f"{len(experts)} experts with {n_sets} dev sets"
         )
-    dec = dict(decoding or {})
     model, processor = load_whisper(model_dir)
     records, results, k = [], [], 0
     for expert, w in zip(experts, weights):
         load_state_dict_strict(model, read_state_dict(w), str(w))
         devsets = [{**d, "path": p} for d, p in zip(expert["devsets"], devset_paths[k : k + len(expert["devsets"])])]
         k += len(expert["devsets"])
-        recs, res = _evaluate_loaded(
-            model,
-            processor,
-            model_dir_of(model_dir),
-            devsets,
-            batch_size=int(dec.get("batch_size", 16)),
-            beam_size=int(dec.get("beam_size", 1)),
-            max_new_tokens=int(dec.get("max_new_tokens", 128)),
-            max_tokens_per_second=dec.get("max_tokens_per_second"),
-            model_name=expert["model"],
-            experiment=experiment,
-            n_boot=0,
-            seed=0,
-            progress=progress,
-        )
+        recs, res = decode_dev(model, processor, model_dir, devsets, decoding, expert["model"], experiment, progress)
         records += recs
         results += res
     return records, {
