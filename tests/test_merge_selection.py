@@ -255,3 +255,10 @@ def test_selection_rows_and_note():
     assert SEL.chosen_note([sel], {"ties": "TIES"}) == (
         "Hyperparameters chosen on the dev split by dev NP (experts = 100): TIES λ=1.4."
     )
+
+
+def test_read_selections_names_a_merge_info_without_selection(tmp_path):
+    p = tmp_path / "ties.json"
+    p.write_text('{"method": "ties", "variant": "ties"}')
+    with pytest.raises(ValueError, match=r"ties\.json: merge info has no dev selection"):
+        SEL.read_selections([p])
