@@ -436,11 +436,7 @@ def _default_merges(plan: Plan, exp_name: str) -> dict[str, dict]:
             continue
         if N.parse_seeded(variant)[0] not in (method, N.default_variant(method)):
             continue
-        try:
-            merge = REGISTRY[method](**spec["hparams"])
-        except (ValueError, KeyError, TypeError) as err:
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            raise PlanError(f"config key 'experiments.{exp_name}.hparams.{method}': {msg}") from None
+        merge = REGISTRY[method](**spec["hparams"])  # checked by _add_merges (_check_merge_hparams)
         out[method] = merge.resolved_hparams(len(spec["experts"]) or 1)
     return out
 
@@ -574,15 +570,14 @@ def _selection_grid(exp_name: str, exp: dict, method: str) -> dict:
     sel = exp.get("selection") or {}
     if not sel.get("enabled", True):
         return {}
-    grids = sel.get("grids") or {}
-    if grids.get(method) is False:  # no selection: the method's defaults
-        grid = {}
-    elif grids.get(method) is not None:
-        grid = dict(grids[method])
-    else:  # absent or null: the method's own grid
-        cls = REGISTRY.get(method)
-        grid = {p: list(v) for p, v in (cls.grid if cls is not None else {}).items()}
+    entry = (sel.get("grids") or {}).get(method)
     cls = REGISTRY.get(method)
+    if entry is False:  # no selection: the method's defaults
+        grid = {}
+    elif entry is None:  # absent or null: the method's own grid
+        grid = {p: list(v) for p, v in (cls.grid if cls is not None else {}).items()}
+    else:
+        grid = dict(entry)
     if cls is not None:
         unknown = sorted(set(grid) - set(cls.defaults))
         if unknown:
@@ -619,17 +614,17 @@ def _check_merge_hparams(exp_name: str, method: str, hparams: dict, grid: dict) 
 
     if method not in REGISTRY:
         return  # build_plan names an unknown method
-    try:
-        REGISTRY[method](**hparams)
-    except (ValueError, KeyError, TypeError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise PlanError(f"config key 'experiments.{exp_name}.hparams.{method}': {msg}") from None
-    try:
-        for point in expand_grid(grid):
-            REGISTRY[method](**{**hparams, **point})
-    except (ValueError, KeyError, TypeError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise PlanError(f"config key 'experiments.{exp_name}.selection.grids.{method}': {msg}") from None
+
+    def check(hp: dict, key: str) -> None:
+        try:
+            REGISTRY[method](**hp)
+        except (ValueError, KeyError, TypeError) as err:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise PlanError(f"config key 'experiments.{exp_name}.{key}.{method}': {msg}") from None
+
+    check(hparams, "hparams")
+    for point in expand_grid(grid):
+        check({**hparams, **point}, "selection.grids")
 
 
 def _add_merges(
