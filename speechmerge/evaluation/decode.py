@@ -146,6 +146,8 @@ def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
 
     fe = processor.feature_extractor
     n_samples = n_frames * fe.hop_length
+    if hasattr(processor, "log_mel"):  # speechmerge.models.inference.Frontend: the same values
+        return processor.log_mel(waves, n_samples)
     out = fe(
         [np.asarray(w, dtype=np.float32) for w in waves],
         sampling_rate=SAMPLE_RATE,
@@ -364,7 +366,13 @@ def _generate(
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' per-call generation warnings (deprecations about arguments that
-    Whisper's own ``generate`` passes internally) for the duration of decoding."""
+    Whisper's own ``generate`` passes internally) for the duration of decoding. Nothing to do
+    when transformers is not loaded (decoding with ``speechmerge.models.inference``)."""
+    import sys
+
+    if "transformers" not in sys.modules:
+        yield
+        return
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()

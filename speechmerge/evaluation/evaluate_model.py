@@ -241,10 +241,10 @@ def evaluate_testsets(
     ``subset`` and ``language``. Returns all hypothesis records (each with a ``testset`` field)
     and ``{"model", "experiment", "results": [one scores record per test set], "provenance"}``.
     """
-    from speechmerge.models import load_whisper
+    from speechmerge.models.inference import load_decoder
 
     model_dir = model_dir_of(model_dir)
-    model, processor = load_whisper(model_dir, weights, dtype=_torch_dtype(dtype))
+    model, processor = load_decoder(model_dir, weights, dtype=_torch_dtype(dtype), beam_size=beam_size)
     all_records, results = _evaluate_loaded(
         model,
         processor,

@@ -62,8 +62,6 @@ def greedy_generate(
     ``compact``: drop ended rows once the running ones are at most this fraction of the batch
     being decoded (``None``: never, the batch runs whole as in ``generate``).
     """
-    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-
     rows = prompts.shape[0]
     if encoder_states.shape[0] != rows:
         raise ValueError(f"{encoder_states.shape[0]} encoder rows but {rows} prompts")
@@ -78,7 +76,12 @@ def greedy_generate(
     always = _suppress_mask(gc.suppress_tokens, vocab, device)
     first = always | _suppress_mask(gc.begin_suppress_tokens, vocab, device)
     decoder = model.get_decoder()
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    if hasattr(model, "new_cache"):  # speechmerge.models.inference.WhisperDecoderModel
+        cache = model.new_cache()
+    else:
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     out = torch.full((rows, int(max_new_tokens)), pad, dtype=torch.long, device=device)
     row_of = torch.arange(rows, device=device)  # the output row of each row being decoded
     running = torch.ones(rows, dtype=torch.bool, device=device)

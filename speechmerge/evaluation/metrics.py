@@ -90,9 +90,32 @@ def english_spelling_mapping(source: str | os.PathLike | None = None) -> tuple[d
     return {}, "none (empty map: spelling variants are not merged)"
 
 
+@functools.lru_cache(maxsize=1)
+def _whisper_normalizers():
+    """transformers' ``BasicTextNormalizer`` and ``EnglishTextNormalizer``. Their module needs only
+    the standard library and ``regex``; unless transformers is loaded already, it is loaded from the
+    installed package by its file, so that scoring does not import transformers (about 1 s)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "transformers.models.whisper.english_normalizer"
+    if "transformers" in sys.modules:
+        mod = importlib.import_module(name)
+    else:
+        package = importlib.util.find_spec("transformers")
+        if package is None or not package.submodule_search_locations:
+            raise ImportError("transformers is not installed: Whisper's text normalisers come from it")
+        path = Path(package.submodule_search_locations[0]) / "models" / "whisper" / "english_normalizer.py"
+        spec = importlib.util.spec_from_file_location("speechmerge._whisper_english_normalizer", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return mod.BasicTextNormalizer, mod.EnglishTextNormalizer
+
+
 @functools.lru_cache(maxsize=64)
 def _normalizer(language: str, split_letters: bool, mapping_source: str | None) -> Callable[[str], str]:
-    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+    BasicTextNormalizer, EnglishTextNormalizer = _whisper_normalizers()
 
     if language == ENGLISH and not split_letters:
         mapping, _ = english_spelling_mapping(mapping_source)

@@ -181,7 +181,7 @@ def select_merge(
     from speechmerge.merging.engine import _metadata, output_specs, peak_rss_mb
     from speechmerge.merging.grid import expand_grid, merge_grid, point_weights
     from speechmerge.merging.safetensors_io import Checkpoint, SafetensorsWriter
-    from speechmerge.models import load_whisper
+    from speechmerge.models.inference import load_decoder
     from speechmerge.models.loading import load_state_dict_strict
     from speechmerge.utils import atomic_path, provenance
 
@@ -195,7 +195,7 @@ def select_merge(
         base_weights, task_vectors, method, hparams, points, seed=seed, progress=progress
     )
     log.info("%s: %d grid points from %d merge(s) in %.1f s", variant, len(points), len(deltas), info["merge_wall_s"])
-    model, processor = load_whisper(model_dir)
+    model, processor = load_decoder(model_dir, beam_size=int((decoding or {}).get("beam_size", 1)))
     curve = []
     for k, gp in enumerate(grid_points):
         weights = dict(point_weights(base_sd, deltas[gp.group], gp.scale))
@@ -285,7 +285,7 @@ def evaluate_experts_dev(
 ) -> tuple[list[dict], dict[str, Any]]:
     """Decode each expert (``{"model", "devsets"}``) on its own dev sets with one loaded model
     whose weights are swapped; ``devset_paths`` lists the dev files expert by expert."""
-    from speechmerge.models import load_whisper
+    from speechmerge.models.inference import load_decoder
     from speechmerge.models.loading import load_state_dict_strict, read_state_dict
     from speechmerge.utils import provenance
 
@@ -295,7 +295,7 @@ def evaluate_experts_dev(
             f"{experiment}: {len(weights)} expert weights and {len(devset_paths)} dev files for "
             f"{len(experts)} experts with {n_sets} dev sets"
         )
-    model, processor = load_whisper(model_dir)
+    model, processor = load_decoder(model_dir, beam_size=int((decoding or {}).get("beam_size", 1)))
     records, results, k = [], [], 0
     for expert, w in zip(experts, weights):
         load_state_dict_strict(model, read_state_dict(w), str(w))

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from speechmerge.names import model_dir_of
+
+if TYPE_CHECKING:  # transformers is imported where a model is built (decoding does without it)
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 TIED_KEY = "proj_out.weight"
 TIED_TO = "model.decoder.embed_tokens.weight"
@@ -78,11 +81,13 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], 
 
 def load_whisper(
     model_dir: str | os.PathLike, weights: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32
-) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
+) -> tuple["WhisperForConditionalGeneration", "WhisperProcessor"]:
     """The model (eval mode) and processor of ``model_dir``; ``weights`` replaces all its weights.
 
     ``model_dir`` may also be a file inside the directory (e.g. its ``config.json``, as rules name it).
     """
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
     model_dir = model_dir_of(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir}: not a model directory (no config.json)")
