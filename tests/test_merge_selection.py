@@ -115,6 +115,35 @@ def test_grid_from_one_read_equals_separate_merges(files, tmp_path, method, grid
                 torch.testing.assert_close(together[k], separate[k], rtol=1e-6, atol=1e-6)
 
 
+def test_grid_decomposes_each_matrix_once_for_all_its_merges(files, monkeypatch):
+    """BoostedTSV-M's β only boosts singular values: a two-β grid runs as many SVDs as one merge."""
+    from speechmerge.merging import linalg
+
+    calls = []
+    real = linalg._svd_tall
+    monkeypatch.setattr(linalg, "_svd_tall", lambda m: calls.append(m.shape) or real(m))
+    base_path, tvs = files
+    merge_grid(base_path, tvs, "boosted_tsv_m", {}, expand_grid({"beta": [0.1]}), progress=False)
+    one = len(calls)
+    calls.clear()
+    merge_grid(base_path, tvs, "boosted_tsv_m", {}, expand_grid({"beta": [0.1, 0.5]}), progress=False)
+    assert one >= 3 * 3 and len(calls) == one  # at least one SVD per expert and matrix
+    assert linalg._reuse is None  # the reuse ends with the grid
+
+
+def test_svd_reuse_only_for_equal_unmodified_input():
+    from speechmerge.merging import linalg
+
+    m = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    with linalg.svd_reuse():
+        first = linalg.svd(m)
+        assert linalg.svd(m.clone()) is first  # equal entries: the same factors
+        m.mul_(2.0)
+        again = linalg.svd(m)
+        assert again is not first and torch.allclose(again[1], 2 * first[1])
+    assert linalg.svd(m) is not again
+
+
 # ----- the choice ----------------------------------------------------------------------------
 
 

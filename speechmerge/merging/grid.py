@@ -14,6 +14,7 @@ for Whisper base is 0.29 GB each.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from speechmerge.merging.base import MergeMethod, TensorContext, get_method, is_matrix
+from speechmerge.merging.linalg import svd_reuse
 from speechmerge.merging.safetensors_io import Checkpoint
 from speechmerge.merging.streaming import InMemorySource
 
@@ -91,7 +93,7 @@ def merge_grid(
 
     Returns the base state dict (as stored), one delta state dict per merge (float32), the grid
     points (which delta and factor each uses) and an info dict (merges, wall time)."""
-    from speechmerge.merging.engine import FileSource, check_inputs, merged_deltas, output_specs
+    from speechmerge.merging.engine import FileSource, check_inputs, output_specs
 
     t0 = time.perf_counter()
     groups, grid_points = plan_grid(method_name, base_hparams, points)
@@ -114,16 +116,10 @@ def merge_grid(
             if len(groups) > 1:  # read each expert tensor once, whole, for every merge of the grid
                 src = InMemorySource(key, src.base(), src.deltas())
             ctx = TensorContext(key, is_matrix(key, torch.empty(spec.shape, device="meta")), seed)
-            for g, method in enumerate(groups):
-                pieces = [(rows, delta) for rows, delta in merged_deltas(method, src, ctx)]
-                full = pieces[0][1] if len(pieces) == 1 else torch.cat([p for _, p in pieces], 0)
-                full = full.reshape(spec.shape)
-                lo, hi = torch.aminmax(full) if full.numel() else (torch.zeros(()), torch.zeros(()))
-                if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-                    raise ValueError(
-                        f"merge method {method_name!r} ({method.hparams}) produced non-finite values in tensor {key!r}"
-                    )
-                deltas[g][key] = full
+            # the merges of one tensor decompose each matrix once (e.g. BoostedTSV-M's β values)
+            with svd_reuse() if len(groups) > 1 else contextlib.nullcontext():
+                for g, method in enumerate(groups):
+                    deltas[g][key] = _merged_tensor(method, src, ctx, spec.shape, method_name)
     finally:
         base.close()
         for c in inputs:
@@ -135,6 +131,20 @@ def merge_grid(
         "merge_wall_s": round(time.perf_counter() - t0, 3),
     }
     return base_sd, deltas, grid_points, info
+
+
+def _merged_tensor(method: MergeMethod, src, ctx: TensorContext, shape, method_name: str) -> torch.Tensor:
+    from speechmerge.merging.engine import merged_deltas
+
+    pieces = [(rows, delta) for rows, delta in merged_deltas(method, src, ctx)]
+    full = pieces[0][1] if len(pieces) == 1 else torch.cat([p for _, p in pieces], 0)
+    full = full.reshape(shape)
+    lo, hi = torch.aminmax(full) if full.numel() else (torch.zeros(()), torch.zeros(()))
+    if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        raise ValueError(
+            f"merge method {method_name!r} ({method.hparams}) produced non-finite values in tensor {ctx.key!r}"
+        )
+    return full
 
 
 def point_weights(

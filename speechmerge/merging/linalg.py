@@ -32,8 +32,9 @@ functions directly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import torch
 
@@ -56,6 +57,27 @@ def _as_matrix(m: torch.Tensor, name: str = "m") -> torch.Tensor:
     return m.float()
 
 
+# (input, its version counter, factors) of each decomposition while ``svd_reuse`` is active
+_reuse: list[tuple[torch.Tensor, int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] | None = None
+
+
+@contextlib.contextmanager
+def svd_reuse() -> Iterator[None]:
+    """Within the block, ``svd`` of a matrix equal to one it already decomposed (same shape,
+    dtype and entries, not modified since) returns the factors it computed then. A grid merge
+    opens one block per tensor for the merges of its non-scale settings: BoostedTSV-M's β only
+    boosts singular values, so every β shares the experts' SVDs and the polar factors of their
+    stacked bases, computed once. The factors are the same tensors, so the merges are
+    bit-identical to separate ones; callers never modify them in place."""
+    global _reuse
+    outer = _reuse
+    _reuse = [] if outer is None else outer
+    try:
+        yield
+    finally:
+        _reuse = outer
+
+
 def svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD in float32: m = U diag(S) Vh, S descending, r = min(m.shape) components.
 
@@ -66,10 +88,18 @@ def svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     (``_svd_by_eigh``).
     """
     m = _as_matrix(m)
+    if _reuse is not None:
+        for seen, version, factors in _reuse:
+            if seen._version == version and seen.shape == m.shape and seen.dtype == m.dtype and torch.equal(seen, m):
+                return factors
     if m.shape[0] < m.shape[1]:
         u, s, vh = _svd_tall(m.mT)
-        return vh.mT, s, u.mT
-    return _svd_tall(m)
+        factors = vh.mT, s, u.mT
+    else:
+        factors = _svd_tall(m)
+    if _reuse is not None:
+        _reuse.append((m, m._version, factors))
+    return factors
 
 
 def _svd_tall(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
