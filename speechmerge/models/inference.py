@@ -308,9 +308,9 @@ class Frontend:
         if self.feature_extractor.dither != 0.0:
             raise ValueError(f"{model_dir}: feature extractor dither {self.feature_extractor.dither} is not supported")
         f = self.feature_extractor
-        self.mel_filters = torch.from_numpy(
-            slaney_mel_filters(1 + f.n_fft // 2, f.feature_size, f.sampling_rate).astype(np.float64)
-        ).to(torch.float32)
+        self.mel_filters = torch.from_numpy(slaney_mel_filters(1 + f.n_fft // 2, f.feature_size, f.sampling_rate)).to(
+            torch.float32
+        )
         tok = model_dir / "tokenizer.json"
         if not tok.is_file():
             raise FileNotFoundError(f"{model_dir}: no tokenizer.json")
