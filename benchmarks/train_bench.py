@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -72,12 +73,26 @@ def make_batch(model, batch: int, tokens: int, seed: int = 0):
     return {"input_features": feats, "decoder_input_ids": seq[:, :-1].contiguous(), "labels": labels}
 
 
+def plain_target_loss(whisper, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The trainer's loss before the blocked vocabulary head: one ``proj_out`` product and the
+    token embedding's dense gradient (``--head plain``)."""
+    import torch.nn.functional as F
+
+    out = whisper.model(
+        input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"], use_cache=False
+    )
+    mask = batch["labels"] != -100
+    logits = whisper.proj_out(out.last_hidden_state[mask]).float()
+    return F.cross_entropy(logits, batch["labels"][mask], reduction="sum")
+
+
 class Setup:
     """A model + method + optimizer configured like the trainer (or like the baseline)."""
 
-    def __init__(self, args, precision: str, attn: str, optimizer: str):
+    def __init__(self, args, precision: str, attn: str, optimizer: str, head: str = "blocked"):
         from speechmerge.training.peft_methods import build_method
         from speechmerge.training.trainer import choose_attention, resolve_precision
+        from speechmerge.training.vocab_head import sparse_token_embedding
 
         self.model, self.src = load_model(args.model, args.seconds)
         self.precision = resolve_precision(precision)
@@ -87,6 +102,9 @@ class Setup:
         self.method = build_method(args.method, self.model, {}, total_steps=1000)
         self.whisper = self.method.whisper
         self.whisper.train()
+        self.head = head
+        if head == "blocked":
+            sparse_token_embedding(self.whisper)
         self.params = list(self.method.named_trainable().values())
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]
@@ -94,23 +112,26 @@ class Setup:
         self.opt = torch.optim.AdamW(groups, lr=1e-5, **{optimizer: True})
         self.batch = make_batch(self.whisper, args.batch, args.tokens)
         self.n_tok = int((self.batch["labels"] != -100).sum())
-        self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}"
+        self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}, {head} head"
 
-    def fwd_bwd(self):
+    def loss(self) -> torch.Tensor:
         from speechmerge.training.trainer import target_loss
 
+        if self.head == "plain":
+            return plain_target_loss(self.whisper, self.batch)
+        return target_loss(self.whisper, self.batch, accuracy=False)[0]
+
+    def fwd_bwd(self):
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            loss_sum, _, _ = target_loss(self.whisper, self.batch)
+            loss_sum = self.loss()
         (loss_sum / self.n_tok).backward()
 
     def step(self, phases: dict | None = None) -> float:
-        from speechmerge.training.trainer import target_loss
-
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            loss_sum, _, _ = target_loss(self.whisper, self.batch)
+            loss_sum = self.loss()
         t1 = time.perf_counter()
         (loss_sum / self.n_tok).backward()
         t2 = time.perf_counter()
@@ -131,7 +152,7 @@ def count_flops(args) -> float:
     """FLOPs of one forward+backward (eager attention, float32: every matmul is counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    s = Setup(args, "float32", "eager", "foreach")
+    s = Setup(args, "float32", "eager", "foreach", head="plain")  # same products, all counted
     with FlopCounterMode(display=False) as fc:
         s.fwd_bwd()
     return float(fc.get_total_flops())
@@ -199,15 +220,38 @@ def main() -> None:
     )
     ap.add_argument("--optimizer", choices=["foreach", "fused"], default="fused")
     ap.add_argument("--method", default="full", help="full | bitfit | lora | adalora | s2lora")
+    ap.add_argument(
+        "--head",
+        choices=["blocked", "plain"],
+        default="blocked",
+        help="blocked: the trainer's vocabulary head (speechmerge.training.vocab_head); plain: one proj_out product",
+    )
+    ap.add_argument(
+        "--allocator",
+        choices=["keep", "system"],
+        default="keep",
+        help="keep: glibc keeps freed memory (speechmerge.allocator, what a fine-tuning job does); "
+        "system: glibc's defaults. Process-wide, so compare with two runs",
+    )
     ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
+    ap.add_argument(
+        "--compare-head",
+        action="store_true",
+        help="plain vs blocked vocabulary head at the chosen settings, alternating",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    kept = False
+    if args.allocator == "keep":
+        from speechmerge.allocator import keep_freed_memory
+
+        kept = keep_freed_memory()
     print(
         f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}; freed memory kept: {kept}"
     )
     peaks = gemm_peak(torch.float32)
     peak = max(peaks.values())
@@ -218,9 +262,11 @@ def main() -> None:
     )
     flops = count_flops(args)
     print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
-    configs = [(args.precision, args.attn, args.optimizer)]
+    configs = [(args.precision, args.attn, args.optimizer, args.head)]
     if args.compare:
-        configs = [("float32", "sdpa", "foreach"), ("auto", "auto", "fused")]
+        configs = [("float32", "sdpa", "foreach", "plain"), ("auto", "auto", "fused", "blocked")]
+    elif args.compare_head:
+        configs = [(args.precision, args.attn, args.optimizer, h) for h in ("plain", "blocked")]
     setups = [Setup(args, *c) for c in configs]
     s0 = setups[0]
     print(
@@ -236,19 +282,24 @@ def main() -> None:
     phases = {s.label: {} for s in setups}
     for s in setups:
         s.step()  # warm-up: allocations, oneDNN kernel selection
-    for _ in range(args.rounds if args.compare else 1):
+    alternate = args.compare or args.compare_head
+    faults = {s.label: 0 for s in setups}
+    for _ in range(args.rounds if alternate else 1):
         for s in setups:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[s.label] += [s.step(phases[s.label]) for _ in range(args.steps)]
+            faults[s.label] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     for s in setups:
         report(s.label, times[s.label], flops, args.batch, peak)
+        print(f"      minor page faults per step: {faults[s.label] / len(times[s.label]):,.0f}")
         for k, v in phases[s.label].items():
             print(
                 f"      {k:15s} median {statistics.median(v):.3f} s "
                 f"({100 * statistics.median(v) / statistics.median(times[s.label]):.0f} %)"
             )
-    if args.compare:
+    if alternate:
         a, b = (statistics.median(times[s.label]) for s in setups)
-        print(f"  speed-up of the trainer configuration: {a / b:.2f}x")
+        print(f"  speed-up of the second configuration: {a / b:.2f}x")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -6,6 +6,7 @@ output[0] (``model``): the output model directory's config.json (or the director
 params.spec: the job spec from speechmerge.plan (see speechmerge.training.TrainSpec).
 """
 
+from speechmerge.allocator import keep_freed_memory
 from speechmerge.names import model_dir_of
 from speechmerge.training import train
 from speechmerge.utils import job_spec, set_threads, setup_script_logging
@@ -18,6 +19,7 @@ def as_list(files) -> list[str]:
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
+log.info("freed memory kept for reuse: %s", keep_freed_memory())
 
 spec = job_spec(snakemake)  # noqa: F821
 info = train(

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from speechmerge.training import batching
 from speechmerge.training.peft_methods import METHODS, adalora_schedule, build_method, count_parameters, method_hparams
+from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
 from speechmerge.utils import atomic_path, config_hash, provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -178,18 +179,21 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
 # loss
 
 
-def target_loss(whisper, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(sum of token CE, number of correct argmax tokens, number of target tokens) of a batch."""
+def target_loss(
+    whisper, batch: dict[str, torch.Tensor], accuracy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """(sum of token CE, number of correct argmax tokens, number of target tokens) of a batch;
+    the count is ``None`` when ``accuracy`` is false (a training step does not use it)."""
     labels = batch["labels"]
     out = whisper.model(
         input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"], use_cache=False
     )
     mask = labels != batching.IGNORE_INDEX
     hidden = out.last_hidden_state[mask]
-    logits = whisper.proj_out(hidden).float()
+    logits = vocab_logits(hidden, whisper.proj_out).float()
     targets = labels[mask]
     loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-    correct = (logits.detach().argmax(-1) == targets).sum()
+    correct = (logits.detach().argmax(-1) == targets).sum() if accuracy else None
     return loss_sum, correct, int(targets.numel())
 
 
@@ -376,6 +380,7 @@ class Trainer:
         self.method = build_method(spec.method, whisper, spec.peft, spec.steps)
         self.whisper = self.method.whisper
         self.whisper.train()
+        sparse_token_embedding(self.whisper)
         self.params = self.method.named_trainable()
         self.n_trainable = sum(p.numel() for p in self.params.values())
         decay = [p for p in self.params.values() if p.ndim >= 2]
@@ -497,7 +502,7 @@ class Trainer:
                 items[m * spec.batch_size : (m + 1) * spec.batch_size], self.train.features, self.pad_id
             )
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                loss_sum, _, _ = target_loss(self.whisper, batch)
+                loss_sum, _, _ = target_loss(self.whisper, batch, accuracy=False)
             value = float(loss_sum.detach())
             if not math.isfinite(value):
                 raise TrainingDiverged(

@@ -1,0 +1,45 @@
+"""Keep a training job's freed memory in the process instead of handing it back to the kernel.
+
+PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every block above its
+mmap threshold (128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and unmaps it on
+``free``, and trims the heap's free top. A training step frees and re-allocates about 1 GB of
+activations and gradients, so each step page-faults that memory in again, zero-filled by the
+kernel: about 170,000-250,000 minor faults per step of Whisper base at batch 8, some 0.2 s of
+a 2.4 s step (``benchmarks/train_bench.py --allocator``).
+
+:func:`keep_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block from the heap) and its
+``M_TRIM_THRESHOLD`` to the largest value (the heap is not trimmed), so the next step reuses the
+pages. Arithmetic is untouched: results are bit-identical. The cost is that the process keeps
+its peak footprint until it exits (measured: +5 % peak RSS for a fine-tuning job).
+
+It does nothing on other C libraries, or when the user has set glibc's own switches
+(``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
+``GLIBC_TUNABLES``): those win.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+M_MMAP_MAX = -4
+USER_SWITCHES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+INT_MAX = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (see the module docstring). Returns whether the
+    switches were set: false on non-glibc systems or when the user set glibc's own."""
+    if not sys.platform.startswith("linux") or any(v in os.environ for v in USER_SWITCHES):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 -- glibc only; musl has a mallopt that does nothing
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, INT_MAX))

@@ -1,0 +1,164 @@
+"""The training step's vocabulary head (blocked output projection, the token embedding's row-sum
+sparse gradient) against the plain modules, and the allocator switch."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+from speechmerge import allocator
+from speechmerge.training.peft_methods import build_method
+from speechmerge.training.trainer import target_loss
+from speechmerge.training.vocab_head import RowSumEmbedding, sparse_token_embedding, vocab_logits
+
+
+def tiny_whisper(seed=0):
+    cfg = WhisperConfig(
+        vocab_size=300,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=8,
+        max_source_positions=10,
+        max_target_positions=16,
+        pad_token_id=7,
+        bos_token_id=1,
+        eos_token_id=7,
+        decoder_start_token_id=1,
+    )
+    torch.manual_seed(seed)
+    return WhisperForConditionalGeneration(cfg).float()
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(8, 40, (3, 9), generator=g)  # few distinct tokens: many repeats
+    ids[:, 0] = 1
+    ids[2, 6:] = 7  # padding (pad_token_id) at the end of one row
+    labels = torch.cat([ids[:, 1:], torch.full((3, 1), 7)], dim=1)
+    labels[:, :2] = -100
+    labels[2, 6:] = -100
+    return {"input_features": torch.randn(3, 8, 20, generator=g), "decoder_input_ids": ids, "labels": labels}
+
+
+def test_blocked_projection_equals_linear_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(1000, 16, generator=g)
+    h0 = torch.randn(37, 16, generator=g)
+    go = torch.randn(37, 1000, generator=g)
+    proj = nn.Linear(16, 1000, bias=False)
+    with torch.no_grad():
+        proj.weight.copy_(w0)
+    outs = []
+    for block in (128, 300, 10**6):  # several blocks with a partial last one, and one block
+        h = h0.clone().requires_grad_(True)
+        proj.weight.grad = None
+        y = vocab_logits(h, proj, block=block)
+        y.backward(go)
+        outs.append((y.detach(), h.grad, proj.weight.grad.clone()))
+    h = h0.clone().requires_grad_(True)
+    proj.weight.grad = None
+    ref = F.linear(h, proj.weight)
+    ref.backward(go)
+    for y, gh, gw in outs:
+        torch.testing.assert_close(y, ref.detach(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gh, h.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(gw, proj.weight.grad, rtol=1e-6, atol=1e-6)
+    assert not proj.weight.grad.is_sparse
+
+
+def test_vocab_logits_calls_the_module_when_it_is_not_a_plain_float32_linear():
+    calls = []
+
+    class Wrapped(nn.Linear):  # stands for a PEFT-wrapped layer
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    h = torch.randn(4, 16)
+    for mod in (nn.Linear(16, 50, bias=True), Wrapped(16, 50, bias=False)):
+        assert torch.equal(vocab_logits(h, mod), mod(h))
+    assert calls == [1, 1]  # once through vocab_logits, once directly
+    lin = nn.Linear(16, 50, bias=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert vocab_logits(h, lin).dtype == torch.bfloat16  # autocast: the module's own path
+
+
+def test_row_sum_embedding_gives_the_dense_gradient_bit_for_bit():
+    """A tied weight used as an embedding (repeated ids, a padding id) and as an output layer:
+    the sparse row sums added to the output layer's dense gradient equal the dense path."""
+    g = torch.Generator().manual_seed(1)
+    w0 = torch.randn(60, 8, generator=g)
+    ids = torch.tensor([[3, 5, 3, 9, 3], [5, 5, 2, 0, 0]])
+    a = torch.randn(2, 5, 8, generator=g)
+    b = torch.randn(7, 60, generator=g)
+    h = torch.randn(7, 8, generator=g)
+    grads = []
+    for cls in (nn.Embedding, RowSumEmbedding):
+        emb = nn.Embedding(60, 8, padding_idx=0)
+        emb.__class__ = cls
+        with torch.no_grad():
+            emb.weight.copy_(w0)
+        loss = (emb(ids) * a).sum() + (F.linear(h, emb.weight) * b).sum()
+        loss.backward()
+        grads.append(emb.weight.grad)
+    assert not grads[1].is_sparse
+    assert torch.equal(grads[0], grads[1])
+    torch.testing.assert_close(grads[1][0], (b.t() @ h)[0])  # the padding row: the output layer's part only
+
+
+def test_training_model_gets_the_sparse_embedding_only_when_tied_and_trained():
+    dense, fast = tiny_whisper(), tiny_whisper()
+    assert sparse_token_embedding(fast) is True
+    assert type(fast.model.decoder.embed_tokens) is RowSumEmbedding
+    assert sparse_token_embedding(fast) is False  # already done
+    b = batch()
+    for m in (dense, fast):
+        m.train()
+        m.config.dropout = 0.0
+        loss, correct, n = target_loss(m, b, accuracy=False)
+        assert correct is None and n == int((b["labels"] != -100).sum())
+        loss.backward()
+    for (name, p), q in zip(dense.named_parameters(), fast.parameters()):
+        if not p.requires_grad:
+            continue
+        assert q.grad is not None and not q.grad.is_sparse, name
+        assert torch.equal(p.grad, q.grad), name
+    lora = build_method("lora", tiny_whisper(), {"r": 2}, total_steps=10)
+    assert sparse_token_embedding(lora.whisper) is False  # frozen embedding: nothing to do
+
+
+def test_keep_freed_memory_respects_the_users_switches(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc switches")
+def test_keep_freed_memory_makes_a_freed_block_reusable_without_page_faults():
+    code = (
+        "import resource, sys, torch\n"
+        "from speechmerge.allocator import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+        "counts = []\n"
+        "for _ in range(10):\n"  # a training step's pattern: the same blocks made and freed each time
+        "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    blocks = [torch.ones(n << 18) for n in (64, 40, 8, 1)]\n"  # MiB; above the mmap thresholds
+        "    del blocks\n"
+        "    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n"
+        "print(min(counts[5:]))\n"  # once the heap has settled
+    )
+    faults = {}
+    for mode in ("keep", "system"):
+        env = {k: v for k, v in __import__("os").environ.items() if k not in allocator.USER_SWITCHES}
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env, check=True)
+        faults[mode] = int(out.stdout.strip())
+    assert faults["system"] > 20_000  # 113 MiB of fresh 4 KiB pages each time, unmapped again
+    assert faults["keep"] < 1_000, faults
