@@ -182,6 +182,46 @@ def gemm_peak(dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict[str,
     return out
 
 
+def vocab_products(n: int, d: int = 512, vocab: int = 51865, repeats: int = 7) -> None:
+    """Times of the output layer's products at the step's shapes (n target positions): one
+    product as ``nn.Linear`` runs it, and in blocks of ``vocab_head.VOCAB_BLOCK`` and its
+    neighbours (speechmerge.training.vocab_head); best and median of ``repeats``."""
+    from speechmerge.training.vocab_head import VOCAB_BLOCK
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(vocab, d, generator=g)
+    h = torch.randn(n, d, generator=g)
+    grad = torch.randn(n, vocab, generator=g)
+    out = torch.empty(n, vocab)
+    gw = torch.empty(vocab, d)
+
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return f"{1e3 * min(ts):.1f} ms (median {1e3 * statistics.median(ts):.1f})"
+
+    def fwd(block):
+        for s in range(0, vocab, block):
+            torch.mm(h, w[s : s + block].t(), out=out[:, s : s + block])
+
+    def wgrad(block):
+        for s in range(0, vocab, block):
+            torch.mm(grad[:, s : s + block].t(), h, out=gw[s : s + block])
+
+    print(f"output layer products, {n} positions x {d} -> {vocab} (best of {repeats}):")
+    print(f"  logits   one product (nn.Linear) {timed(lambda: torch.nn.functional.linear(h, w))}")
+    print(f"  weight grad one product (autograd) {timed(lambda: grad.t() @ h)}")
+    for block in sorted({VOCAB_BLOCK // 2, VOCAB_BLOCK, VOCAB_BLOCK * 2}):
+        mark = " (the trainer's)" if block == VOCAB_BLOCK else ""
+        print(
+            f"  blocks of {block}{mark}: logits {timed(lambda: fwd(block))}, weight grad {timed(lambda: wgrad(block))}"
+        )
+
+
 def report(label: str, times: list[float], flops: float, batch: int, peak: float | None = None) -> None:
     med, best = statistics.median(times), min(times)
     frac = (
@@ -233,6 +273,7 @@ def main() -> None:
         help="keep: glibc keeps freed memory (speechmerge.allocator, what a fine-tuning job does); "
         "system: glibc's defaults. Process-wide, so compare with two runs",
     )
+    ap.add_argument("--vocab-products", action="store_true", help="time the output layer's products, one vs in blocks")
     ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
     ap.add_argument(
         "--compare-head",
@@ -260,6 +301,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
         + f" GFLOP/s; peak {peak:.1f} GFLOP/s"
     )
+    if args.vocab_products:
+        vocab_products(args.batch * (args.tokens + 1))
     flops = count_flops(args)
     print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
     configs = [(args.precision, args.attn, args.optimizer, args.head)]

@@ -4,13 +4,14 @@ PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every b
 mmap threshold (128 KiB, adapting up to 32 MiB) with a fresh ``mmap`` and unmaps it on
 ``free``, and trims the heap's free top. A training step frees and re-allocates about 1 GB of
 activations and gradients, so each step page-faults that memory in again, zero-filled by the
-kernel: about 170,000-250,000 minor faults per step of Whisper base at batch 8, some 0.2 s of
-a 2.4 s step (``benchmarks/train_bench.py --allocator``).
+kernel: 100,000-250,000 minor faults per step of Whisper base at batch 8, 0.05-0.2 s of a
+2.3-2.7 s step on 2 cores (``benchmarks/train_bench.py --allocator keep|system``).
 
 :func:`keep_freed_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block from the heap) and its
 ``M_TRIM_THRESHOLD`` to the largest value (the heap is not trimmed), so the next step reuses the
 pages. Arithmetic is untouched: results are bit-identical. The cost is that the process keeps
-its peak footprint until it exits (measured: +5 % peak RSS for a fine-tuning job).
+its peak footprint until it exits (measured: +3 % peak RSS for the default run's fine-tuning
+jobs, 3,247 against 3,141 MB).
 
 It does nothing on other C libraries, or when the user has set glibc's own switches
 (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,

@@ -8,7 +8,7 @@ step on CPU: their one short dimension leaves the BLAS kernel at about half the 
 float32 GEMM rate (``benchmarks/train_bench.py --profile``). Split into blocks of
 ``VOCAB_BLOCK`` rows of ``W``, each block is a product the kernel runs near its peak, and the
 result is written in place: the same sums, only the order of float rounding inside the kernel
-may differ.
+could differ (on the CPU measured it does not: the trained weights are bit-identical).
 
 The decoder's token embedding gets a sparse gradient (:func:`sparse_token_embedding`): its
 backward then adds the rows of the used tokens to the output layer's dense gradient of the same
@@ -20,9 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: Rows of the output weight per block; 8,192 measured best of 2,048-16,384 on a Zen 4 core
-#: (benchmarks/train_bench.py --profile shows the products' times).
-VOCAB_BLOCK = 8192
+#: Rows of the output weight per block: on the 2-core Zen 4 CPU, 4,096 and 2,048 give the
+#: fastest logits (71-75 ms against 83-96 ms for 8,192 and 105 ms for one product; the output is
+#: written in place with the full row stride) and the same weight gradient (61-62 against 86-91
+#: ms); ``benchmarks/train_bench.py --vocab-products``.
+VOCAB_BLOCK = 4096
 
 
 class _BlockedProjection(torch.autograd.Function):
