@@ -12,6 +12,13 @@ fraction of it, and the samples/s that the step's FLOPs would allow at that peak
     .venv/bin/python benchmarks/train_bench.py --threads 2 --compare      # before vs after
     .venv/bin/python benchmarks/train_bench.py --threads 1 --profile      # what the trainer does
     .venv/bin/python benchmarks/train_bench.py --precision float32 --attn sdpa --optimizer foreach
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --compare-head --vocab-products
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --allocator system   # glibc defaults
+
+``--compare-head`` alternates the output layer as one ``proj_out`` product with the trainer's
+blocked head (speechmerge.training.vocab_head); ``--allocator keep`` (the default) lets glibc
+keep freed memory as fine-tuning jobs do (speechmerge.allocator), and every configuration's
+minor page faults per step are printed.
 
 ``--compare`` alternates the configuration before optimisation (float32, sdpa attention,
 foreach AdamW) with the trainer's (``auto`` precision = bf16 autocast on CPUs with native bf16,
