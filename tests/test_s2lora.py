@@ -6,32 +6,10 @@ import math
 
 import pytest
 import torch
+from tiny_whisper import tiny_whisper
 from torch import nn
-from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from speechmerge.training.s2lora import S2LoRA, S2LoRALinear
-
-
-def tiny_whisper(seed=0):
-    cfg = WhisperConfig(
-        vocab_size=100,
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=8,
-        max_source_positions=10,
-        max_target_positions=16,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=1,
-    )
-    torch.manual_seed(seed)
-    return WhisperForConditionalGeneration(cfg).eval()
 
 
 def forward(model, seed=1):

@@ -58,18 +58,15 @@ def vocab_logits(hidden: torch.Tensor, proj_out: nn.Module, block: int = VOCAB_B
 
     The blocked product is used for a plain bias-free ``nn.Linear`` in float32 outside autocast;
     anything else (a PEFT-wrapped layer, autocast, other dtypes) calls the module itself."""
-    w = getattr(proj_out, "weight", None)
     if (
         type(proj_out) is nn.Linear
         and proj_out.bias is None
         and hidden.dim() == 2
-        and hidden.dtype == torch.float32
-        and w is not None
-        and w.dtype == torch.float32
+        and hidden.dtype == proj_out.weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and hidden.device.type == "cpu"
     ):
-        return _BlockedProjection.apply(hidden, w, block)
+        return _BlockedProjection.apply(hidden, proj_out.weight, block)
     return proj_out(hidden)
 
 
