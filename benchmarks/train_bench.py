@@ -36,6 +36,7 @@ import math
 import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -96,7 +97,10 @@ def plain_target_loss(whisper, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 class Setup:
     """A model + method + optimizer configured like the trainer (or like the baseline)."""
 
-    def __init__(self, args, precision: str, attn: str, optimizer: str, head: str = "blocked"):
+    def __init__(
+        self, args, precision: str, attn: str, optimizer: str, head: str = "blocked", layout: str = "contiguous"
+    ):
+        from speechmerge.training.layout import contiguous_encoder_states
         from speechmerge.training.peft_methods import build_method
         from speechmerge.training.trainer import choose_attention, resolve_precision
         from speechmerge.training.vocab_head import sparse_token_embedding
@@ -112,6 +116,8 @@ class Setup:
         self.head = head
         if head == "blocked":
             sparse_token_embedding(self.whisper)
+        if layout == "contiguous":
+            contiguous_encoder_states(self.whisper)
         self.params = list(self.method.named_trainable().values())
         decay = [p for p in self.params if p.ndim >= 2]
         no_decay = [p for p in self.params if p.ndim < 2]
@@ -119,7 +125,7 @@ class Setup:
         self.opt = torch.optim.AdamW(groups, lr=1e-5, **{optimizer: True})
         self.batch = make_batch(self.whisper, args.batch, args.tokens)
         self.n_tok = int((self.batch["labels"] != -100).sum())
-        self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}, {head} head"
+        self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}, {head} head, {layout} encoder states"
 
     def loss(self) -> torch.Tensor:
         from speechmerge.training.trainer import target_loss
@@ -159,7 +165,7 @@ def count_flops(args) -> float:
     """FLOPs of one forward+backward (eager attention, float32: every matmul is counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    s = Setup(args, "float32", "eager", "foreach", head="plain")  # same products, all counted
+    s = Setup(args, "float32", "eager", "foreach", head="plain", layout="transposed")  # same products, all counted
     with FlopCounterMode(display=False) as fc:
         s.fwd_bwd()
     return float(fc.get_total_flops())
@@ -243,6 +249,19 @@ def report(label: str, times: list[float], flops: float, batch: int, peak: float
     )
 
 
+def pin_code_path(isa: str) -> None:
+    """Run with the math libraries' code path of ``--cpu-isa`` (speechmerge.numerics): their
+    switches are read when the libraries start, so the process starts again with them set."""
+    from speechmerge.numerics import ENV_VARS, ISA_ENV
+
+    wanted = ISA_ENV[isa]
+    if all(os.environ.get(v) == wanted.get(v) for v in ENV_VARS):
+        return
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(wanted)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resources/models/whisper-base")
@@ -280,6 +299,19 @@ def main() -> None:
         help="keep: glibc keeps freed memory (speechmerge.allocator, what a fine-tuning job does); "
         "system: glibc's defaults. Process-wide, so compare with two runs",
     )
+    ap.add_argument(
+        "--layout",
+        choices=["contiguous", "transposed"],
+        default="contiguous",
+        help="contiguous: the trainer's encoder states (speechmerge.training.layout); transposed: Whisper's own",
+    )
+    ap.add_argument(
+        "--cpu-isa",
+        choices=["avx2", "native"],
+        default="avx2",
+        help="avx2: the math libraries' AVX2 code path, pinned as the workflow's jobs run (speechmerge.numerics); "
+        "native: unpinned",
+    )
     ap.add_argument("--vocab-products", action="store_true", help="time the output layer's products, one vs in blocks")
     ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
     ap.add_argument(
@@ -287,9 +319,15 @@ def main() -> None:
         action="store_true",
         help="plain vs blocked vocabulary head at the chosen settings, alternating",
     )
+    ap.add_argument(
+        "--compare-layout",
+        action="store_true",
+        help="Whisper's transposed vs the trainer's contiguous encoder states at the chosen settings, alternating",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
     args = ap.parse_args()
+    pin_code_path(args.cpu_isa)
 
     torch.set_num_threads(args.threads)
     kept = False
@@ -299,7 +337,7 @@ def main() -> None:
         kept = keep_freed_memory()
     print(
         f"load average before: {os.getloadavg()}; torch {torch.__version__}; threads {torch.get_num_threads()}; "
-        f"cpu capability {torch.backends.cpu.get_cpu_capability()}; freed memory kept: {kept}"
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()} ({args.cpu_isa}); freed memory kept: {kept}"
     )
     peaks = gemm_peak(torch.float32)
     peak = max(peaks.values())
@@ -312,11 +350,16 @@ def main() -> None:
         vocab_products(args.batch * (args.tokens + 1))
     flops = count_flops(args)
     print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
-    configs = [(args.precision, args.attn, args.optimizer, args.head)]
+    configs = [(args.precision, args.attn, args.optimizer, args.head, args.layout)]
     if args.compare:
-        configs = [("float32", "sdpa", "foreach", "plain"), ("auto", "auto", "fused", "blocked")]
+        configs = [
+            ("float32", "sdpa", "foreach", "plain", "transposed"),
+            ("auto", "auto", "fused", "blocked", "contiguous"),
+        ]
     elif args.compare_head:
-        configs = [(args.precision, args.attn, args.optimizer, h) for h in ("plain", "blocked")]
+        configs = [(args.precision, args.attn, args.optimizer, h, args.layout) for h in ("plain", "blocked")]
+    elif args.compare_layout:
+        configs = [(args.precision, args.attn, args.optimizer, args.head, x) for x in ("transposed", "contiguous")]
     setups = [Setup(args, *c) for c in configs]
     s0 = setups[0]
     print(
@@ -332,7 +375,7 @@ def main() -> None:
     phases = {s.label: {} for s in setups}
     for s in setups:
         s.step()  # warm-up: allocations, oneDNN kernel selection
-    alternate = args.compare or args.compare_head
+    alternate = args.compare or args.compare_head or args.compare_layout
     faults = {s.label: 0 for s in setups}
     for _ in range(args.rounds if alternate else 1):
         for s in setups:

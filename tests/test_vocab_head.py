@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_whisper import tiny_batch as batch
 from tiny_whisper import tiny_whisper
 from torch import nn
 
@@ -14,17 +15,6 @@ from speechmerge import allocator
 from speechmerge.training.peft_methods import build_method
 from speechmerge.training.trainer import target_loss
 from speechmerge.training.vocab_head import RowSumEmbedding, sparse_token_embedding, vocab_logits
-
-
-def batch(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(8, 40, (3, 9), generator=g)  # few distinct tokens: many repeats
-    ids[:, 0] = 1
-    ids[2, 6:] = 0  # padding (pad_token_id) at the end of one row
-    labels = torch.cat([ids[:, 1:], torch.full((3, 1), 2)], dim=1)  # then end of text
-    labels[:, :2] = -100
-    labels[2, 6:] = -100
-    return {"input_features": torch.randn(3, 8, 20, generator=g), "decoder_input_ids": ids, "labels": labels}
 
 
 def test_blocked_projection_equals_linear_with_gradients():
@@ -111,6 +101,33 @@ def test_training_model_gets_the_sparse_embedding_only_when_tied_and_trained():
         assert torch.equal(p.grad, q.grad), name
     lora = build_method("lora", tiny_whisper(), {"r": 2}, total_steps=10)
     assert sparse_token_embedding(lora.whisper) is False  # frozen embedding: nothing to do
+
+
+def test_embedding_rows_are_added_in_place_and_accumulate_like_the_dense_path():
+    """Two backward passes into the same gradients (gradient accumulation): the first adds the
+    queued rows in place after the output layer's gradient is set, the second hands autograd a
+    sparse gradient; both give the dense path's sums bit for bit, and nothing stays queued."""
+    dense, fast = tiny_whisper(), tiny_whisper()
+    sparse_token_embedding(fast)
+    for m in (dense, fast):
+        m.train()
+        for seed in (0, 1):
+            target_loss(m, batch(seed), accuracy=False)[0].backward()
+    for (name, p), q in zip(dense.named_parameters(), fast.parameters()):
+        if p.requires_grad:
+            assert torch.equal(p.grad, q.grad), name
+    assert fast.model.decoder.embed_tokens.__dict__["_pending_rows"] == []
+
+
+def test_embedding_rows_reach_the_weight_when_the_output_layer_is_not_in_the_graph():
+    plain, fast = tiny_whisper(), tiny_whisper()
+    sparse_token_embedding(fast)
+    ids = torch.tensor([[3, 4, 3, 0]])
+    for m in (plain, fast):
+        (m.model.decoder.embed_tokens(ids) * torch.arange(64.0).reshape(1, 4, 16)).sum().backward()
+    emb = fast.model.decoder.embed_tokens
+    assert torch.equal(emb.weight.grad, plain.model.decoder.embed_tokens.weight.grad)
+    assert emb.__dict__["_pending_rows"] == []
 
 
 def test_keep_freed_memory_respects_the_users_switches(monkeypatch):

@@ -1,4 +1,4 @@
-"""A tiny random Whisper (d_model 16, one layer each side, vocabulary 100) for unit tests."""
+"""A tiny random Whisper (d_model 16, one layer each side, vocabulary 100) and a batch for it, for unit tests."""
 
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
@@ -24,3 +24,15 @@ def tiny_whisper(seed=0):
     )
     torch.manual_seed(seed)
     return WhisperForConditionalGeneration(cfg).eval()
+
+
+def tiny_batch(seed=0):
+    """Three decoder sequences for :func:`tiny_whisper` with repeated tokens, padding and targets."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(8, 40, (3, 9), generator=g)  # few distinct tokens: many repeats
+    ids[:, 0] = 1
+    ids[2, 6:] = 0  # padding (pad_token_id) at the end of one row
+    labels = torch.cat([ids[:, 1:], torch.full((3, 1), 2)], dim=1)  # then end of text
+    labels[:, :2] = -100
+    labels[2, 6:] = -100
+    return {"input_features": torch.randn(3, 8, 20, generator=g), "decoder_input_ids": ids, "labels": labels}

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from speechmerge.training import batching
+from speechmerge.training.layout import contiguous_encoder_states
 from speechmerge.training.peft_methods import METHODS, adalora_schedule, build_method, count_parameters, method_hparams
 from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
 from speechmerge.utils import atomic_path, config_hash, provenance, write_json
@@ -381,6 +382,7 @@ class Trainer:
         self.whisper = self.method.whisper
         self.whisper.train()
         sparse_token_embedding(self.whisper)
+        contiguous_encoder_states(self.whisper)
         self.params = self.method.named_trainable()
         self.n_trainable = sum(p.numel() for p in self.params.values())
         decay = [p for p in self.params.values() if p.ndim >= 2]

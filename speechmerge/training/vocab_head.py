@@ -11,8 +11,9 @@ result is written in place: the same sums, only the order of float rounding insi
 could differ (on the CPU measured it does not: the trained weights are bit-identical).
 
 The decoder's token embedding gets a sparse gradient (:func:`sparse_token_embedding`): its
-backward then adds the rows of the used tokens to the output layer's dense gradient of the same
-tensor, instead of building a second dense 51,865 x 512 gradient and adding the two.
+backward sums the gradient of the used tokens' rows, which are then added in place to the output
+layer's dense gradient of the same tensor, instead of a second dense 51,865 x 512 gradient being
+built and the two added into a third.
 """
 
 from __future__ import annotations
@@ -73,13 +74,20 @@ def vocab_logits(hidden: torch.Tensor, proj_out: nn.Module, block: int = VOCAB_B
 class _RowSumEmbedding(torch.autograd.Function):
     """``weight[ids]`` whose weight gradient is sparse: one row per distinct token, the sum of its
     positions' gradients in position order, as the dense backward adds them. Added to a dense
-    gradient of the same tensor, it gives what the dense path gives bit for bit."""
+    gradient of the same tensor, it gives what the dense path gives bit for bit.
+
+    With a ``pending`` list (set up by :func:`sparse_token_embedding`) and no gradient on the
+    weight yet, the rows are not handed to autograd: autograd would add a sparse gradient to the
+    output layer's dense one out of place, copying all 51,865 x 512 entries. They are queued
+    instead and added in place by the weight's post-accumulate hook, once the dense gradient has
+    become ``weight.grad``."""
 
     @staticmethod
-    def forward(ctx, ids: torch.Tensor, weight: torch.Tensor, padding_idx: int | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, ids, weight, padding_idx, pending):  # type: ignore[override]
         ctx.save_for_backward(ids)
-        ctx.weight_shape = weight.shape
+        ctx.weight = weight
         ctx.padding_idx = padding_idx
+        ctx.pending = pending
         return weight[ids]
 
     @staticmethod
@@ -92,19 +100,43 @@ class _RowSumEmbedding(torch.autograd.Function):
             flat, rows = flat[keep], rows[keep]
         tokens, where = torch.unique(flat, sorted=True, return_inverse=True)
         sums = rows.new_zeros(tokens.numel(), rows.shape[1]).index_add_(0, where, rows)
+        if ctx.pending is not None and ctx.weight.grad is None:
+            ctx.pending.append((tokens, sums))
+            return None, None, None, None
         grad = torch.sparse_coo_tensor(
-            tokens.unsqueeze(0), sums, ctx.weight_shape, is_coalesced=True, check_invariants=False
+            tokens.unsqueeze(0), sums, ctx.weight.shape, is_coalesced=True, check_invariants=False
         )
-        return None, grad, None
+        return None, grad, None, None
 
 
 class RowSumEmbedding(nn.Embedding):
-    """An ``nn.Embedding`` whose weight gradient is :class:`_RowSumEmbedding`'s sparse one."""
+    """An ``nn.Embedding`` whose weight gradient is :class:`_RowSumEmbedding`'s sparse one.
+
+    After :meth:`add_rows_in_place` the rows are added in place to the weight's gradient instead,
+    once autograd has set it (a zero gradient is made first if nothing else reached the weight)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.max_norm is not None or self.scale_grad_by_freq or not torch.is_grad_enabled():
             return super().forward(input)
-        return _RowSumEmbedding.apply(input, self.weight, self.padding_idx)
+        pending = self.__dict__.get("_pending_rows")
+        if pending:  # left by a backward pass that was interrupted
+            pending.clear()
+        return _RowSumEmbedding.apply(input, self.weight, self.padding_idx, pending)
+
+    def add_rows_in_place(self) -> None:
+        """Queue the rows in backward and add them to ``weight.grad`` in place after it is set."""
+        if "_pending_rows" in self.__dict__:
+            return
+        self.__dict__["_pending_rows"] = pending = []
+
+        def add_pending(weight: torch.Tensor) -> None:
+            if pending and weight.grad is None:  # no other gradient reached the weight
+                weight.grad = torch.zeros_like(weight)
+            for tokens, sums in pending:
+                weight.grad.index_add_(0, tokens, sums)
+            pending.clear()
+
+        self.weight.register_post_accumulate_grad_hook(add_pending)
 
 
 def sparse_token_embedding(whisper) -> bool:
@@ -122,4 +154,5 @@ def sparse_token_embedding(whisper) -> bool:
     if proj is None or getattr(proj, "weight", None) is not emb.weight:
         return False
     emb.__class__ = RowSumEmbedding
+    emb.add_rows_in_place()
     return True
