@@ -249,6 +249,53 @@ def report(label: str, times: list[float], flops: float, batch: int, peak: float
     )
 
 
+def _job(args, config, barrier, results, rank: int) -> None:
+    """One training process of :func:`side_by_side`."""
+    from speechmerge.training.trainer import deterministic_algorithms
+
+    deterministic_algorithms().__enter__()  # for the life of this process, as in a fine-tuning job
+    torch.set_num_threads(args.threads)
+    if args.allocator == "keep":
+        from speechmerge.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    s = Setup(args, *config)
+    s.step()  # warm-up
+    barrier.wait()
+    t0 = time.perf_counter()
+    times = [s.step() for _ in range(args.steps)]
+    results.put((rank, times, time.perf_counter() - t0, s.label))
+
+
+def side_by_side(args, config: tuple, flops: float, peak: float) -> None:
+    """``args.jobs`` processes of ``args.threads`` threads training at once (started together
+    after a warm-up step each): every job's step times, and the machine's samples/s as the sum
+    of the jobs' rates, against the GEMM peak of all their threads together."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(args.jobs), ctx.Queue()
+    procs = [ctx.Process(target=_job, args=(args, config, barrier, results, r)) for r in range(args.jobs)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get() for _ in procs)
+    for p in procs:
+        p.join()
+    total = 0.0
+    print(f"{args.jobs} jobs side by side, {args.threads} thread(s) each, {args.steps} steps each ({got[0][3]}):")
+    for rank, times, wall, _ in got:
+        med = statistics.median(times)
+        total += args.batch / med
+        print(
+            f"  job {rank}: step median {med:.3f} s (min {min(times):.3f}) -> {args.batch / med:.2f} samples/s; "
+            f"{wall:.1f} s for its steps"
+        )
+    print(
+        f"  machine: {total:.2f} samples/s, {total * flops / args.batch / 1e9:.1f} GFLOP/s = "
+        f"{100 * total * flops / args.batch / 1e9 / peak:.0f} % of the {args.threads * args.jobs}-thread GEMM peak"
+    )
+
+
 def pin_code_path(isa: str) -> None:
     """Run with the math libraries' code path of ``--cpu-isa`` (speechmerge.numerics): their
     switches are read when the libraries start, so the process starts again with them set."""
@@ -324,12 +371,25 @@ def main() -> None:
         action="store_true",
         help="Whisper's transposed vs the trainer's contiguous encoder states at the chosen settings, alternating",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="training processes side by side, --threads each, as Snakemake runs fine-tuning jobs "
+        "(the default run: 2 jobs of 1 thread); prints each job's rate and their sum",
+    )
     ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
     args = ap.parse_args()
     pin_code_path(args.cpu_isa)
+    from speechmerge.training.trainer import deterministic_algorithms
 
-    torch.set_num_threads(args.threads)
+    with deterministic_algorithms():  # as speechmerge.training.train runs the trainer
+        run(args)
+
+
+def run(args) -> None:
+    torch.set_num_threads(args.threads * args.jobs)
     kept = False
     if args.allocator == "keep":
         from speechmerge.allocator import keep_freed_memory
@@ -351,6 +411,11 @@ def main() -> None:
     flops = count_flops(args)
     print(f"  -> at most {peak * 1e9 / (flops / args.batch):.2f} samples/s if every FLOP ran at the peak")
     configs = [(args.precision, args.attn, args.optimizer, args.head, args.layout)]
+    if args.jobs > 1:
+        side_by_side(args, configs[0], flops, peak)
+        print(f"load average after: {os.getloadavg()}")
+        return
+    torch.set_num_threads(args.threads)
     if args.compare:
         configs = [
             ("float32", "sdpa", "foreach", "plain", "transposed"),

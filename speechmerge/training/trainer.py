@@ -25,6 +25,7 @@ the same machine and thread count.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -686,11 +687,7 @@ def train(
     spec_obj = TrainSpec.from_dict(spec)
     if threads:
         torch.set_num_threads(max(1, int(threads)))
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    with deterministic_algorithms(deterministic):
         trainer = Trainer(spec_obj, base_dir, train_paths, dev_paths, progress=progress)
         trainer.try_resume()
         if not trainer.run(stop_after=stop_after):
@@ -698,5 +695,27 @@ def train(
         info = trainer.finish(out_dir)
         info["finished"] = True
         return info
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool = True):
+    """``torch.use_deterministic_algorithms`` (warn only) for a training run, restored after.
+
+    Deterministic mode also fills every new tensor with NaN before use
+    (``torch.utils.deterministic.fill_uninitialized_memory``), a guard for kernels that read
+    memory they have not written. The training step has none (its results are the same bits
+    without the fill), and the fill costs about 900 writes of fresh buffers per step, 1.5 % of a
+    one-thread step (``benchmarks/train_bench.py --profile``), so it is off while training."""
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
     finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.utils.deterministic.fill_uninitialized_memory = prev[2]
