@@ -1,32 +1,40 @@
 """Training throughput of the fine-tuning step (speechmerge.training) on CPU.
 
 Measures samples/s of training steps (forward + backward + clip + AdamW) for Whisper base at
-its cropped context (6 s), batch 8, with the trainer's own loss function (logits at target
-positions only) and optimiser grouping; counts the FLOPs of one step with
-``torch.utils.flop_counter.FlopCounterMode`` (eager attention, so attention matmuls are
-counted) and reports achieved GFLOP/s; optionally prints a torch.profiler table of the top
-ops and a phase split (forward / backward / clip+optimizer). First it measures the machine's
-float32 GEMM peak (``torch.mm`` at the same thread count, best of 5) and prints every rate as a
-fraction of it, and the samples/s that the step's FLOPs would allow at that peak.
+the default run's context (5 s), batch 8, with the trainer's own loss function (logits at
+target positions only), optimiser grouping and model set-up (blocked vocabulary head, contiguous
+encoder states, deterministic algorithms without the NaN fill), on the workflow's pinned AVX2
+code path (``--cpu-isa native`` lifts it); counts the FLOPs of one step with
+``torch.utils.flop_counter.FlopCounterMode`` (eager attention, so attention matmuls are counted)
+and reports achieved GFLOP/s. First it measures the machine's float32 GEMM peak (``torch.mm`` at
+the same thread count, best of 5) and prints every rate as a fraction of it, and the samples/s
+that the step's FLOPs would allow at that peak. Optionally: a torch.profiler table of the top
+ops and a phase split (forward / backward / clip+optimizer).
 
-    .venv/bin/python benchmarks/train_bench.py --threads 2 --compare      # before vs after
-    .venv/bin/python benchmarks/train_bench.py --threads 1 --profile      # what the trainer does
-    .venv/bin/python benchmarks/train_bench.py --precision float32 --attn sdpa --optimizer foreach
+    .venv/bin/python benchmarks/train_bench.py --precision float32                       # one job, 2 threads
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --jobs 2 --threads 1  # as the DAG trains
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --threads 1 --profile # what the trainer does
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --compare-layout      # encoder states
     .venv/bin/python benchmarks/train_bench.py --precision float32 --compare-head --vocab-products
-    .venv/bin/python benchmarks/train_bench.py --precision float32 --allocator system   # glibc defaults
+    .venv/bin/python benchmarks/train_bench.py --precision float32 --allocator system    # glibc defaults
 
-``--compare-head`` alternates the output layer as one ``proj_out`` product with the trainer's
-blocked head (speechmerge.training.vocab_head); ``--allocator keep`` (the default) lets glibc
-keep freed memory as fine-tuning jobs do (speechmerge.allocator), and every configuration's
-minor page faults per step are printed.
+``--jobs 2 --threads 1`` starts two training processes of one thread each at once, as Snakemake
+runs the default run's fine-tuning jobs on two cores, and prints each job's rate and the
+machine's (their sum). ``--compare-head`` alternates the output layer as one ``proj_out``
+product with the trainer's blocked head (speechmerge.training.vocab_head); ``--compare-layout``
+alternates Whisper's transposed encoder states with the trainer's contiguous ones
+(speechmerge.training.layout); ``--allocator keep`` (the default) lets glibc keep freed memory
+as fine-tuning jobs do (speechmerge.allocator), and every configuration's minor page faults per
+step are printed.
 
 ``--compare`` alternates the configuration before optimisation (float32, sdpa attention,
-foreach AdamW) with the trainer's (``auto`` precision = bf16 autocast on CPUs with native bf16,
-``auto`` attention = eager up to 10 s contexts, fused AdamW), ``--rounds`` times, so both see
-the same machine load. Model: ``resources/models/whisper-base`` (the imported OpenAI weights)
-if present, else a random base-sized ``WhisperConfig`` cropped to ``--seconds``. Inputs are
-random log-mel features and ``--tokens`` target tokens per example (values do not change the
-cost). The machine may be shared: the load average is printed before and after.
+foreach AdamW, one output product, transposed states) with ``auto`` precision (bf16 autocast on
+CPUs with native bf16; the workflow itself trains in float32 unless asked), ``--rounds`` times,
+so both see the same machine load. Model: ``resources/models/whisper-base`` (the imported
+OpenAI weights) if present, else a random base-sized ``WhisperConfig`` cropped to
+``--seconds``. Inputs are random log-mel features and ``--tokens`` target tokens per example
+(values do not change the cost). The machine may be shared: the load average is printed before
+and after.
 """
 
 from __future__ import annotations
@@ -381,6 +389,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
     args = ap.parse_args()
+    if args.jobs > 1 and (args.compare or args.compare_head or args.compare_layout or args.profile):
+        ap.error("--jobs measures the chosen configuration only: drop --compare*, --profile")
     pin_code_path(args.cpu_isa)
     from speechmerge.training.trainer import deterministic_algorithms
 
