@@ -119,6 +119,19 @@ def test_embedding_rows_are_added_in_place_and_accumulate_like_the_dense_path():
     assert fast.model.decoder.embed_tokens.__dict__["_pending_rows"] == []
 
 
+def test_a_copied_model_falls_back_to_the_sparse_gradient():
+    """The hook belongs to the original weight; a deep copy's weight gets the rows from autograd."""
+    dense, fast = tiny_whisper(), tiny_whisper()
+    sparse_token_embedding(fast)
+    copy = __import__("copy").deepcopy(fast)
+    for m in (dense, copy):
+        m.train()
+        target_loss(m, batch(), accuracy=False)[0].backward()
+    for (name, p), q in zip(dense.named_parameters(), copy.parameters()):
+        if p.requires_grad:
+            assert torch.equal(p.grad, q.grad), name
+
+
 def test_embedding_rows_reach_the_weight_when_the_output_layer_is_not_in_the_graph():
     plain, fast = tiny_whisper(), tiny_whisper()
     sparse_token_embedding(fast)

@@ -119,7 +119,9 @@ class RowSumEmbedding(nn.Embedding):
         if self.max_norm is not None or self.scale_grad_by_freq or not torch.is_grad_enabled():
             return super().forward(input)
         pending = self.__dict__.get("_pending_rows")
-        if pending:  # left by a backward pass that was interrupted
+        if self.__dict__.get("_hooked_weight") != id(self.weight):
+            pending = None  # a copy of the module, or a new weight: the hook is not on this tensor
+        elif pending:  # left by a backward pass that was interrupted
             pending.clear()
         return _RowSumEmbedding.apply(input, self.weight, self.padding_idx, pending)
 
@@ -137,6 +139,7 @@ class RowSumEmbedding(nn.Embedding):
             pending.clear()
 
         self.weight.register_post_accumulate_grad_hook(add_pending)
+        self.__dict__["_hooked_weight"] = id(self.weight)
 
 
 def sparse_token_embedding(whisper) -> bool:
