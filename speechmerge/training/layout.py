@@ -5,7 +5,7 @@ residual stream (batch x frames x channels) as a view, and every elementwise sum
 keeps that transposed layout. Each layer norm then copies its input to a contiguous tensor,
 forward and backward, and the residual sums run on strided memory. Making the stream contiguous
 once, where it enters the first layer, removes those copies; the values are the same, only where
-they lie in memory changes (``benchmarks/train_bench.py --profile``).
+they lie in memory changes (``benchmarks/train_bench.py --profile --layout transposed`` against ``--profile``).
 """
 
 from __future__ import annotations

@@ -705,7 +705,7 @@ def deterministic_algorithms(enabled: bool = True):
     (``torch.utils.deterministic.fill_uninitialized_memory``), a guard for kernels that read
     memory they have not written. The training step has none (its results are the same bits
     without the fill), and the fill costs about 900 writes of fresh buffers per step, 1.5 % of a
-    one-thread step (``benchmarks/train_bench.py --profile``), so it is off while training."""
+    one-thread step (a profile with the fill on, docs/benchmarks.md), so it is off while training."""
     prev = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
