@@ -261,17 +261,17 @@ def _job(args, config, barrier, results, rank: int) -> None:
     """One training process of :func:`side_by_side`."""
     from speechmerge.training.trainer import deterministic_algorithms
 
-    deterministic_algorithms().__enter__()  # for the life of this process, as in a fine-tuning job
     torch.set_num_threads(args.threads)
     if args.allocator == "keep":
         from speechmerge.allocator import keep_freed_memory
 
         keep_freed_memory()
-    s = Setup(args, *config)
-    s.step()  # warm-up
-    barrier.wait()
-    t0 = time.perf_counter()
-    times = [s.step() for _ in range(args.steps)]
+    with deterministic_algorithms():  # as in a fine-tuning job
+        s = Setup(args, *config)
+        s.step()  # warm-up
+        barrier.wait()
+        t0 = time.perf_counter()
+        times = [s.step() for _ in range(args.steps)]
     results.put((rank, times, time.perf_counter() - t0, s.label))
 
 
@@ -307,14 +307,12 @@ def side_by_side(args, config: tuple, flops: float, peak: float) -> None:
 def pin_code_path(isa: str) -> None:
     """Run with the math libraries' code path of ``--cpu-isa`` (speechmerge.numerics): their
     switches are read when the libraries start, so the process starts again with them set."""
-    from speechmerge.numerics import ENV_VARS, ISA_ENV
+    from speechmerge.numerics import apply_environment
 
-    wanted = ISA_ENV[isa]
-    if all(os.environ.get(v) == wanted.get(v) for v in ENV_VARS):
-        return
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(wanted)
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    env = dict(os.environ)
+    apply_environment({"numerics": {"cpu_isa": isa}}, env)
+    if env != os.environ:
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def main() -> None:
