@@ -29,6 +29,8 @@ PLAN = build_plan(config, merge_methods=set(REGISTRY))
 # Hyperparameters, PEFT settings, audio.max_seconds, the corpus and the sentence counts are
 # checked now, so `snakemake -n` names a bad config key before any job runs.
 check_plan(PLAN, corpus=CORPUS)
+# A folder under resources/models that no import wrote belongs to the user: never used, never replaced.
+PLAN.check_imports()
 THREADS = config.get("threads", {})
 # The software environment of every rule (`--sdm conda`); `make env` builds the same one.
 CONDA_ENV = "../envs/speechmerge.yaml"

@@ -6,6 +6,7 @@ rule import_model:
         model=N.BASE_MODEL_CONFIG,
         weights=N.BASE_MODEL_WEIGHTS,
         info=N.BASE_MODEL_INFO,
+        stamp=PLAN.import_stamp(),
     log:
         "logs/import_model/{model_name}.log",
     benchmark:
@@ -32,6 +33,7 @@ rule import_native_model:
         model=N.NATIVE_MODEL_CONFIG,
         weights=N.NATIVE_MODEL_WEIGHTS,
         info=N.NATIVE_MODEL_INFO,
+        stamp=PLAN.import_stamp(native=True),
     log:
         "logs/import_native_model/{model_name}.log",
     benchmark:

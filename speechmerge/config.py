@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -73,9 +74,14 @@ def load_config(*paths: str | Path) -> dict:
 
 
 def validate_config(config: dict, schema: str | Path = SCHEMA) -> dict:
-    """Validate against the JSON schema (snakemake.utils.validate); raise ConfigError naming the key."""
+    """Validate against the JSON schema (snakemake.utils.validate); raise ConfigError naming the key.
+
+    Values given on the command line (``--config seeds=[0,1]``) reach the config as strings where
+    they sit in a list or mapping (Snakemake parses those with YAML's base loader); a string where
+    the schema wants a number, boolean or null is converted in place when it reads as one."""
     from snakemake.utils import validate
 
+    coerce_command_line_strings(config, schema)
     try:
         validate(config, str(schema), set_default=False)
     except Exception as exc:  # snakemake wraps jsonschema's error in a long WorkflowError
@@ -83,16 +89,79 @@ def validate_config(config: dict, schema: str | Path = SCHEMA) -> dict:
     return config
 
 
+def _schema_doc(schema: str | Path) -> dict:
+    with open(schema) as fh:
+        return yaml.safe_load(fh)
+
+
+_NOT = object()  # a string that does not read as the wanted type
+
+
+def _read_scalar(kind: str, text: str):
+    t = text.strip()
+    if kind == "integer":
+        return int(t) if t.lstrip("+-").isdigit() else _NOT
+    if kind == "number":
+        try:
+            value = float(t)
+        except ValueError:
+            return _NOT
+        return value if math.isfinite(value) else _NOT
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(t.lower(), _NOT)
+    if kind == "null":
+        return None if t in ("null", "~") else _NOT
+    return _NOT
+
+
+def coerce_command_line_strings(config: dict, schema: str | Path = SCHEMA) -> list[str]:
+    """Convert, in place, every string at a place where the schema wants an integer, number,
+    boolean or null and that reads as one ("1", "0.5", "true", "null"); returns the keys changed."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema_doc(schema))
+    changed: list[str] = []
+    while True:
+        fix = None
+        for error in validator.iter_errors(config):
+            if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+                continue
+            wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            for kind in ("integer", "number", "boolean", "null"):
+                value = _read_scalar(kind, error.instance) if kind in wanted else _NOT
+                if value is not _NOT:
+                    fix = (list(error.absolute_path), value)
+                    break
+            if fix:
+                break
+        if fix is None:
+            return changed
+        *parents, last = fix[0]
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = fix[1]
+        changed.append(_key_name(fix[0]))
+
+
+def _key_name(path) -> str:
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
 def _first_problem(config: dict, schema: str | Path) -> str | None:
     """The most relevant schema violation, as 'config key a.b[1]: message'."""
     import jsonschema
 
-    with open(schema) as fh:
-        schema_doc = yaml.safe_load(fh)
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema_doc).iter_errors(config))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema_doc(schema)).iter_errors(config))
     if error is None:
         return None
-    key = ""
-    for part in error.absolute_path:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
-    return f"invalid config key '{key or '<top level>'}': {error.message}"
+    key = _key_name(error.absolute_path)
+    message = error.message
+    if error.validator == "pattern" and isinstance(error.schema, dict) and error.schema.get("description"):
+        message += f" ({' '.join(error.schema['description'].split())})"
+    if error.validator == "type" and isinstance(error.instance, str):
+        message += " (on the command line, write lists and mappings as YAML: --config 'seeds=[0, 1]')"
+    return f"invalid config key '{key or '<top level>'}': {message}"

@@ -46,6 +46,7 @@ BASE_MODEL_DIR = "resources/models/{model_name}"
 BASE_MODEL_CONFIG = BASE_MODEL_DIR + "/config.json"
 BASE_MODEL_WEIGHTS = BASE_MODEL_DIR + "/model.safetensors"
 BASE_MODEL_INFO = BASE_MODEL_DIR + "/import_info.json"
+# + "/" + models.spec.stamp_name(request): names what the folder was imported from (spec, context)
 # The base model uncropped (30 s), for the native zero-shot row when audio.max_seconds crops.
 NATIVE_MODEL_DIR = "resources/models/{model_name}-native"
 NATIVE_MODEL_CONFIG = NATIVE_MODEL_DIR + "/config.json"

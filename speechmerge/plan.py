@@ -199,13 +199,23 @@ class Plan:
         """The test sets of one evaluation job, in plan order: ``{"testset", "subset", "task", "language"}``."""
         return [{"testset": t, **self.testsets[(experiment, t)]} for t in self.model_testsets(experiment, model)]
 
+    @property
+    def evaluation_settings(self) -> dict:
+        """The ``evaluation`` config every decoding job gets; with ``on_long_utterance: skip``
+        also ``skip_over_s``, the experiments' context, so that every model (the 30 s zero-shot
+        too) leaves out the same utterances."""
+        settings = dict(self.config.get("evaluation") or {})
+        if settings.get("on_long_utterance") == "skip":
+            settings["skip_over_s"] = self.crop_seconds or 30
+        return settings
+
     def evaluation_spec(self, experiment: str, model: str) -> dict:
         """params.spec of the evaluate rule: the model, its test sets and the ``evaluation`` config."""
         return {
             "experiment": experiment,
             "model": model,
             "testsets": self.evaluation_testsets(experiment, model),
-            **self.config.get("evaluation", {}),
+            **self.evaluation_settings,
         }
 
     def evaluation_files(self, experiment: str, model: str) -> list[str]:
@@ -254,7 +264,7 @@ class Plan:
         (in the order of the ``devsets`` input) and the decoding settings (``evaluation``)."""
         spec = dict(self.variants[(experiment, variant)])
         if spec.get("selection"):
-            decoding = {k: v for k, v in (self.config.get("evaluation") or {}).items() if k != "bootstrap"}
+            decoding = {k: v for k, v in self.evaluation_settings.items() if k != "bootstrap"}
             spec["selection"] = {**spec["selection"], "devsets": self.devsets[experiment], "decoding": decoding}
         spec["experiment"] = experiment
         return spec
@@ -276,7 +286,7 @@ class Plan:
         return {
             "experiment": experiment,
             "experts": [{"model": job, "devsets": [dev[t] for t in own[job] if t in dev]} for job in own],
-            **self.config.get("evaluation", {}),
+            **self.evaluation_settings,
         }
 
     def experts_dev_inputs(self, experiment: str) -> dict[str, list[str]]:
@@ -293,9 +303,40 @@ class Plan:
         """The dev-selected merge variants of an experiment (their merge infos hold the curve)."""
         return [v for (e, v), spec in self.variants.items() if e == experiment and spec.get("selection")]
 
+    def import_request(self, native: bool = False) -> dict:
+        """What the imported base folder (``native``: the uncropped one) must be made from."""
+        from speechmerge.models.spec import import_request
+
+        cfg = self.config["base_model"]
+        return import_request(cfg["spec"], None if native else self.crop_seconds, int(self.config.get("seed", 0)))
+
+    def import_stamp(self, native: bool = False) -> str:
+        """The provenance file of an imported folder (``models.spec.stamp_name``), as a path pattern
+        with the ``{model_name}`` wildcard (the import rules' output)."""
+        from speechmerge.models.spec import stamp_name
+
+        folder = N.NATIVE_MODEL_DIR if native else N.BASE_MODEL_DIR
+        return f"{folder}/{stamp_name(self.import_request(native))}"
+
+    def check_imports(self) -> None:
+        """The imported folders may be written: none is a folder of the user's (PlanError)."""
+        from speechmerge.models.spec import check_import_target
+
+        for native in (False, True) if self.native_zeroshot else (False,):
+            folder = (N.NATIVE_MODEL_DIR if native else N.BASE_MODEL_DIR).format(model_name=self.base_name)
+            try:
+                check_import_target(folder, self.import_request(native))
+            except ValueError as err:
+                raise PlanError(str(err)) from None
+
     def all_targets(self) -> list[str]:
-        """Each experiment's report directory and its tables as HTML (for snakemake --report)."""
-        return [d for e in self.experiments for d in (self.report_dir(e), N.REPORT_TABLES_DIR.format(experiment=e))]
+        """Each experiment's report directory and its tables as HTML (for snakemake --report), and
+        the provenance files of the imported base folders, so that a folder imported from
+        another spec or context is rebuilt, never reused."""
+        stamps = [self.import_stamp(native) for native in ((False, True) if self.native_zeroshot else (False,))]
+        return [s.format(model_name=self.base_name) for s in stamps] + [
+            d for e in self.experiments for d in (self.report_dir(e), N.REPORT_TABLES_DIR.format(experiment=e))
+        ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,7 +388,26 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
     _plan_adapted_base(plan)
+    _check_path_names(plan)
     return plan
+
+
+def _check_path_names(plan: Plan) -> None:
+    """Every name that becomes a file or folder (``names``' patterns) is one safe path component,
+    so no config value can make a job write, or replace, anything outside its folder."""
+    from speechmerge.utils import UnsafePathError, check_component
+
+    named = [(plan.base_name, "base_model.name")]
+    named += [(e, f"experiments.{e}") for e in plan.namespaces]
+    named += [(s, f"experiments.{e} (subset {s!r})") for (e, s, _) in plan.datasets]
+    named += [(j, f"experiments.{e} (training job {j!r})") for (e, j) in plan.jobs]
+    named += [(v, f"experiments.{e}.merges / sweeps (merge {v!r})") for (e, v) in plan.variants]
+    named += [(m, f"experiments.{e} (model {m!r})") for (e, m, _) in plan.evaluations]
+    for value, where in named:
+        try:
+            check_component(value, where)
+        except UnsafePathError as err:
+            raise PlanError(str(err)) from None
 
 
 def _plan_adapted_base(plan: Plan) -> None:
@@ -483,15 +543,40 @@ def _add_dataset(
         }
 
 
+HUB_SOURCES = ("covost2", "fleurs", "common_voice")
+HUB_KEYS = ("hf_name", "hf_config", "data_dir")
+
+
+def _check_source_keys(data_cfg: dict, source: str, where: str) -> None:
+    """Every ``data`` key is used by the chosen source, or the plan stops naming it (a key that
+    would be ignored, e.g. ``renderings`` of recorded speech or ``hf_name`` of a manifest)."""
+    unused = []
+    if source != "manifest" and data_cfg.get("manifests"):
+        unused.append("manifests")
+    if source not in HUB_SOURCES:
+        unused += [k for k in HUB_KEYS if data_cfg.get(k)]
+    if source != "synth":
+        unused += [
+            f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
+        ]
+    if unused:
+        raise PlanError(
+            f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
+            f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
+            "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources)"
+        )
+
+
 def _source_options(data_cfg: dict, source: str, subset: str, split: str, *, where: str) -> dict:
     """Extra keys of a real-data source: a manifest TSV per subset/split, or a hub dataset."""
+    _check_source_keys(data_cfg, source, where)
     if source == "manifest":
         try:
             return {"manifest": data_cfg["manifests"][subset][split]}
         except KeyError:
             raise PlanError(f"{where}.manifests: no manifest for subset {subset!r}, split {split!r}") from None
-    if source in ("covost2", "fleurs", "common_voice"):
-        return {k: data_cfg[k] for k in ("hf_name", "hf_config", "data_dir") if data_cfg.get(k)}
+    if source in HUB_SOURCES:
+        return {k: data_cfg[k] for k in HUB_KEYS if data_cfg.get(k)}
     return {}
 
 
@@ -588,7 +673,27 @@ def _selection_grid(exp_name: str, exp: dict, method: str) -> dict:
     for param, values in grid.items():
         if not isinstance(values, list) or not values:
             raise PlanError(f"experiments.{exp_name}.selection.grids.{method}.{param}: give a non-empty list of values")
+        _check_distinct(values, f"experiments.{exp_name}.selection.grids.{method}.{param}")
     return grid
+
+
+def _check_distinct(values: list, key: str) -> None:
+    """Values of a grid or sweep are distinct as the tables show them (``format_value``: 1 and 1.0
+    are one point, which would give two identical rows)."""
+    seen: dict[str, object] = {}
+    for v in values:
+        shown = format_value(v)
+        if shown in seen:
+            raise PlanError(
+                f"config key '{key}': value {v!r} is listed twice ({list(values)}"
+                + (
+                    f"; {seen[shown]!r} and {v!r} are the same point"
+                    if seen[shown] != v or type(seen[shown]) is not type(v)
+                    else ""
+                )
+                + "); list each value once"
+            )
+        seen[shown] = v
 
 
 def _default_rows(exp_name: str, exp: dict) -> set[str]:
@@ -690,8 +795,16 @@ def _add_merges(
                     "method": method,
                 }
             )
-    for sweep in exp.get("sweeps", []):
+    seen_sweeps: dict[tuple[str, str], int] = {}
+    for k, sweep in enumerate(exp.get("sweeps", [])):
         method, param = sweep["method"], sweep["param"]
+        if (method, param) in seen_sweeps:
+            raise PlanError(
+                f"config key 'experiments.{exp_name}.sweeps[{k}]': sweeps[{seen_sweeps[(method, param)]}] already "
+                f"sweeps {method}.{param}; give all its values in one sweep"
+            )
+        seen_sweeps[(method, param)] = k
+        _check_distinct(sweep["values"], f"experiments.{exp_name}.sweeps[{k}] ({param})")
         points = []
         for value in sweep["values"]:
             variant = N.seeded(N.variant(method, param, value), tag)
@@ -718,6 +831,16 @@ def _sequential(
     unknown = [s for s in order if s not in subsets]
     if unknown:
         raise PlanError(f"experiments.{exp_name}.sequential.order: {unknown} not among {subsets}")
+    repeated = sorted({s for s in order if order.count(s) > 1})
+    missing = [s for s in subsets if s not in order]
+    if repeated or missing:  # the row is labelled "Sequential": training on every subset once
+        raise PlanError(
+            f"experiments.{exp_name}.sequential.order: list every subset exactly once ({subsets} in any order); "
+            + "; ".join(
+                ([f"listed more than once: {repeated}"] if repeated else [])
+                + ([f"missing: {missing}"] if missing else [])
+            )
+        )
     stages = []
     for k, subset in enumerate(order, start=1):
         job = N.seeded(N.sequential_job(k), tag)
@@ -847,6 +970,11 @@ def _seed_models(
     ]
     evaluated = []
     joint = exp.get("joint", {}) or {}
+    if "order" in joint:
+        raise PlanError(
+            f"config key 'experiments.{name}.joint.order': the joint baseline trains on every subset at once, "
+            "so it has no order (sequential.order sets the order of sequential training)"
+        )
     if joint.get("enabled", True):
         job = N.seeded(N.JOINT, tag)
         _train_spec(

@@ -640,14 +640,15 @@ def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedP
 @pytest.mark.slow  # three Snakemake runs (about a minute on 2 busy cores)
 def test_editing_a_manifest_audio_file_rebuilds_its_split(tmp_path):
     """The manifest and its audio are inputs (through the split's audio checksum)."""
-    tsv, clip = manifest_with(tmp_path, np.zeros(8000, dtype=np.float32), subtype="PCM_16")
+    tsv, clip = manifest_with(tmp_path, 0.1 * np.cos(np.linspace(0, 300, 8000)).astype(np.float32), subtype="PCM_16")
     config = tmp_path / "manifest.yaml"
     config.write_text(
         "experiments:\n"
         "  multilingual: {enabled: false}\n  domains: {enabled: false}\n"
         "  peft:\n"
         "    cross_domain: []\n"
-        f"    data: {{source: manifest, manifests: {{child: {{train: {tsv}, dev: {tsv}, test: {tsv}}}}}}}\n"
+        f"    data: {{source: manifest, manifests: {{child: {{train: {tsv}, dev: {tsv}, test: {tsv}}}}},\n"
+        "           train: {sentences: null}, dev: {sentences: null}, test: {sentences: null}}\n"
         "    methods: {full: {lr: 1.0e-5}}\n"
     )
     target = "results/data/peft/child/test.parquet"
@@ -661,3 +662,455 @@ def test_editing_a_manifest_audio_file_rebuilds_its_split(tmp_path):
     proc = _snakemake(tmp_path, config, target, "-n")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "audio_checksum" in out and "synthesize_corpus" in out, out[-3000:]
+
+
+# ================================================================== second round: data loss, silent wrong results
+# Each case: the run stops (an exception, or a non-zero exit), the message names the culprit,
+# and nothing the user owns is touched.
+
+
+def config_error(override: dict) -> str:
+    from speechmerge.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(deep_update(copy.deepcopy(SMOKE), override))
+    return str(err.value)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its content: what must be the same before and after."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------ config values that become paths
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "-x", "a..b", ".hidden"])
+def test_base_model_name_must_be_one_path_component(name):
+    msg = config_error({"base_model": {"name": name}})
+    assert "'base_model.name'" in msg and "path component" in msg
+
+
+def test_base_model_name_dotdot_deletes_nothing_in_a_real_run(tmp_path):
+    """The original report: name '..' made the import job replace all of resources/."""
+    mine = tmp_path / "resources" / "corpus" / "my_recordings.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("hours of work")
+    proc = _snakemake(
+        tmp_path, ROOT / "presets" / "smoke.yaml", "--config", "base_model={name: '..', spec: 'random:tiny'}"
+    )
+    assert proc.returncode != 0 and "base_model.name" in proc.stdout + proc.stderr
+    assert mine.read_text() == "hours of work" and not (tmp_path / "results").exists()
+
+
+def test_sweep_param_must_be_a_name():
+    msg = config_error(
+        {"experiments": {"multilingual": {"sweeps": [{"method": "lors", "param": "../x", "values": [1]}]}}}
+    )
+    assert "'experiments.multilingual.sweeps[0].param'" in msg
+
+
+def test_sweep_value_that_would_be_a_path_is_refused():
+    msg = plan_error(
+        {"experiments": {"multilingual": {"sweeps": [{"method": "ties", "param": "scaling", "values": ["../../x"]}]}}}
+    )
+    assert "experiments.multilingual.merges / sweeps" in msg and "'ties@scaling=../../x'" in msg
+
+
+def test_atomic_path_refuses_a_path_that_leaves_its_folder(tmp_path):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "data.txt").write_text("mine")
+    before = tree(tmp_path)
+    from speechmerge.utils import UnsafePathError
+
+    for bad in (tmp_path / "keep" / "..", f"{tmp_path}/keep/../..", ".."):
+        with pytest.raises(UnsafePathError, match="does not name a file or folder"):
+            with atomic_path(bad, is_dir=True) as tmp:
+                (tmp / "x").write_text("x")
+    assert tree(tmp_path) == before
+
+
+def test_atomic_path_never_replaces_through_a_link(tmp_path):
+    from speechmerge.utils import UnsafePathError
+
+    target = tmp_path / "my_models"
+    target.mkdir()
+    (target / "weights.bin").write_text("mine")
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    with pytest.raises(UnsafePathError, match=re.escape(str(link))):
+        with atomic_path(link, is_dir=True) as tmp:
+            (tmp / "x").write_text("x")
+    assert (target / "weights.bin").read_text() == "mine" and link.is_symlink()
+
+
+def test_remove_output_tree_refuses_dotdot(tmp_path):
+    from speechmerge.utils import UnsafePathError, remove_output_tree
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "mine.txt").write_text("mine")
+    with pytest.raises(UnsafePathError):
+        remove_output_tree(tmp_path / "a" / "..")
+    assert (tmp_path / "mine.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ a model folder the user placed
+
+
+@pytest.fixture()
+def in_tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _user_model(root: Path, name: str) -> Path:
+    folder = root / "resources" / "models" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    (folder / "model.safetensors").write_bytes(b"my fine-tuned weights")
+    return folder
+
+
+def test_a_user_model_at_the_import_folder_is_neither_used_nor_replaced(in_tmp_cwd):
+    folder = _user_model(in_tmp_cwd, "my-whisper")
+    before = tree(folder)
+    config = deep_update(SMOKE, {"base_model": {"name": "my-whisper", "spec": "random:tiny"}})
+    with pytest.raises(PlanError) as err:
+        build_plan(config).check_imports()
+    msg = str(err.value)
+    assert "'base_model.name'" in msg and "resources/models/my-whisper" in msg and "no import_info.json" in msg
+    assert tree(folder) == before
+
+
+def test_hf_spec_reading_the_folder_the_import_writes_is_refused(in_tmp_cwd):
+    """The issue's case: spec hf:resources/models/<name> with name <name>; the 5 s crop never ran."""
+    folder = _user_model(in_tmp_cwd, "mine")
+    before = tree(folder)
+    config = deep_update(SMOKE, {"base_model": {"name": "mine", "spec": "hf:resources/models/mine"}})
+    with pytest.raises(PlanError) as err:
+        build_plan(config).check_imports()
+    assert "'base_model.spec'" in str(err.value) and "'mine-imported'" in str(err.value)
+    assert tree(folder) == before
+
+
+def test_hf_spec_above_the_import_folder_is_refused(in_tmp_cwd):
+    _user_model(in_tmp_cwd, "other")
+    config = deep_update(SMOKE, {"base_model": {"name": "tiny", "spec": "hf:resources/models"}})
+    with pytest.raises(PlanError, match=r"'base_model.spec'.*reads resources/models"):
+        build_plan(config).check_imports()
+
+
+def test_an_import_with_another_crop_is_rebuilt_not_reused(tmp_path):
+    """The folder's provenance file is named by what it was made from; the plan asks for the one
+    of its own spec and context, so a folder imported at another context is rebuilt."""
+    from speechmerge.models import import_model
+    from speechmerge.models.spec import is_stamp
+
+    plan5 = build_plan(deep_update(SMOKE, {"audio": {"max_seconds": 5}}))
+    plan30 = build_plan(deep_update(SMOKE, {"audio": {"max_seconds": None}}))
+    assert plan5.import_stamp() != plan30.import_stamp()
+    assert Path(plan5.import_stamp(native=True)).name == Path(plan30.import_stamp()).name  # both uncropped
+    out = tmp_path / "m"
+    import_model(SMOKE["base_model"]["spec"], out, max_seconds=None, seed=SMOKE.get("seed", 0), progress=False)
+    stamps = [p.name for p in out.iterdir() if is_stamp(p.name)]
+    assert stamps == [Path(plan30.import_stamp()).name] and Path(plan5.import_stamp()).name not in stamps
+    assert plan5.import_stamp().format(model_name=plan5.base_name) in plan5.all_targets()
+
+
+def test_report_refuses_scores_decoded_at_another_context(tmp_path):
+    from speechmerge.report.verify import check_contexts
+
+    scores, _ = write_eval(tmp_path, "zeroshot", 5)
+    doc = json.loads(scores.read_text())
+    doc["results"][0]["decoding"] = {"context_seconds": 30.0}
+    scores.write_text(json.dumps(doc))
+    spec = {"context_s": 5, "rows": [{"model": "zeroshot", "context_s": 5}]}
+    with pytest.raises(ResultMismatch, match=r"zeroshot.*30 s encoder context.*its row is at 5 s"):
+        check_contexts(spec, [scores])
+    check_contexts({"context_s": 5, "rows": [{"model": "zeroshot", "context_s": 30}]}, [scores])
+
+
+# ------------------------------------------------------------------ utterances longer than the context
+
+
+class _Utt:
+    def __init__(self, uid: str, seconds: float):
+        self.id, self.audio = uid, np.zeros(int(seconds * 16000), dtype=np.float32)
+
+
+def test_long_utterance_error_names_the_file_and_ids():
+    from speechmerge.evaluation.evaluate_model import _long_utterances
+
+    utts = [_Utt("u1", 3.0), _Utt("u2", 7.5), _Utt("u3", 4.0)]
+    with pytest.raises(ValueError) as err:
+        _long_utterances({"path": "results/data/x/de/test.parquet"}, utts, 5.0, "error", None)
+    msg = str(err.value)
+    assert "results/data/x/de/test.parquet" in msg and "['u2']" in msg and "on_long_utterance" in msg
+
+
+def test_long_utterance_skip_uses_the_experiments_context_for_every_model():
+    from speechmerge.evaluation.evaluate_model import _long_utterances
+
+    utts = [_Utt("u1", 3.0), _Utt("u2", 7.5), _Utt("u3", 4.0)]
+    for model_context in (5.0, 30.0):  # the cropped models and the 30 s zero-shot leave out the same
+        kept, skipped = _long_utterances({"path": "t"}, utts, model_context, "skip", 5.0)
+        assert [u.id for u in kept] == ["u1", "u3"] and skipped == 1
+    with pytest.raises(ValueError, match="every utterance is longer than 2 s"):
+        _long_utterances({"path": "t"}, utts, 30.0, "skip", 2.0)
+
+
+def test_truncated_utterances_are_counted_in_every_table_footnote(tmp_path):
+    from speechmerge.report.provenance import long_utterance_note, run_provenance
+
+    paths = []
+    for model, ctx, k in (("zeroshot-native", 30.0, 0), ("zeroshot", 5.0, 2), ("joint", 5.0, 2)):
+        p = tmp_path / f"{model}.json"
+        p.write_text(json.dumps({"results": [{"model": model, "testset": "de-transcribe", "n": 16, "metrics": {},
+                                              "decoding": {"n_truncated": k, "context_seconds": ctx}}]}))  # fmt: skip
+        paths.append(p)
+    note = long_utterance_note(run_provenance({"context_s": 5}, paths, {}))
+    assert note is not None and "truncated" in note and "de-transcribe 2 of 16 at 5 s" in note
+    assert long_utterance_note(run_provenance({"context_s": 5}, paths[:1], {})) is None  # none: no note
+
+
+def test_unknown_long_utterance_policy_names_the_key():
+    msg = config_error({"evaluation": {"on_long_utterance": "drop"}})
+    assert "'evaluation.on_long_utterance'" in msg
+
+
+# ------------------------------------------------------------------ merge CLI: output always loadable
+
+
+def test_merge_base_a_file_is_refused(models, tmp_path, capsys):
+    base, experts = models
+    out = tmp_path / "merged"
+    assert run_merge_cli(base / "model.safetensors", experts, out) != 0
+    err = capsys.readouterr().err
+    assert f"--base {base / 'model.safetensors'}: a file" in err and "config.json" in err
+    assert leftovers(out) == []
+
+
+def test_merge_base_folder_without_config_is_refused(models, tmp_path, capsys):
+    base, experts = models
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "model.safetensors").write_bytes((base / "model.safetensors").read_bytes())
+    out = tmp_path / "merged"
+    assert run_merge_cli(bare, experts, out) != 0
+    assert f"--base {bare}: a folder without config.json" in capsys.readouterr().err and leftovers(out) == []
+
+
+def test_merge_out_not_writable_names_the_path(models, tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    base, experts = models
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    out = tmp_path / "ro" / "merged"
+    assert run_merge_cli(base, experts, out) != 0
+    err = capsys.readouterr().err
+    assert f"cannot write {out}" in err and "Read-only file system" in err and "Traceback" not in err
+
+
+def test_merge_on_a_full_disk_names_the_path_and_leaves_nothing(models, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from speechmerge.merging import safetensors_io
+
+    base, experts = models
+
+    def full(self, key, tensor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors_io.SafetensorsWriter, "write", full)
+    out = tmp_path / "merged"
+    assert run_merge_cli(base, experts, out) != 0
+    err = capsys.readouterr().err
+    assert f"cannot write --out {out}" in err and "No space left on device" in err and leftovers(out) == []
+
+
+def test_two_merges_into_one_new_out_collide_early_not_late(models, tmp_path, capsys):
+    """A second writer finds the first one's temporary in use: it stops at once, naming --out,
+    and leaves the first writer's temporary alone."""
+    import fcntl
+
+    base, experts = models
+    out = tmp_path / "merged"
+    live = tmp_path / ".merged.abcd1234.tmp"  # the first writer's temporary, still being written
+    live.mkdir()
+    (live / "model.safetensors").write_bytes(b"half")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert run_merge_cli(base, experts, out) != 0
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert str(out) in err and "another process is writing it" in err
+    assert (live / "model.safetensors").read_bytes() == b"half" and not out.exists()
+
+
+def test_a_killed_writers_temporary_is_still_cleaned(models, tmp_path):
+    base, experts = models
+    dead = tmp_path / ".merged.dead0000.tmp"  # nobody holds it
+    dead.mkdir()
+    assert run_merge_cli(base, experts, tmp_path / "merged") == 0 and not dead.exists()
+
+
+# ------------------------------------------------------------------ keys that were ignored
+
+
+@pytest.mark.parametrize(
+    "order, detail",
+    [(["de", "de"], "listed more than once: ['de']"), (["de"], "missing: ['es']")],
+)
+def test_sequential_order_must_list_every_subset_once(order, detail):
+    msg = plan_error(
+        {"experiments": {"multilingual": {"languages": ["de", "es"], "sequential": {"enabled": True, "order": order}}}}
+    )
+    assert "experiments.multilingual.sequential.order" in msg and detail in msg
+
+
+def test_joint_order_is_refused():
+    msg = plan_error({"experiments": {"multilingual": {"joint": {"order": ["de"]}}}})
+    assert "'experiments.multilingual.joint.order'" in msg
+
+
+@pytest.mark.parametrize(
+    "data, unused",
+    [
+        ({"source": "manifest", "manifests": {}, "train": {"renderings": 2}}, "train.renderings"),
+        ({"hf_name": "facebook/covost2"}, "hf_name"),
+        ({"manifests": {"de": {"test": "x.tsv"}}}, "manifests"),
+    ],
+)
+def test_data_keys_the_source_does_not_use_are_refused(data, unused):
+    msg = plan_error({"experiments": {"multilingual": {"data": data}}})
+    assert "'experiments.multilingual.data'" in msg and unused in msg
+
+
+def test_manifest_sentences_are_honoured(tmp_path):
+    tsv, _ = manifest_with(tmp_path, 0.1 * np.sin(np.linspace(0, 100, 8000)).astype(np.float32))
+    assert len(from_manifest(tsv, max_examples=1, progress=False)) == 1
+    from speechmerge.data.adapters import AdapterError
+
+    with pytest.raises(AdapterError, match=re.escape(f"{tsv}: 5 utterances asked for (data.test.sentences)")):
+        from_manifest(tsv, max_examples=5, progress=False)
+
+
+@pytest.mark.parametrize("values", [[0.3, 0.3], [1, 1.0]])
+def test_sweep_with_a_repeated_value_is_refused(values):
+    msg = plan_error(
+        {"experiments": {"multilingual": {"sweeps": [{"method": "lors", "param": "scaling", "values": values}]}}}
+    )
+    assert "'experiments.multilingual.sweeps[0] (scaling)'" in msg and "listed twice" in msg
+
+
+def test_two_sweeps_of_one_parameter_are_refused():
+    sweep = {"method": "lors", "param": "scaling", "values": [0.2]}
+    msg = plan_error({"experiments": {"multilingual": {"sweeps": [sweep, {**sweep, "values": [0.4]}]}}})
+    assert "'experiments.multilingual.sweeps[1]'" in msg and "sweeps[0] already sweeps lors.scaling" in msg
+
+
+# ------------------------------------------------------------------ audio that is silent once mono
+
+
+def _write_manifest_row(tmp_path: Path, wave: np.ndarray) -> tuple[Path, Path]:
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, wave, 16000, subtype="FLOAT")
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text("audio\tlanguage\ttranscript\nclip.wav\tde\tHallo.\n", encoding="utf-8")
+    return tsv, clip
+
+
+def test_stereo_whose_channels_cancel_names_the_file(tmp_path):
+    left = 0.3 * np.sin(np.linspace(0, 400, 16000)).astype(np.float32)
+    tsv, clip = _write_manifest_row(tmp_path, np.stack([left, -left], axis=1))
+    with pytest.raises(AudioError) as err:
+        from_manifest(tsv, progress=False)
+    assert str(clip) in str(err.value) and "channels cancel" in str(err.value) and f"{tsv} row 1" in str(err.value)
+
+
+@pytest.mark.parametrize("level", [0.0, 2e-4])
+def test_silent_or_near_silent_audio_names_the_file(tmp_path, level):
+    tsv, clip = _write_manifest_row(tmp_path, np.full(16000, level, dtype=np.float32))
+    with pytest.raises(AudioError, match=re.escape(str(clip)) + ".*silent"):
+        from_manifest(tsv, progress=False)
+
+
+def test_dataset_array_whose_channels_cancel_is_refused():
+    from speechmerge.data.adapters import _audio_to_wave
+
+    left = 0.3 * np.sin(np.linspace(0, 400, 16000)).astype(np.float32)
+    with pytest.raises(AudioError, match="covost2 row 7.*channels cancel"):
+        _audio_to_wave({"array": np.stack([left, -left]), "sampling_rate": 16000}, "covost2 row 7")
+
+
+# ------------------------------------------------------------------ errors that name the culprit
+
+
+@pytest.mark.parametrize("values", [[1.0, 1.0], [1, 1.0]])
+def test_grid_with_a_repeated_value_names_experiment_and_method(values):
+    msg = plan_error({"experiments": {"multilingual": {"selection": {"grids": {"ties": {"scaling": values}}}}}})
+    assert "'experiments.multilingual.selection.grids.ties.scaling'" in msg and "listed twice" in msg
+
+
+def test_numbers_given_as_strings_on_the_command_line_are_read_as_numbers():
+    config = deep_update(SMOKE, {"seeds": ["0", "1"], "training": {"steps": "5", "lr": "1e-4"}})
+    validate_config(config)
+    assert config["seeds"] == [0, 1] and config["training"]["steps"] == 5 and config["training"]["lr"] == 1e-4
+
+
+def test_a_non_number_seed_says_how_to_write_it():
+    msg = config_error({"seeds": ["zero"]})
+    assert "'seeds[0]'" in msg and "--config 'seeds=[0, 1]'" in msg
+
+
+def test_snakemake_config_seeds_list_from_the_command_line(tmp_path):
+    proc = _snakemake(tmp_path, ROOT / "presets" / "smoke.yaml", "-n", "--quiet", "--config", "seeds=[0,1]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_latin1_manifest_names_the_file_and_line(tmp_path):
+    from speechmerge.data.adapters import AdapterError
+
+    tsv = tmp_path / "m.tsv"
+    tsv.write_bytes("audio\tlanguage\ttranscript\na.wav\tfr\tça va\n".encode("latin-1"))
+    with pytest.raises(AdapterError, match=re.escape(f"{tsv}: not UTF-8 text: byte 0xe7 on line 2")):
+        from_manifest(tsv, progress=False)
+
+
+def test_truncated_score_file_names_the_file_at_report_time(tmp_path):
+    from speechmerge.utils import ResultFileError
+
+    scores, hyps = write_eval(tmp_path, "zeroshot", 5)
+    scores.write_text(scores.read_text()[:40])
+    with pytest.raises(ResultFileError, match=re.escape(str(scores)) + ": not valid JSON.*snakemake --forcerun"):
+        verify_results([scores], [hyps])
+    with pytest.raises(ResultFileError, match=re.escape(str(scores))):
+        write_report(
+            {"experiment": "x", "kind": "multilingual", "rows": []}, tmp_path / "rep", scores=[scores], hyps=[hyps]
+        )
+    assert not (tmp_path / "rep").exists()
+
+
+def test_truncated_hypotheses_file_names_the_file_and_line(tmp_path):
+    scores, hyps = write_eval(tmp_path, "zeroshot", 5)
+    text = hyps.read_text()
+    hyps.write_text(text[:-30])
+    last = text.count("\n")
+    with pytest.raises(ValueError, match=re.escape(f"{hyps}:{last}: not JSON") + ".*snakemake --forcerun"):
+        verify_results([scores], [hyps])
+
+
+def test_truncated_parquet_split_names_the_file(tmp_path):
+    from speechmerge.data.io import read_examples
+
+    split = tmp_path / "test.parquet"
+    split.write_bytes(b"PAR1" + b"\0" * 100)
+    with pytest.raises(ValueError, match=re.escape(f"{split}: not a readable parquet split")):
+        read_examples(split)

@@ -32,6 +32,8 @@ records, scores = evaluate_testsets(
     config_hash=spec.get("config_hash"),
     max_tokens_per_second=spec.get("max_tokens_per_second"),
     dtype=spec.get("dtype", "float32"),
+    on_long_utterance=spec.get("on_long_utterance", "truncate"),
+    skip_over_s=spec.get("skip_over_s"),
     progress=True,
 )
 write_hypotheses(records, snakemake.output.hyps)  # noqa: F821

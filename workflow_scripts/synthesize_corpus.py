@@ -5,7 +5,7 @@ splits): the checksum JSON of the manifest's audio, recorded in the parquet's pr
 output[0]: the split's parquet;
 params.spec: {"experiment", "subset", "language", "domain", "transforms", "split", "sentences",
 "renderings", "seed", "voice_profile", "source"} with source "synth" (eSpeak NG, default),
-"manifest" (+ "manifest": TSV path) or "covost2" | "fleurs" | "common_voice" (+ optional
+"manifest" (+ "manifest": TSV path; "sentences" takes its first N rows) or "covost2" | "fleurs" | "common_voice" (+ optional
 "hf_name", "hf_config", "data_dir"; "sentences" caps the number of examples).
 """
 
@@ -36,7 +36,13 @@ if source == "synth":
         **common,
     )
 elif source == "manifest":
-    records = from_manifest(spec["manifest"], language=spec["language"], domain=spec["domain"], **common)
+    records = from_manifest(
+        spec["manifest"],
+        language=spec["language"],
+        domain=spec["domain"],
+        max_examples=spec.get("sentences"),
+        **common,
+    )
 elif source in ("covost2", "fleurs", "common_voice"):
     extra = {"data_dir": spec["data_dir"]} if spec.get("data_dir") else {}
     records = load_real(

@@ -21,6 +21,7 @@ An empty transcript, a missing file, or undecodable/empty audio is an error nami
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from speechmerge.data.audio import SAMPLE_RATE, AudioError, decode_audio, encode_flac, resample
+from speechmerge.data.audio import SAMPLE_RATE, AudioError, decode_audio, encode_flac, resample, to_mono
 
 
 class AdapterError(ValueError):
@@ -151,13 +152,11 @@ def _audio_to_wave(cell: Any, what: str) -> np.ndarray:
         if not sr:
             raise AudioError(f"{what}: audio array without sampling_rate")
         wave = np.asarray(cell["array"], dtype=np.float32)
-        if wave.ndim == 2:  # (channels, samples) as datasets gives it
-            wave = wave.mean(axis=0 if wave.shape[0] < wave.shape[1] else 1)
-        if wave.ndim != 1 or wave.size == 0:
-            raise AudioError(f"{what}: audio is empty")
-        if not np.all(np.isfinite(wave)):
-            raise AudioError(f"{what}: audio contains NaN or infinite samples")
-        return resample(wave, int(sr), SAMPLE_RATE)
+        if wave.ndim == 2 and wave.shape[0] < wave.shape[1]:  # (channels, samples) as datasets gives it
+            wave = wave.T
+        if wave.ndim not in (1, 2):
+            raise AudioError(f"{what}: audio array of shape {wave.shape}")
+        return resample(to_mono(wave, what), int(sr), SAMPLE_RATE)
     return decode_audio(cell, what=what)
 
 
@@ -188,8 +187,16 @@ def _read_manifest(tsv_path: Path) -> tuple[list[dict], str, str]:
     """Rows of a manifest TSV, its audio column and its text column (errors name the file)."""
     if not tsv_path.is_file():
         raise FileNotFoundError(f"manifest not found: {tsv_path}")
-    with open(tsv_path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    raw = tsv_path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise AdapterError(
+            f"{tsv_path}: not UTF-8 text: byte 0x{raw[err.start]:02x} on line {line} cannot be decoded "
+            "(a Latin-1 or Windows-1252 export?); save the manifest as UTF-8"
+        ) from None
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise AdapterError(f"{tsv_path}: manifest has no rows")
     header = set(rows[0])
@@ -246,11 +253,20 @@ def from_manifest(
     language: str | None = None,
     domain: str = "clean",
     subset: str = "",
+    max_examples: int | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Records from a manifest TSV (see the module docstring for its columns)."""
+    """Records from a manifest TSV (see the module docstring for its columns); ``max_examples``:
+    its first N rows (a split's ``sentences``), more than the manifest has is an error."""
     tsv_path = Path(tsv_path)
     rows, audio_col, text_col = _read_manifest(tsv_path)
+    if max_examples is not None:
+        if len(rows) < int(max_examples):
+            raise AdapterError(
+                f"{tsv_path}: {max_examples} utterances asked for (data.{split}.sentences) but the manifest has "
+                f"{len(rows)} rows"
+            )
+        rows = rows[: int(max_examples)]
     header = set(rows[0])
     if "language" not in header and not language:
         raise AdapterError(f"{tsv_path}: no 'language' column and no language given")

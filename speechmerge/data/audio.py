@@ -70,10 +70,34 @@ def decode_audio(cell, *, target_sr: int = SAMPLE_RATE, what: str = "audio") -> 
         wave, sr = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types
         raise AudioError(f"{what}: cannot decode audio ({exc})") from exc
-    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-    if wave.size == 0:
+    return resample(to_mono(wave, what), sr, target_sr)
+
+
+#: Peak level under which a mono signal counts as silent: -60 dBFS, 33 steps of 16-bit audio.
+SILENCE_PEAK = 1e-3
+
+
+def to_mono(wave: np.ndarray, what: str) -> np.ndarray:
+    """(samples, channels) or (samples,) float audio -> mono by averaging the channels; audio that
+    is empty, holds NaN / Inf, or is silent after the mix (peak under ``SILENCE_PEAK``, e.g.
+    channels in opposite phase that cancel) is an ``AudioError`` naming ``what``."""
+    wave = np.asarray(wave, dtype=np.float32)
+    channels = wave if wave.ndim == 2 else wave[:, None]
+    if channels.size == 0:
         raise AudioError(f"{what}: audio is empty")
-    if not np.all(np.isfinite(wave)):
-        bad = int(np.flatnonzero(~np.isfinite(wave))[0])
+    if not np.all(np.isfinite(channels)):
+        bad = int(np.flatnonzero(~np.isfinite(channels).all(axis=1))[0])
         raise AudioError(f"{what}: audio contains NaN or infinite samples (first at sample {bad})")
-    return resample(wave, sr, target_sr)
+    mono = channels.mean(axis=1) if channels.shape[1] > 1 else channels[:, 0]
+    peak = float(np.max(np.abs(mono)))
+    if peak < SILENCE_PEAK:
+        peaks = np.max(np.abs(channels), axis=0)
+        if channels.shape[1] > 1 and float(peaks.max()) >= SILENCE_PEAK:
+            why = (
+                f"its {channels.shape[1]} channels cancel when averaged to mono (channel peaks "
+                f"{', '.join(f'{p:.3g}' for p in peaks)}; mix peak {peak:.2g}): one channel is phase-inverted"
+            )
+        else:
+            why = f"peak level {peak:.2g} (under {SILENCE_PEAK:g}, -60 dBFS)"
+        raise AudioError(f"{what}: audio is silent after conversion to mono: {why}")
+    return mono

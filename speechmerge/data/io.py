@@ -141,7 +141,12 @@ def read_examples(path: str | os.PathLike, *, decode: bool = True) -> list[Examp
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"dataset split not found: {path}")
-    pf = pq.ParquetFile(str(path))  # not pq.read_table: that imports pyarrow.dataset (~0.3 s)
+    try:
+        pf = pq.ParquetFile(str(path))  # not pq.read_table: that imports pyarrow.dataset (~0.3 s)
+    except Exception as err:  # pyarrow's errors do not name the file
+        raise ValueError(
+            f"{path}: not a readable parquet split ({err}); rebuild it (snakemake --forcerun {path})"
+        ) from None
     names = pf.schema_arrow.names
     missing = [c for c in COLUMNS if c not in names]
     if missing:

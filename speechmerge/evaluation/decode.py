@@ -427,18 +427,23 @@ def read_hypotheses(
     if not path.exists():
         raise FileNotFoundError(f"hypotheses file not found: {path}")
     recs = []
-    with open(path, encoding="utf-8") as f:
-        for k, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{k}: not JSON ({exc})") from exc
-            missing = [x for x in HYP_FIELDS if x not in r]
-            if missing:
-                raise ValueError(f"{path}:{k}: record lacks {missing}")
-            recs.append(r)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {err.start}); rebuild it (snakemake --forcerun {path})"
+        ) from None
+    for k, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a record
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{k}: not JSON ({exc}); rebuild it (snakemake --forcerun {path})") from exc
+        missing = [x for x in HYP_FIELDS if x not in r]
+        if missing:
+            raise ValueError(f"{path}:{k}: record lacks {missing}")
+        recs.append(r)
     if not recs:
         raise ValueError(f"{path}: no hypotheses")
     models = sorted({r["model"] for r in recs})

@@ -23,6 +23,37 @@ log = logging.getLogger(__name__)
 __all__ = ["evaluate_testsets", "score_records"]
 
 PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
+LONG_UTTERANCE_POLICIES = ("truncate", "skip", "error")
+
+
+def _long_utterances(
+    spec: Mapping[str, Any], examples: list, model_context_s: float, policy: str, skip_over_s: float | None
+) -> tuple[list, int]:
+    """Apply ``evaluation.on_long_utterance`` to one test set: (the examples to decode, how many
+    were skipped). ``truncate`` keeps all (the decode counts the truncated ones); ``skip`` drops
+    those longer than ``skip_over_s`` (the experiments' context, the same for every model, so all
+    models are scored on the same utterances); ``error`` stops naming the file and utterances."""
+    from speechmerge.data.audio import SAMPLE_RATE
+
+    if policy not in LONG_UTTERANCE_POLICIES:
+        raise ValueError(f"evaluation.on_long_utterance: {policy!r} is not one of {list(LONG_UTTERANCE_POLICIES)}")
+    limit = skip_over_s if policy == "skip" and skip_over_s is not None else model_context_s
+    too_long = [e for e in examples if len(e.audio) > round(limit * SAMPLE_RATE)]
+    if not too_long or policy == "truncate":
+        return examples, 0
+    if policy == "error":
+        longest = max(len(e.audio) for e in too_long) / SAMPLE_RATE
+        raise ValueError(
+            f"{spec['path']}: {len(too_long)} of {len(examples)} utterances are longer than the model's "
+            f"{limit:g} s encoder context (longest {longest:.1f} s; ids {[e.id for e in too_long[:5]]}"
+            f"{' ...' if len(too_long) > 5 else ''}), and evaluation.on_long_utterance is 'error'. Set it to "
+            "'truncate' (decoded from their start, scored against the full reference, counted in every "
+            "table's footnote) or 'skip' (left out for every model), or raise audio.max_seconds"
+        )
+    kept = [e for e in examples if len(e.audio) <= round(limit * SAMPLE_RATE)]
+    if not kept:
+        raise ValueError(f"{spec['path']}: every utterance is longer than {limit:g} s; nothing is left to score")
+    return kept, len(examples) - len(kept)
 
 
 def score_records(
@@ -96,19 +127,28 @@ def _evaluate_loaded(
     seed: int,
     progress: bool,
     max_tokens_per_second: float | None = None,
+    on_long_utterance: str = "truncate",
+    skip_over_s: float | None = None,
 ) -> tuple[list[dict], list[dict[str, Any]]]:
     """Decode every test set with one ``decode_tasks`` call and score each test set on its own.
 
     A parquet file named by several test sets (e.g. ``de`` for ``de-transcribe`` and
-    ``de-translate``) is read and encoded once.
+    ``de-translate``) is read and encoded once. Utterances longer than the encoder context are
+    handled by ``on_long_utterance`` (``_long_utterances``).
     """
     import torch
 
+    context_s = model.config.max_source_positions * 2 / 100.0
     waves, prompts, durations, tasks = [], [], [], []
     where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
     loaded, read = [], {}
     for spec in testsets:
         examples, langs = _read_testset(spec, read)
+        kept, n_skipped = _long_utterances(spec, examples, context_s, on_long_utterance, skip_over_s)
+        if n_skipped:
+            ids = {e.id for e in kept}
+            langs = [lang for e, lang in zip(examples, langs) if e.id in ids]
+            examples = kept
         rows = []
         for k, (e, lang) in enumerate(zip(examples, langs)):
             key = (str(spec["path"]), k)
@@ -120,7 +160,7 @@ def _evaluate_loaded(
                 tasks.append(set())
             tasks[where[key]].add(spec["task"])
             rows.append(where[key])
-        loaded.append((spec, examples, rows))
+        loaded.append((spec, examples, rows, n_skipped))
     names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
     res = decoding.decode_tasks(
         model,
@@ -146,7 +186,7 @@ def _evaluate_loaded(
         res.decoder_steps,
     )
     all_records, results = [], []
-    for spec, examples, rows in loaded:
+    for spec, examples, rows, n_skipped in loaded:
         task = spec["task"]
         testset = spec.get("testset") or Path(spec["path"]).stem
         records = hypothesis_records(examples, [res.by_task[task][i] or "" for i in rows], task=task, model=model_name)
@@ -177,8 +217,9 @@ def _evaluate_loaded(
                 "max_tokens_per_second": res.max_tokens_per_second,
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                 "n_truncated": sum(res.truncated[i] for i in rows),
+                **({"n_skipped": n_skipped, "skip_over_s": skip_over_s} if n_skipped else {}),
                 "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
-                "context_seconds": model.config.max_source_positions * 2 / 100.0,
+                "context_seconds": context_s,
                 "threads": torch.get_num_threads(),
                 # figures of the one decode call shared by all test sets of this model
                 "shared": {
@@ -234,6 +275,8 @@ def evaluate_testsets(
     progress: bool = True,
     max_tokens_per_second: float | None = None,
     dtype: str = "float32",
+    on_long_utterance: str = "truncate",
+    skip_over_s: float | None = None,
 ) -> tuple[list[dict], dict[str, Any]]:
     """Load the model once and evaluate it on several test sets.
 
@@ -259,6 +302,8 @@ def evaluate_testsets(
         seed=seed,
         progress=progress,
         max_tokens_per_second=max_tokens_per_second,
+        on_long_utterance=on_long_utterance,
+        skip_over_s=skip_over_s,
     )
     return all_records, {
         "model": model_name,

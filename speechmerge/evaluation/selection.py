@@ -115,6 +115,8 @@ def decode_dev(
         beam_size=int(dec.get("beam_size", 1)),
         max_new_tokens=int(dec.get("max_new_tokens", 128)),
         max_tokens_per_second=dec.get("max_tokens_per_second"),
+        on_long_utterance=dec.get("on_long_utterance", "truncate"),
+        skip_over_s=dec.get("skip_over_s"),
         model_name=name,
         experiment=experiment,
         n_boot=0,

@@ -39,6 +39,15 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _describe(err: Exception, out: str) -> str:
+    """An error as one line that names the path at fault (an OSError's own, else ``--out``)."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        where = err.filename or out
+        reason = err.strerror or str(err)
+        return f"cannot write --out {out}: {reason} ({where})" if str(out) not in reason else reason
+    return str(err)
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from speechmerge.merging.engine import merge_models
     from speechmerge.utils import set_threads
@@ -53,8 +62,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         info = merge_models(args.base, args.experts, method, args.out, seed=args.seed,
                             delta_only=args.delta_only, progress=not args.quiet,
                             overwrite=args.overwrite)  # fmt: skip
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # OSError: --out not writable, a full disk, a concurrent writer
+        print(f"error: {_describe(err, args.out)}", file=sys.stderr)
         return 1
     print(f"{info['method']} of {len(info['experts'])} experts -> {info['out_path']} ({info['wall_s']:.1f} s)")
     return 0

@@ -55,6 +55,7 @@ from speechmerge.merging.safetensors_io import (
     TensorSpec,
 )
 from speechmerge.merging.streaming import InMemorySource, TensorSource
+from speechmerge.models.spec import is_stamp
 from speechmerge.utils import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
@@ -372,6 +373,15 @@ def merge_models(
     ``overwrite`` be true (see ``check_output_dir``): nothing else is ever deleted.
     """
     base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not (base_dir / "config.json").is_file():
+        what = (
+            "a file" if base_dir.is_file() else ("a folder without config.json" if base_dir.is_dir() else "not found")
+        )
+        raise ValueError(
+            f"--base {base_dir}: {what}; the output is the base model with merged weights, so the base must be "
+            "a Hugging Face model folder (config.json, weights, tokenizer files). To merge bare safetensors "
+            "files, use speechmerge.merging.merge_files"
+        )
     protected = {Path(p).resolve() for p in (base_dir, *expert_dirs)}
     if out_dir.resolve() in protected:
         raise ValueError(f"output directory {out_dir} is one of the inputs")
@@ -380,7 +390,7 @@ def merge_models(
         if base_dir.is_dir():
             for f in sorted(base_dir.iterdir()):
                 if f.is_file() and not f.name.endswith(_NOT_CONFIG_SUFFIXES) and f.name != INDEX_NAME \
-                        and not f.name.endswith("_info.json"):  # fmt: skip
+                        and not f.name.endswith("_info.json") and not is_stamp(f.name):  # fmt: skip
                     shutil.copy2(f, tmp / f.name)
         name = "delta.safetensors" if delta_only else WEIGHTS_NAME
         info = _merge_checkpoints(

@@ -5,6 +5,7 @@ Output directory (written atomically: a temporary sibling renamed into place at 
     config.json  generation_config.json  model.safetensors
     tokenizer.json  tokenizer_config.json  preprocessor_config.json  (processor files)
     import_info.json                         spec, n_params, sizes, timing, source sha256s
+    import-{digest}.json                     what it was made from (models.spec.stamp_name)
 
 ``model.safetensors`` holds every tensor of ``WhisperForConditionalGeneration.state_dict()`` in
 float32 except ``proj_out.weight``, which is tied to ``model.decoder.embed_tokens.weight``
@@ -31,7 +32,7 @@ from speechmerge.models.bundle import locate_bundle
 from speechmerge.models.convert import WHISPER_MAX_REVISION, WHISPER_SPEC, ct2_whisper_state_dict
 from speechmerge.models.ct2 import read_ct2_model
 from speechmerge.models.random_init import random_dims, random_state_dict
-from speechmerge.models.spec import ModelSpec, parse_spec
+from speechmerge.models.spec import INFO_NAME, ModelSpec, import_request, parse_spec, stamp_name
 from speechmerge.models.text import (
     EOT,
     SOT,
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 TIED_KEY = "proj_out.weight"
 TIED_TO = "model.decoder.embed_tokens.weight"
 WEIGHTS_NAME = "model.safetensors"
-INFO_NAME = "import_info.json"
 TEXT_BUNDLE = "whisper-base"  # tokenizer + suppress lists borrowed by random: models
 
 
@@ -263,6 +263,8 @@ def write_model_dir(built: BuiltModel, out_dir: str | Path, info: dict[str, Any]
         built.generation_config.save_pretrained(tmp)
         built.processor.save_pretrained(tmp)
         write_safetensors(tmp / WEIGHTS_NAME, built.state_dict, meta)  # fixed order: byte-reproducible
+        request = import_request(info["spec"], info["max_seconds"], info["seed"])
+        (tmp / stamp_name(request)).write_text(json.dumps(request, indent=2) + "\n")
         info["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         info["size_bytes"] = sum(info["files"].values())
         now = time.perf_counter()

@@ -9,11 +9,11 @@ written elsewhere still describes the run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from speechmerge.numerics import describe
+from speechmerge.utils import read_json
 
 VERSION_KEYS = ("torch", "transformers", "numpy", "sacrebleu", "speechmerge")
 
@@ -27,8 +27,11 @@ def run_provenance(
 ) -> dict:
     """What the footnote says, as data. ``train_infos``: job -> (path, parsed train_info)."""
     machines, versions, eval_threads = [], {}, []
+    long_utterances: dict[str, dict] = {}
     for p in score_paths:
-        prov = json.loads(Path(p).read_text()).get("provenance") or {}
+        doc = read_json(p)
+        _count_long_utterances(doc, long_utterances)
+        prov = doc.get("provenance") or {}
         m = prov.get("machine")
         if m:
             machines.append(describe(m))
@@ -50,6 +53,8 @@ def run_provenance(
         "context_s": spec.get("context_s"),
         "selection": spec.get("selection") or "hyperparameters: the methods' defaults; sweep points evaluated on test",
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
+        # test sets with utterances longer than the encoder context (only when there are any)
+        **({"long_utterances": long_utterances} if long_utterances else {}),
         # several training seeds: which, and the seed of the data (and of θ₀)
         **(
             {"training_seeds": list(spec["seeds"]), "data_seed": spec.get("seed")}
@@ -57,6 +62,48 @@ def run_provenance(
             else {}
         ),
     }
+
+
+def _count_long_utterances(doc: Mapping, out: dict[str, dict]) -> None:
+    """Add a score file's truncated and skipped utterances to ``out``: test set ->
+    {"n", "skipped", "skip_over_s", "truncated": {context_s: count}} (records without any are left out)."""
+    for r in doc.get("results") or [doc]:
+        dec = r.get("decoding") or {}
+        truncated, skipped = int(dec.get("n_truncated") or 0), int(dec.get("n_skipped") or 0)
+        if not truncated and not skipped:
+            continue
+        entry = out.setdefault(r["testset"], {"n": r.get("n"), "skipped": 0, "truncated": {}})
+        if skipped:
+            entry["skipped"] = max(entry["skipped"], skipped)
+            entry["skip_over_s"] = dec.get("skip_over_s")
+            entry["n"] = (r.get("n") or 0) + skipped
+        if truncated:
+            ctx = f"{float(dec.get('context_seconds') or 0):g}"
+            entry["truncated"][ctx] = max(entry["truncated"].get(ctx, 0), truncated)
+
+
+def long_utterance_note(prov: Mapping) -> str | None:
+    """The footnote on utterances longer than the encoder context, or None when there are none."""
+    found = prov.get("long_utterances") or {}
+    truncated = [
+        f"{t} {k} of {e['n']} at {ctx} s"
+        for t, e in sorted(found.items())
+        for ctx, k in sorted(e["truncated"].items(), key=lambda kv: float(kv[0]))
+    ]
+    skipped = [f"{t} {e['skipped']} of {e['n']}" for t, e in sorted(found.items()) if e["skipped"]]
+    parts = []
+    if truncated:
+        parts.append(
+            "Utterances longer than the encoder context were truncated (decoded from their start, scored against "
+            "the full reference; evaluation.on_long_utterance: truncate): " + "; ".join(truncated) + "."
+        )
+    if skipped:
+        over = sorted({f"{e.get('skip_over_s'):g}" for e in found.values() if e["skipped"]})
+        parts.append(
+            f"Utterances longer than {'/'.join(over)} s were left out for every model "
+            "(evaluation.on_long_utterance: skip): " + "; ".join(skipped) + "."
+        )
+    return " ".join(parts) or None
 
 
 def _join(values, unit: str = "") -> str:

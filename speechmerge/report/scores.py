@@ -7,7 +7,6 @@ paired tests (cached), and which metric a test set is shown in.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -15,6 +14,7 @@ from typing import Iterable, Mapping, Sequence
 from speechmerge import names as N
 from speechmerge.evaluation import metrics as M
 from speechmerge.evaluation import stats as S
+from speechmerge.utils import read_json
 
 
 def flatten_scores(doc: Mapping, where: str = "scores") -> list[dict]:
@@ -33,7 +33,7 @@ def flatten_scores(doc: Mapping, where: str = "scores") -> list[dict]:
 def load_scores(paths: Iterable[str | Path]) -> list[dict]:
     out = []
     for p in paths:
-        out += flatten_scores(json.loads(Path(p).read_text()), where=str(p))
+        out += flatten_scores(read_json(p), where=str(p))
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from speechmerge.names import format_value, parse_seeded
+from speechmerge.utils import read_json
 
 METRIC_LABELS = {
     "np": "dev NP (experts = 100)",
@@ -30,7 +31,7 @@ def read_selections(paths: Sequence[str | Path]) -> list[dict]:
     one is an error naming it."""
     out = []
     for p in paths:
-        info = json.loads(Path(p).read_text())
+        info = read_json(p)
         sel = info.get("selection")
         if not sel or "curve" not in sel or "chosen" not in sel:
             raise ValueError(f"{p}: merge info has no dev selection (selection.curve / selection.chosen)")

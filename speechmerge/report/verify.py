@@ -18,7 +18,6 @@ Any mismatch is a ``ResultMismatch`` naming the hypotheses file, the model and t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Mapping, Sequence
 
 from speechmerge.evaluation import metrics as M
 from speechmerge.evaluation.decode import read_hypotheses, split_by_testset
+from speechmerge.utils import read_json
 
 REL_TOL = 1e-9
 _SPELLING = re.compile(r"\(spelling map: (.+)\)$")
@@ -82,7 +82,7 @@ def verify_results(scores: Sequence[str | os.PathLike], hyps: Sequence[str | os.
     ids_of: dict[str, tuple[str, str, set]] = {}  # testset -> (model, file, ids)
     checked = 0
     for path in scores:
-        for rec in flatten_scores(json.loads(Path(path).read_text()), where=str(path)):
+        for rec in flatten_scores(read_json(path), where=str(path)):
             model, testset = rec["model"], rec["testset"]
             where = f"model {model!r}, test set {testset!r}"
             if model != _stem(path):
@@ -130,4 +130,30 @@ def verify_results(scores: Sequence[str | os.PathLike], hyps: Sequence[str | os.
     return checked
 
 
-__all__ = ["ResultMismatch", "verify_results"]
+def check_contexts(spec: Mapping, scores: Sequence[str | os.PathLike]) -> None:
+    """Raise ``ResultMismatch`` when a model was decoded at another encoder context than its row
+    says (a base folder imported elsewhere, uncropped, and taken as the cropped one): every
+    model is at the experiments' context (``spec["context_s"]``) but rows that name their own
+    (the 30 s zero-shot row)."""
+    from speechmerge.report.scores import flatten_scores
+
+    default = spec.get("context_s")
+    own: dict[str, float] = {}
+    for row in spec.get("rows", []):
+        if row.get("context_s") is not None:
+            for model in [row["model"], *(v for v in (row.get("seeds") or {}).values() if isinstance(v, str))]:
+                own[model] = float(row["context_s"])
+    for path in scores:
+        for rec in flatten_scores(read_json(path), where=str(path)):
+            got = (rec.get("decoding") or {}).get("context_seconds")
+            want = own.get(rec["model"], default)
+            if got is None or want is None or math.isclose(float(got), float(want), abs_tol=1e-6):
+                continue
+            raise ResultMismatch(
+                f"{path}: model {rec['model']!r} was decoded at a {float(got):g} s encoder context on "
+                f"{rec['testset']!r}, but its row is at {float(want):g} s: the model it was decoded from was not "
+                "made with this config's audio.max_seconds (rebuild it: snakemake --forcerun the job that made it)"
+            )
+
+
+__all__ = ["ResultMismatch", "check_contexts", "verify_results"]

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from speechmerge import names as N
 from speechmerge.report import claims as CL
@@ -28,16 +28,13 @@ from speechmerge.report import selection as SEL
 from speechmerge.report import training as TR
 from speechmerge.report.captions import report_captions
 from speechmerge.report.layouts import layout
-from speechmerge.report.provenance import footnote, run_provenance
+from speechmerge.report.provenance import footnote, long_utterance_note, run_provenance
 from speechmerge.report.scores import ResultStore, load_hyps, load_scores
 from speechmerge.report.table import Table
 from speechmerge.report.tables import build_tables
+from speechmerge.utils import read_json
 
 log = logging.getLogger(__name__)
-
-
-def read_json(path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def read_train_infos(paths: Sequence[str | os.PathLike]) -> dict[str, tuple[str, dict]]:
@@ -149,11 +146,12 @@ def write_report(
     First (``verify``) every score is checked against its hypotheses
     (``speechmerge.report.verify``): a mismatch stops the report before any table is written.
     """
-    from speechmerge.report.verify import verify_results
+    from speechmerge.report.verify import check_contexts, verify_results
     from speechmerge.utils import atomic_path, provenance
 
     if verify:
         verify_results(scores, hyps)
+        check_contexts(spec, scores)
     exp, lay = spec["experiment"], layout(spec)
     spec = add_default_points(spec, spec.get("default_merges") or {})
     store = ResultStore(
@@ -170,7 +168,10 @@ def write_report(
     selected_labels = {r["method"]: r["label"] for r in spec["rows"] if r.get("selected_on")}
     if selections:
         tables["table"].notes.append(SEL.chosen_note(selections, selected_labels))
+    long_note = long_utterance_note(run_prov)
     for t in tables.values():
+        if long_note:
+            t.notes.append(long_note)
         t.notes.append(footnote(run_prov))
     cosine_data = read_json(cosines[0]) if cosines else None
     training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})
@@ -205,6 +206,8 @@ def write_report(
             seed=seed,
             seeds=len(spec.get("seeds") or [seed]),
         )
+        if long_note:  # the claims rest on the same test scores
+            claims_md += "\n" + long_note + "\n"
         (tmp / "claims.csv").write_text(CL.to_csv(claims))
         (tmp / "claims.md").write_text(claims_md)
         for ext in ("csv", "md"):

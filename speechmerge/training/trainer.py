@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,7 +44,7 @@ from speechmerge.training import batching
 from speechmerge.training.layout import contiguous_encoder_states
 from speechmerge.training.peft_methods import METHODS, adalora_schedule, build_method, count_parameters, method_hparams
 from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
-from speechmerge.utils import atomic_path, config_hash, provenance, write_json
+from speechmerge.utils import atomic_path, config_hash, provenance, remove_output_tree, write_json
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +449,7 @@ class Trainer:
             (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
         for old in root.glob("step-*"):
             if old != target and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+                remove_output_tree(old)
         return target
 
     def try_resume(self) -> bool:
@@ -460,7 +459,7 @@ class Trainer:
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("fingerprint") != self.fingerprint:
             log.warning("checkpoint %s was made with another spec or other inputs; starting afresh", ckpt)
-            shutil.rmtree(self.spec.checkpoint_dir, ignore_errors=True)
+            remove_output_tree(self.spec.checkpoint_dir)
             return False
         saved = _load_tensors(ckpt / "trainable.safetensors")
         if set(saved) != set(self.params):
@@ -647,7 +646,7 @@ class Trainer:
                     f"(files: {sorted(p.name for p in tmp.iterdir())})"
                 )
         if spec.checkpoint_dir and not spec.keep_checkpoints:
-            shutil.rmtree(spec.checkpoint_dir, ignore_errors=True)
+            remove_output_tree(spec.checkpoint_dir)
         return info
 
 
