@@ -130,14 +130,24 @@ def test_paper_presets_validate(preset):
     validate_config(config)
     if preset == "paper-lors.yaml":
         plan = build_plan(config)
-        assert plan.experiments == ["multilingual"]
-        spec = plan.datasets[("multilingual", "de", "train")]
+        # the paper's two language groups, as two experiments of one kind in one run
+        assert plan.experiments == ["lors_group1", "lors_group2"]
+        assert {plan.reports[e]["kind"] for e in plan.experiments} == {"multilingual"}
+        assert plan.reports["lors_group1"]["subsets"] == ["ca", "de", "es", "fr", "it"]
+        assert plan.reports["lors_group2"]["subsets"] == ["id", "nl", "pt", "ru", "sv"]
+        spec = plan.datasets[("lors_group1", "de", "train")]
         assert spec["source"] == "covost2" and spec["hf_name"] == "facebook/covost2"
         assert spec["transforms"] == []  # real data is not re-rendered in an acoustic domain
+        # nothing inherited from the default config's laptop-scale experiment: the preset's steps
+        assert plan.jobs[("lors_group2", "expert-sv")]["steps"] == config["training"]["steps"] == 4000
+        assert ("lors_group1", "expert-sv") not in plan.jobs and ("lors_group2", "expert-de") not in plan.jobs
     else:
         # the papers' corpora are not public: the preset asks for the user's manifests by name
         with pytest.raises(PlanError, match=r"manifests: no manifest for subset '\w+', split 'train'"):
             build_plan(config)
+        name = "ep_domains" if "boosted" in preset else "child_speech"
+        steps = config["experiments"][name].get("train", {}).get("steps", config["training"]["steps"])
+        assert steps == config["training"]["steps"]  # the default experiment's 16-20 steps are not inherited
 
 
 def test_one_expert_per_language_and_task(default):
@@ -181,3 +191,55 @@ def test_report_specs_carry_the_resolved_default_merges(default):
     bad["experiments"]["multilingual"]["hparams"] = {"ties": {"keep_fraction": 2.0}}
     with pytest.raises(PlanError, match=r"hparams.ties': .*'keep_fraction'"):
         build_plan(bad)
+
+
+def test_any_number_of_experiments_per_kind(smoke, tmp_path):
+    """Two multilingual studies side by side, each with its own name, experts and report."""
+    import subprocess
+    import sys
+
+    config = copy.deepcopy(smoke)
+    other = copy.deepcopy(config["experiments"]["multilingual"])
+    other["languages"] = ["fr", "it"]
+    config["experiments"]["second-group"] = other
+    validate_config(config)
+    plan = build_plan(config)
+    assert plan.experiments == ["multilingual", "domains", "peft", "second-group"]
+    assert plan.reports["second-group"]["kind"] == "multilingual"
+    assert ("second-group", "expert-fr") in plan.jobs and ("multilingual", "expert-fr") not in plan.jobs
+    assert "results/report/second-group" in plan.all_targets()
+    import yaml
+
+    extra = tmp_path / "two.yaml"
+    extra.write_text(yaml.safe_dump({"experiments": {"second-group": other}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(ROOT / "presets" / "smoke.yaml"), str(extra), "-n", "--quiet", "rules"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "report" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "experiment, key, detail",
+    [
+        ({"languages": ["de"]}, "experiments.extra", "'kind' is a required property"),
+        ({"kind": "zoo", "languages": ["de"]}, "experiments.extra.kind", "'zoo' is not one of"),
+        ({"kind": "domains", "languages": ["de"]}, "experiments.extra", "'languages' was unexpected"),
+    ],
+)
+def test_experiment_kind_is_checked(smoke, experiment, key, detail):
+    config = copy.deepcopy(smoke)
+    config["experiments"]["extra"] = experiment
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert f"'{key}'" in str(err.value) and detail in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "-x", "x" * 65])
+def test_experiment_names_are_one_path_component(smoke, name):
+    config = copy.deepcopy(smoke)
+    config["experiments"][name] = copy.deepcopy(config["experiments"]["multilingual"])
+    with pytest.raises(ConfigError, match="experiments"):
+        validate_config(config)
