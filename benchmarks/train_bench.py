@@ -109,7 +109,7 @@ class Setup:
         self, args, precision: str, attn: str, optimizer: str, head: str = "blocked", layout: str = "contiguous"
     ):
         from speechmerge.training.layout import contiguous_encoder_states
-        from speechmerge.training.peft_methods import build_method
+        from speechmerge.training.peft import build_method
         from speechmerge.training.trainer import choose_attention, resolve_precision
         from speechmerge.training.vocab_head import sparse_token_embedding
 

@@ -7,7 +7,7 @@ from speechmerge import names as N
 from speechmerge.merging import REGISTRY
 from speechmerge.merging import methods as _register_methods  # noqa: F401
 from speechmerge.plan import build_plan
-from speechmerge.plan_checks import check_plan
+from speechmerge.plan.checks import check_plan
 from speechmerge.data.adapters import manifest_audio_paths
 from speechmerge.report import report_captions
 from speechmerge.config import corpus_path, validate_config
@@ -34,10 +34,6 @@ PLAN.check_imports()
 THREADS = config.get("threads", {})
 # The software environment of every rule (`--sdm conda`); `make env` builds the same one.
 CONDA_ENV = "../envs/speechmerge.yaml"
-BASE_MODEL = {
-    "model": N.BASE_MODEL_CONFIG.format(model_name=PLAN.base_name),
-    "weights": N.BASE_MODEL_WEIGHTS.format(model_name=PLAN.base_name),
-}
 
 
 def alternatives(values):
@@ -87,6 +83,21 @@ def job_resource(rule_name, key):
     )[key]
 
 
+def import_resource(name, key):
+    """Resources of importing base model ``name`` (the rules of rules/models.smk)."""
+    return estimate_resources(
+        "import_model", config, base_spec=PLAN.bases[name]["spec"]
+    )[key]
+
+
+def import_rule_name(name, native):
+    """import_model / import_native_model for the run's base, with the base's name for others."""
+    which = "import_native_model" if native else "import_model"
+    if name == PLAN.base_name:
+        return which
+    return which + "_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
 def _profile_resource_expressions():
     settings = workflow.resource_settings
     exprs = list(getattr(settings.default_resources, "args", None) or [])
@@ -105,7 +116,6 @@ if _unset:
 
 
 wildcard_constraints:
-    model_name=re.escape(PLAN.base_name),
     experiment=alternatives(PLAN.namespaces),
     subset=alternatives(s for (_, s, _) in PLAN.datasets),
     split="|".join(N.SPLITS),

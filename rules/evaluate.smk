@@ -32,7 +32,6 @@ rule evaluate:
 rule evaluate_experts_dev:
     input:
         unpack(lambda wc: PLAN.experts_dev_inputs(wc.experiment)),
-        model=BASE_MODEL["model"],
     output:
         hyps=N.EXPERTS_DEV_HYPOTHESES,
         scores=N.EXPERTS_DEV_SCORES,

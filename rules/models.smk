@@ -1,53 +1,39 @@
-# import_model: a model spec (bundle:, random:, hf:) -> a Hugging Face Whisper directory.
+# import_model: a model spec (bundle:, random:, hf:) -> a Hugging Face Whisper directory, for the
+# run's base model and any base an experiment names for itself. When audio.max_seconds crops
+# the encoder, import_native_model also writes each base at Whisper's native 30 s context (the
+# zero-shot row at 30 s). One rule per folder, with literal paths: each folder's provenance file
+# (import-<digest>.json, a digest of spec, context and seed) is one of its outputs, so a folder
+# imported with another spec or context is rebuilt.
+# The config hash is not a param: a param change makes Snakemake rerun the job, and adding a merge
+# method to the config must not retrain every expert. Scripts record it (speechmerge.utils.job_spec).
 
 
-rule import_model:
-    output:
-        model=N.BASE_MODEL_CONFIG,
-        weights=N.BASE_MODEL_WEIGHTS,
-        info=N.BASE_MODEL_INFO,
-        stamp=PLAN.import_stamp(),
-    log:
-        "logs/import_model/{model_name}.log",
-    benchmark:
-        "benchmarks/out/import_model/{model_name}.tsv"
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=job_resource("import_model", "mem_mb"),
-        runtime=job_resource("import_model", "runtime"),
-    params:
-        spec=lambda wc: {
-            "spec": config["base_model"]["spec"],
-            "max_seconds": config.get("audio", {}).get("max_seconds"),
-            "seed": config.get("seed", 0),
-        },
-    script:
-        "../workflow_scripts/import_model.py"
+for _name, _native in PLAN.imports():
 
-
-# The base at Whisper's native 30 s context, for the zero-shot row at 30 s (when the
-# experiments crop the encoder: audio.max_seconds).
-rule import_native_model:
-    output:
-        model=N.NATIVE_MODEL_CONFIG,
-        weights=N.NATIVE_MODEL_WEIGHTS,
-        info=N.NATIVE_MODEL_INFO,
-        stamp=PLAN.import_stamp(native=True),
-    log:
-        "logs/import_native_model/{model_name}.log",
-    benchmark:
-        "benchmarks/out/import_native_model/{model_name}.tsv"
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=job_resource("import_model", "mem_mb"),
-        runtime=job_resource("import_model", "runtime"),
-    params:
-        spec=lambda wc: {
-            "spec": config["base_model"]["spec"],
-            "max_seconds": None,
-            "seed": config.get("seed", 0),
-        },
-    script:
-        "../workflow_scripts/import_model.py"
+    rule:
+        name:
+            import_rule_name(_name, _native)
+        output:
+            model=(N.NATIVE_MODEL_CONFIG if _native else N.BASE_MODEL_CONFIG).format(
+                model_name=_name
+            ),
+            weights=(
+                N.NATIVE_MODEL_WEIGHTS if _native else N.BASE_MODEL_WEIGHTS
+            ).format(model_name=_name),
+            info=(N.NATIVE_MODEL_INFO if _native else N.BASE_MODEL_INFO).format(
+                model_name=_name
+            ),
+            stamp=PLAN.import_stamp(_name, _native),
+        log:
+            f"logs/{import_rule_name(_name, _native)}/{_name}.log",
+        benchmark:
+            f"benchmarks/out/{import_rule_name(_name, _native)}/{_name}.tsv"
+        conda:
+            CONDA_ENV
+        resources:
+            mem_mb=import_resource(_name, "mem_mb"),
+            runtime=import_resource(_name, "runtime"),
+        params:
+            spec=PLAN.import_spec(_name, _native),
+        script:
+            "../workflow_scripts/import_model.py"

@@ -22,8 +22,8 @@ rule report:
         mem_mb=job_resource("report", "mem_mb"),
         runtime=job_resource("report", "runtime"),
     params:
-        spec=lambda wc: PLAN.reports[wc.experiment],
-        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
+        spec=lambda wc: PLAN.report_spec(wc.experiment),
+        captions=lambda wc: report_captions(PLAN.report_spec(wc.experiment)),
     script:
         "../workflow_scripts/report.py"
 
@@ -52,6 +52,6 @@ rule report_tables:
         mem_mb=job_resource("report_tables", "mem_mb"),
         runtime=job_resource("report_tables", "runtime"),
     params:
-        captions=lambda wc: report_captions(PLAN.reports[wc.experiment]),
+        captions=lambda wc: report_captions(PLAN.report_spec(wc.experiment)),
     script:
         "../workflow_scripts/report_tables.py"

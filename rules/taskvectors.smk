@@ -4,7 +4,7 @@
 rule task_vector:
     input:
         model=N.MODEL_WEIGHTS,
-        base=PLAN.theta0_weights,
+        base=lambda wc: PLAN.theta0_weights(wc.experiment),
     output:
         N.TASK_VECTOR,
     log:
@@ -26,12 +26,7 @@ rule task_vector:
 # θ₀, over all weights, the encoder and the decoder (the report's context table).
 rule taskvector_cosines:
     input:
-        base=BASE_MODEL["weights"],
-        theta0=PLAN.theta0_weights,
-        experts=lambda wc: [
-            N.MODEL_WEIGHTS.format(experiment=wc.experiment, job=j)
-            for j in PLAN.experts[wc.experiment]
-        ],
+        unpack(lambda wc: PLAN.taskvector_cosines_inputs(wc.experiment)),
     output:
         N.TASKVECTOR_COSINES,
     log:

@@ -132,6 +132,7 @@ def estimate(
     context_s: float | None = None,
     n_merges: int = 0,
     n_points: int = 0,
+    base_spec: str | None = None,
 ) -> dict[str, int]:
     """``{"mem_mb", "runtime", "gpu"}`` of one job of ``rule``.
 
@@ -141,9 +142,10 @@ def estimate(
     reads; ``n_tasks``: tasks decoded per utterance; ``context_s``: the encoder context of this
     job when it is not the config's (the zero-shot row at the native 30 s); ``n_merges`` and
     ``n_points``: the distinct merges and the points of a dev-selected merge's grid, whose
-    ``datasets`` are the dev sets every point decodes.
+    ``datasets`` are the dev sets every point decodes; ``base_spec``: the spec of the job's base
+    model when it is not the run's (an experiment's own ``base_model``).
     """
-    size = model_size(config["base_model"]["spec"])
+    size = model_size(base_spec or config["base_model"]["spec"])
     ctx = float(context_s) if context_s else _context_s(config)
     w = size.weights_mb
     audio_mb = _rows(datasets) * ctx * 16000 * 4 / 1e6 if datasets else 0.0
@@ -206,6 +208,12 @@ def estimate(
 def resource_args(plan, rule_name: str, wildcards) -> dict:
     """What ``estimate`` needs to know about one job of ``rule_name``, read from the plan."""
     wc = wildcards
+    experiment = getattr(wc, "experiment", None)
+    base = {"base_spec": plan.bases[plan.base_of(experiment)]["spec"]} if experiment else {}
+    return {**base, **_job_args(plan, rule_name, wc)}
+
+
+def _job_args(plan, rule_name: str, wc) -> dict:
     if rule_name == "finetune":
         job = plan.jobs[(wc.experiment, wc.job)]
         return {

@@ -28,10 +28,10 @@ from speechmerge.data.adapters import audio_checksums, from_manifest
 from speechmerge.data.audio import AudioError
 from speechmerge.merging.engine import merge_files, merge_state_dicts
 from speechmerge.plan import PlanError, build_plan
-from speechmerge.plan_checks import check_plan
+from speechmerge.plan.checks import check_plan
 from speechmerge.report import write_report
 from speechmerge.report.verify import ResultMismatch, verify_results
-from speechmerge.training.peft_methods import method_hparams
+from speechmerge.training.peft import method_hparams
 from speechmerge.training.taskvector import task_vector
 from speechmerge.utils import atomic_path, remove_stale_temporaries
 

@@ -36,8 +36,8 @@ def test_default_starts_every_job_from_theta0(default):
         expected = theta0 if init is None else N.MODEL_CONFIG.format(experiment=exp, job=init)
         assert plan.finetune_start(exp, job) == expected, (exp, job)
     # task vectors and merges are taken from / added to θ₀
-    assert plan.theta0_weights == N.MODEL_WEIGHTS.format(experiment=N.ADAPTATION, job=N.ADAPTATION_JOB)
-    assert plan.weights_path("multilingual", N.ADAPTED) == plan.theta0_weights
+    assert plan.theta0_weights("multilingual") == N.MODEL_WEIGHTS.format(experiment=N.ADAPTATION, job=N.ADAPTATION_JOB)
+    assert plan.weights_path("multilingual", N.ADAPTED) == plan.theta0_weights("multilingual")
     # θ₀ trains on train/dev of its four languages, both tasks, never on a test split
     spec = plan.jobs[(N.ADAPTATION, N.ADAPTATION_JOB)]
     assert spec["train"] == [(N.ADAPTATION, lang, "train") for lang in ("ca", "id", "ru", "sv")]
@@ -49,7 +49,7 @@ def test_default_starts_every_job_from_theta0(default):
 def test_rows_and_contexts(default):
     plan = build_plan(default)
     for exp in plan.experiments:
-        rows = plan.reports[exp]["rows"]
+        rows = plan.reports[exp].rows
         assert [r["model"] for r in rows[:3]] == [N.ZEROSHOT_NATIVE, N.ZEROSHOT, N.ADAPTED]
         assert [r["context_s"] for r in rows[:3]] == [30, 5, 5]
         assert rows[1]["label"] == "Zero-shot (5 s crop)"
@@ -66,14 +66,14 @@ def test_no_crop_no_native_row_and_theta0_off(default):
     cfg["audio"]["max_seconds"] = None
     cfg["adapted_base"]["enabled"] = False
     plan = build_plan(cfg)
-    rows = plan.reports["multilingual"]["rows"]
+    rows = plan.reports["multilingual"].rows
     assert [r["model"] for r in rows if r["model"] in N.START_MODELS] == [N.ZEROSHOT]
     assert rows[0]["label"] == "Zero-shot"
-    assert plan.theta0_weights == "resources/models/whisper-base/model.safetensors"
+    assert plan.theta0_weights("multilingual") == "resources/models/whisper-base/model.safetensors"
     assert plan.finetune_start("multilingual", "expert-de") == "resources/models/whisper-base/config.json"
     assert N.ADAPTATION not in plan.namespaces
     cfg["audio"]["max_seconds"] = 30  # a 30 s "crop" is the native context: one zero-shot row
-    assert [r["model"] for r in build_plan(cfg).reports["peft"]["rows"]][:2] == [N.ZEROSHOT, "full"]
+    assert [r["model"] for r in build_plan(cfg).reports["peft"].rows][:2] == [N.ZEROSHOT, "full"]
 
 
 @pytest.mark.parametrize(

@@ -444,3 +444,16 @@ def test_np_undefined_when_the_experts_get_nothing_right():
     assert joint.verdict == "inconclusive" and math.isnan(joint.effect)
     assert "reference row's accuracy is 0" in joint.note
     assert joint.comparison == "LoRS-Merging vs Multi-lingual multi-task"
+
+
+def test_docs_claims_md_is_generated_from_the_kinds_claims():
+    """docs/claims.md is written by speechmerge.report.claims_doc from every kind's ClaimDefs."""
+    from speechmerge.config import ROOT
+    from speechmerge.experiments import all_kinds
+    from speechmerge.report.claims_doc import render
+
+    text = render()
+    assert (ROOT / "docs" / "claims.md").read_text() == text, "run: python -m speechmerge.report.claims_doc"
+    for kind in all_kinds():
+        for claim in kind.claims:
+            assert f"`{claim.doc_id or claim.id}`" in text

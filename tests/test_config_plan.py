@@ -78,7 +78,7 @@ def test_default_plan_shape(default):
 def test_domains_and_peft_plan(default):
     plan = build_plan(default)
     dom = default["experiments"]["domains"]
-    rep = plan.reports["domains"]
+    rep = plan.report_spec("domains")
     assert rep["ood_subsets"] == dom["ood_domains"]
     assert rep["retention_subsets"] == [f"lang_{x}" for x in dom["retention_languages"]]
     assert ("domains", "farfield", "train") not in plan.datasets  # OOD: test only
@@ -88,7 +88,7 @@ def test_domains_and_peft_plan(default):
         "metric": "mean_error",
         "split": "dev",
     }
-    peft = plan.reports["peft"]
+    peft = plan.report_spec("peft")
     assert peft["peft_methods"] == ["full", "bitfit", "lora", "adalora", "s2lora"]
     assert plan.jobs[("peft", "lora")]["peft"] == {"r": 8, "lora_alpha": 16}
     assert plan.jobs[("peft", "lora")]["lr"] == 1.0e-3
@@ -132,9 +132,9 @@ def test_paper_presets_validate(preset):
         plan = build_plan(config)
         # the paper's two language groups, as two experiments of one kind in one run
         assert plan.experiments == ["lors_group1", "lors_group2"]
-        assert {plan.reports[e]["kind"] for e in plan.experiments} == {"multilingual"}
-        assert plan.reports["lors_group1"]["subsets"] == ["ca", "de", "es", "fr", "it"]
-        assert plan.reports["lors_group2"]["subsets"] == ["id", "nl", "pt", "ru", "sv"]
+        assert {plan.reports[e].kind for e in plan.experiments} == {"multilingual"}
+        assert plan.reports["lors_group1"].subsets == ["ca", "de", "es", "fr", "it"]
+        assert plan.reports["lors_group2"].subsets == ["id", "nl", "pt", "ru", "sv"]
         spec = plan.datasets[("lors_group1", "de", "train")]
         assert spec["source"] == "covost2" and spec["hf_name"] == "facebook/covost2"
         assert spec["transforms"] == []  # real data is not re-rendered in an acoustic domain
@@ -165,7 +165,7 @@ def test_one_expert_per_language_and_task(default):
     assert plan.model_testsets("multilingual", "expert-de-translate") == ["de-translate"]
     ml_merges = [spec for (e, _), spec in plan.variants.items() if e == "multilingual"]
     assert ml_merges and all(spec["experts"] == experts for spec in ml_merges)
-    report = plan.reports["multilingual"]
+    report = plan.report_spec("multilingual")
     row = next(r for r in report["rows"] if r["model"] == "experts")
     assert row["per_testset"]["es-translate"] == "expert-es-translate"
     assert report["expert_testsets"]["expert-es-transcribe"] == ["es-transcribe"]
@@ -175,18 +175,18 @@ def test_one_expert_per_language_and_task(default):
 def test_report_specs_carry_the_resolved_default_merges(default):
     plan = build_plan(default)
     # dev-selected rows are no default merges: only soup & co. (no grid) are
-    assert set(plan.reports["domains"]["default_merges"]) == {"soup", "model_stock", "karcher", "multislerp"}
+    assert set(plan.reports["domains"].default_merges) == {"soup", "model_stock", "karcher", "multislerp"}
     cfg = copy.deepcopy(default)
     for exp in ("multilingual", "domains"):
         cfg["experiments"][exp]["selection"]["default_rows"] = True
     cfg["experiments"]["domains"]["sweeps"] = [{"method": "boosted_tsv_m", "param": "beta", "values": [0.1]}]
     plan = build_plan(cfg)
-    domains = plan.reports["domains"]["default_merges"]
+    domains = plan.reports["domains"].default_merges
     assert domains["boosted_tsv_m"]["beta"] == 0.3 and "boosted_tsv_m@beta=0.1" not in domains
-    assert plan.reports["domains"]["default_models"]["boosted_tsv_m"] == "merge-boosted_tsv_m@defaults"
+    assert plan.reports["domains"].default_models["boosted_tsv_m"] == "merge-boosted_tsv_m@defaults"
     n = len(plan.experts["multilingual"])
-    assert plan.reports["multilingual"]["default_merges"]["lors"]["scaling"] == pytest.approx(1 / n)
-    assert plan.reports["peft"]["default_merges"] == {}
+    assert plan.reports["multilingual"].default_merges["lors"]["scaling"] == pytest.approx(1 / n)
+    assert plan.reports["peft"].default_merges == {}
     bad = copy.deepcopy(default)
     bad["experiments"]["multilingual"]["hparams"] = {"ties": {"keep_fraction": 2.0}}
     with pytest.raises(PlanError, match=r"hparams.ties': .*'keep_fraction'"):
@@ -205,7 +205,7 @@ def test_any_number_of_experiments_per_kind(smoke, tmp_path):
     validate_config(config)
     plan = build_plan(config)
     assert plan.experiments == ["multilingual", "domains", "peft", "second-group"]
-    assert plan.reports["second-group"]["kind"] == "multilingual"
+    assert plan.reports["second-group"].kind == "multilingual"
     assert ("second-group", "expert-fr") in plan.jobs and ("multilingual", "expert-fr") not in plan.jobs
     assert "results/report/second-group" in plan.all_targets()
     import yaml

@@ -246,9 +246,9 @@ def test_plan_grids_defaults_rows_and_errors():
         "experts": v[("multilingual", "ties")]["experts"],
         "variant": "ties@defaults",
     }
-    labels = [r["label"] for r in plan.reports["multilingual"]["rows"]]
+    labels = [r["label"] for r in plan.reports["multilingual"].rows]
     assert "TIES (paper default)" in labels or any(lb.endswith("(paper default)") for lb in labels)
-    assert plan.reports["multilingual"]["default_models"]["ties"] == "merge-ties@defaults"
+    assert plan.reports["multilingual"].default_models["ties"] == "merge-ties@defaults"
     assert N.parse_variant("ties@defaults") == ("ties", None, None)
     with pytest.raises(PlanError, match=r"selection\.grids: \['tise'\]"):
         build_plan(_config(grids={"tise": {"scaling": [1.0]}}))

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from speechmerge.evaluation.decode import write_hypotheses
+from speechmerge.experiments.domains import build_per_testset_table
 from speechmerge.report import figures as F
 from speechmerge.report import render as R
 from speechmerge.report import scores as SC
@@ -264,7 +265,7 @@ def test_domains_table(tmp_path):
     assert t.value("joint", "wer:avg") == pytest.approx((12 + 22 + 40 + 14 + 18 + 20) / 6)
     assert t.value("experts", "wer:id") == pytest.approx(15.0) and math.isnan(t.value("experts", "wer:avg"))
     assert [c.header for c in t.shown] == ["ID", "OOD", "English", "Multilingual", "Avg"]
-    per = T.build_per_testset_table(spec, store)
+    per = build_per_testset_table(spec, store)
     assert (
         per.value("merge-tsv_m", "wer:far-transcribe") == 36
         and per.value("merge-tsv_m", "cer:lang_zh-transcribe") == 16
@@ -533,7 +534,8 @@ def test_sweep_table_labels_the_default(ml_files, tmp_path):
 
 def test_sweep_default_point_resolves_n_dependent_defaults():
     """LoRS' default scaling None means 1/N: with 5 experts the default merge sits at 0.2."""
-    from speechmerge.plan import Plan, _default_merges
+    from speechmerge.plan import Plan
+    from speechmerge.plan.merges import default_merges
     from speechmerge.report.writer import add_default_points
 
     spec = {
@@ -552,6 +554,6 @@ def test_sweep_default_point_resolves_n_dependent_defaults():
         "experts": experts,
         "hparams": {"scaling": 0.4},
     }
-    defaults = _default_merges(plan, "ml")  # a sweep point is no default merge
+    defaults = default_merges(plan, "ml")  # a sweep point is no default merge
     points = add_default_points(spec, defaults)["sweeps"][0]["points"]
     assert [(p["value"], p.get("default", False)) for p in points] == [(pytest.approx(0.2), True), (0.4, False)]

@@ -78,13 +78,13 @@ def test_plan_trains_merges_and_evaluates_once_per_seed(smoke):
         assert [x for x in ev3 if x[0] in start] == [x for x in ev1 if x[0] in start]  # once
         seeded = sorted((N.parse_seeded(m)[0], t) for m, t in ev3 if m not in start)
         assert seeded == sorted(x for x in ev1 if x[0] not in start for _ in range(3))
-        assert three.reports[exp]["seeds"] == [0, 1, 2]
+        assert three.reports[exp].seeds == [0, 1, 2]
         assert three.experts[exp] == three.seed_experts[exp][0]
 
 
 def test_report_rows_name_their_seeds(smoke):
     plan = build_plan(with_seeds(smoke, [3, 5]))
-    spec = plan.reports["multilingual"]
+    spec = plan.report_spec("multilingual")
     rows = {r["model"]: r for r in spec["rows"]}
     assert "seeds" not in rows[N.ZEROSHOT]
     assert rows[N.JOINT]["seeds"] == {3: "joint~s3", 5: "joint~s5"}
@@ -103,7 +103,7 @@ def test_one_seed_plan_is_the_plan_without_seeds(smoke):
 
 
 def test_config_keys_of_seeded_jobs(smoke):
-    from speechmerge.plan_checks import _job_key, _variant_key
+    from speechmerge.plan.checks import _job_key, _variant_key
 
     plan = build_plan(with_seeds(smoke, [0, 1]))
     assert _job_key(plan, "multilingual", "joint~s1", "full") == "experiments.multilingual.joint.train"
@@ -339,7 +339,7 @@ def test_claims_use_the_seeded_statistics(tmp_path):
     claim = CL.ClaimDef(
         "ties-vs-joint",
         "multilingual",
-        CL.LORS,
+        CL.Source("LoRS-Merging", "2502.17380"),
         "TIES is better than joint training.",
         CL.Side("TIES", methods=("ties",)),
         CL.Side("joint", models=("joint",)),
@@ -366,7 +366,7 @@ def test_dev_selection_per_seed():
     for v in selected:
         spec = plan.variants[("multilingual", v)]
         assert spec["experts"] == plan.seed_experts["multilingual"][N.parse_seeded(v)[1]]
-    assert all(N.parse_seeded(m)[1] is None for m in plan.reports["multilingual"]["default_models"].values())
+    assert all(N.parse_seeded(m)[1] is None for m in plan.reports["multilingual"].default_models.values())
     dev = plan.experts_dev_spec("multilingual")
     assert {e["model"] for e in dev["experts"]} == {j for js in plan.seed_experts["multilingual"].values() for j in js}
     scores = {

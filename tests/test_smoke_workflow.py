@@ -60,13 +60,13 @@ def _check_tables_and_figures(smoke_run):
             len(claims) > 0 and claims["verdict"].isin(["reproduced", "contradicted", "inconclusive", "not run"]).all()
         )
         # one row per planned row, in the planned order
-        assert list(_table(workdir, experiment)["model"]) == [r["model"] for r in plan.reports[experiment]["rows"]]
+        assert list(_table(workdir, experiment)["model"]) == [r["model"] for r in plan.reports[experiment].rows]
 
 
 def _check_multilingual_table(smoke_run):
     workdir, plan = smoke_run
     table = _table(workdir, "multilingual")
-    for lang in plan.reports["multilingual"]["subsets"]:
+    for lang in plan.reports["multilingual"].subsets:
         wer, bleu = table[f"wer:{lang}-transcribe"], table[f"bleu:{lang}-translate"]
         assert wer.notna().all() and (wer >= 0).all()
         assert bleu.notna().all() and bleu.between(0, 100).all()

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import read_examples, write_split
 from speechmerge.training import TrainingDiverged, batching, train
-from speechmerge.training.peft_methods import adalora_schedule, build_method
+from speechmerge.training.peft import adalora_schedule, build_method
 from speechmerge.training.trainer import lr_factor
 
 # Whisper multilingual special token ids (the real tokenizer).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from speechmerge.checks import number_ok
 from speechmerge.merging.base import MergeMethod
 
 
@@ -30,11 +31,7 @@ def check_number(
     v = method.hparams[key]
     if v is None and allow_none:
         return
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (not integer or float(v).is_integer())
-    ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
-    ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
-    if not ok:
+    if not number_ok(v, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, integer=integer):
         what = "an integer" if integer else "a finite number"
         if lo is not None or hi is not None:
             what += " in " + ("(" if lo_open else "[") + f"{'-inf' if lo is None else lo}, "

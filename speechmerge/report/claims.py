@@ -1,7 +1,8 @@
 """The claims table of a report: each headline claim of the experiment's paper, tested on our
 results, with its effect size, 95 % CI, p-value and a verdict.
 
-A claim is a small declarative ``ClaimDef`` (``CLAIMS``): which rows it compares (``Side``: by
+A claim is a small declarative ``ClaimDef`` (each experiment kind lists its paper's in its
+module, ``speechmerge.experiments``): which rows it compares (``Side``: by
 method, model or label; the best of a group), on which quantity (``QUANTITIES``: normalised
 performance, the mean error rate over the in-domain, out-of-domain, English or cross-domain test
 sets, trainable parameters, rank allocations), how the effect is measured (difference in points
@@ -30,7 +31,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from speechmerge import names as N
 from speechmerge.evaluation import metrics as M
 from speechmerge.evaluation import stats as S
 from speechmerge.report.filling import accuracy
@@ -127,14 +127,6 @@ class Source:
     arxiv: str
 
 
-LORS = Source("LoRS-Merging", "2502.17380")
-BOOSTED = Source("BoostedTSV-M", "2603.05354")
-S2LORA = Source("S2-LoRA", "2309.11756")
-
-PARAMETER_SPACE = ("soup", "model_stock", "karcher", "multislerp")
-LORS_ABLATIONS = ("lors", "lors_lowrank", "lors_sparse")
-
-
 @dataclass(frozen=True)
 class Side:
     """The rows one side of a comparison takes: rows whose method, model or label is listed
@@ -186,165 +178,13 @@ class ClaimDef:
     direction: str = "better"
     each: bool = False
     note: str = ""
+    # what docs/claims.md shows (``speechmerge.report.claims_doc``): the id and claim as
+    # documented where they differ (one claim per method), the rows compared and the effect
+    doc_id: str = ""
+    doc_claim: str = ""
+    doc_comparison: str = ""
+    doc_effect: str = ""
 
-
-CLAIMS: tuple[ClaimDef, ...] = (
-    # LoRS-Merging: multilingual ASR + ST, normalised performance (experts = 100)
-    ClaimDef(
-        "lors-vs-joint",
-        "multilingual",
-        LORS,
-        "Merging the language experts with LoRS-Merging gives a better model than training one "
-        "model on every language and task at once.",
-        Side("LoRS-Merging", methods=("lors",)),
-        Side("multi-task training", models=(N.JOINT,)),
-        "np",
-        "superiority",
-    ),
-    ClaimDef(
-        "lors-vs-sequential",
-        "multilingual",
-        LORS,
-        "LoRS-Merging gives a better model than fine-tuning one model on the languages one after another.",
-        Side("LoRS-Merging", methods=("lors",)),
-        Side("sequential training", labels=("Sequential",)),
-        "np",
-        "superiority",
-    ),
-    ClaimDef(
-        "lors-vs",
-        "multilingual",
-        LORS,
-        "LoRS-Merging gives a better model than {other} merging of the same experts.",
-        Side("LoRS-Merging", methods=("lors",)),
-        Side("each other merge", methods=LORS_ABLATIONS, merges=True),
-        "np",
-        "superiority",
-        each=True,
-        note="its own halves (low-rank only, sparse only) are ablations, not compared",
-    ),
-    ClaimDef(
-        "lors-np-20pct",
-        "multilingual",
-        LORS,
-        "LoRS-Merging improves normalised performance by more than 20 % over multi-task training.",
-        Side("LoRS-Merging", methods=("lors",)),
-        Side("multi-task training", models=(N.JOINT,)),
-        "np",
-        "threshold",
-        effect="rel",
-        margin=20.0,
-        note="the paper does not say relative to what the 20 % is; tested as NP relative to multi-task training",
-    ),
-    # BoostedTSV-M: one language, many domains, WER
-    ClaimDef(
-        "boosted-vs-tsvm",
-        "domains",
-        BOOSTED,
-        "Boosting the small singular values (BoostedTSV-M) lowers TSV-M's in-domain WER.",
-        Side("BoostedTSV-M", methods=("boosted_tsv_m",)),
-        Side("TSV-M", methods=("tsv_m",)),
-        "id",
-        "superiority",
-    ),
-    ClaimDef(
-        "boosted-matches-fullft-id",
-        "domains",
-        BOOSTED,
-        "BoostedTSV-M is as good in-domain as one model fine-tuned on all domains (Full-FT), or better.",
-        Side("BoostedTSV-M", methods=("boosted_tsv_m",)),
-        Side("Full-FT", models=(N.JOINT,)),
-        "id",
-        "noninferiority",
-        effect="rel",
-        margin=10.0,
-        note="margin: 10 % of Full-FT's WER (the paper calls an 8.5 % relative gap matching)",
-    ),
-    ClaimDef(
-        "boosted-keeps-ood",
-        "domains",
-        BOOSTED,
-        "BoostedTSV-M keeps out-of-domain accuracy: its out-of-domain WER is no worse than Full-FT's.",
-        Side("BoostedTSV-M", methods=("boosted_tsv_m",)),
-        Side("Full-FT", models=(N.JOINT,)),
-        "ood",
-        "noninferiority",
-        effect="rel",
-        margin=10.0,
-        note="margin: 10 % of Full-FT's WER, as in-domain",
-    ),
-    ClaimDef(
-        "parameter-space-keeps-english",
-        "domains",
-        BOOSTED,
-        "Merging in parameter space (SOUP, Model Stock, Karcher mean, Multi-SLERP) keeps English "
-        "recognition best among the merges.",
-        Side("parameter-space merges", methods=PARAMETER_SPACE, best=True),
-        Side("other merges", methods=PARAMETER_SPACE, merges=True, best=True),
-        "en",
-        "superiority",
-        note="best row of each group, chosen again in every bootstrap replicate",
-    ),
-    ClaimDef(
-        "ties-hurts-english",
-        "domains",
-        BOOSTED,
-        "TIES merging can make English recognition worse than the model merged into "
-        "(zero-shot Whisper; here θ₀ when the run has a context-adapted base).",
-        Side("TIES", methods=("ties",)),
-        Side("the start", models=(N.ADAPTED, N.ZEROSHOT), first=True),
-        "en",
-        "superiority",
-        direction="worse",
-    ),
-    # S2-LoRA: PEFT on low-resource speech, CER
-    ClaimDef(
-        "s2lora-matches-adalora-id",
-        "peft",
-        S2LORA,
-        "S2-LoRA recognises in-domain speech as well as AdaLoRA.",
-        Side("S2-LoRA", methods=("s2lora",)),
-        Side("AdaLoRA", methods=("adalora",)),
-        "id",
-        "equivalence",
-        effect="rel",
-        margin=10.0,
-        note="equivalence margin: ±10 % of AdaLoRA's CER",
-    ),
-    ClaimDef(
-        "s2lora-fewer-params",
-        "peft",
-        S2LORA,
-        "S2-LoRA trains far fewer parameters than AdaLoRA.",
-        Side("S2-LoRA", methods=("s2lora",)),
-        Side("AdaLoRA", methods=("adalora",)),
-        "params",
-        "at_most",
-        margin=0.1,
-        note="ratio of trainable parameters, threshold 1/10; the paper reports about 0.02 % of the model",
-    ),
-    ClaimDef(
-        "s2lora-cross-domain",
-        "peft",
-        S2LORA,
-        "S2-LoRA generalises better than AdaLoRA to domains it was not trained on.",
-        Side("S2-LoRA", methods=("s2lora",)),
-        Side("AdaLoRA", methods=("adalora",)),
-        "cross",
-        "superiority",
-    ),
-    ClaimDef(
-        "s2lora-rank-allocation",
-        "peft",
-        S2LORA,
-        "S2-LoRA learns a rank allocation over the model's modules that resembles AdaLoRA's.",
-        Side("S2-LoRA", methods=("s2lora",)),
-        Side("AdaLoRA", methods=("adalora",)),
-        "ranks",
-        "correlation",
-        note="Spearman ρ of the per-module ranks; p: permutation test; CI: bootstrap over modules",
-    ),
-)
 
 QUANTITIES = {
     "np": "NP All (experts = 100)",
@@ -358,7 +198,10 @@ QUANTITIES = {
 
 
 def claims_for(kind: str) -> list[ClaimDef]:
-    return [c for c in CLAIMS if c.kind == kind]
+    """The claims of an experiment kind (its module's ``claims``)."""
+    from speechmerge.experiments import get_kind
+
+    return list(get_kind(kind).claims)
 
 
 # ----- results ---------------------------------------------------------------------------------
@@ -861,8 +704,9 @@ def _p(v: float) -> str:
     return f"{v:.3f}" if v >= 0.001 else "< 0.001"
 
 
-def _test_label(r: ClaimResult) -> str:
-    m = f"{r.margin:g}" if r.margin is not None else "?"
+def test_label(test: str, margin: float | None) -> str:
+    """How a test reads in tables: "A > B", "non-inferior, margin 10", "≤ 0.1", ..."""
+    m = f"{margin:g}" if margin is not None else "?"
     return {
         "superiority": "A > B",
         "noninferiority": f"non-inferior, margin {m}",
@@ -870,7 +714,11 @@ def _test_label(r: ClaimResult) -> str:
         "threshold": f"> {m}",
         "at_most": f"≤ {m}",
         "correlation": "ρ > 0",
-    }[r.test]
+    }[test]
+
+
+def _test_label(r: ClaimResult) -> str:
+    return test_label(r.test, r.margin)
 
 
 def to_markdown(results: Sequence[ClaimResult], title: str, *, n_boot: int, seed: int, seeds: int = 1) -> str:

@@ -1,6 +1,6 @@
 """The report's tables, built from a report spec (``speechmerge.plan``) and a ``ResultStore``:
-the main table in the layout of the experiment's kind, its extra tables (``per_testset`` for
-``domains``), one table per hyperparameter sweep and the forgetting table of sequential
+the main table in the layout of the experiment's kind, its extra tables (the layout's, e.g.
+``per_testset`` of ``domains``), one table per hyperparameter sweep and the forgetting table of sequential
 fine-tuning. Cells are filled by ``speechmerge.report.filling``; the best value of each column
 is bold and significant differences carry a dagger (``speechmerge.report.render``).
 """
@@ -113,30 +113,6 @@ def main_notes(
     notes.append(f"Bold: best in column. 95 % bootstrap intervals ({resampled} resampled, percentile) in table.csv.")
     notes += significance_note(baseline, store.n_boot, n_seeds(spec))
     return notes
-
-
-def build_per_testset_table(spec: Mapping, store: ResultStore) -> Table:
-    """Every test set of the domains experiment as its own column."""
-    from speechmerge.report.layouts import DomainsLayout
-
-    cols = DomainsLayout().main_columns(spec, store, show_base=True)
-    for c in cols:
-        if c.kind == "mean":
-            c.show = c.key.endswith(":avg")
-    baseline = baseline_row(spec)
-    table = Table(
-        name="per_testset",
-        title=f"{spec['experiment']}: error rate per test set",
-        columns=cols,
-        rows=rows_of(spec["rows"]),
-    )
-    fill_table(table, store, baseline=baseline)
-    table.notes = (
-        ["Error rates (%) per test set; lower is better. Bold: best in column."]
-        + seeds_note(spec)
-        + significance_note(baseline, store.n_boot, n_seeds(spec))
-    )
-    return table
 
 
 def build_sweep_tables(spec: Mapping, store: ResultStore) -> list[Table]:

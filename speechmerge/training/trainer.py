@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from speechmerge.training import batching
 from speechmerge.training.layout import contiguous_encoder_states
-from speechmerge.training.peft_methods import METHODS, adalora_schedule, build_method, count_parameters, method_hparams
+from speechmerge.training.peft import build_method, count_parameters, get_peft_method, method_hparams, peft_method_names
 from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
 from speechmerge.utils import atomic_path, config_hash, provenance, remove_output_tree, write_json
 
@@ -96,8 +96,8 @@ class TrainSpec:
 
     def validate(self) -> None:
         where = f"training spec of job {self.experiment}/{self.job}"
-        if self.method not in METHODS:
-            raise ValueError(f"{where}: unknown method {self.method!r}; expected one of {METHODS}")
+        if self.method not in peft_method_names():
+            raise ValueError(f"{where}: unknown method {self.method!r}; expected one of {peft_method_names()}")
         for key in ("steps", "batch_size", "grad_accum"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{where}: {key} must be >= 1, got {getattr(self, key)}")
@@ -115,8 +115,7 @@ class TrainSpec:
         if self.precision not in ("float32", "bfloat16"):
             raise ValueError(f"{where}: precision must be float32 or bfloat16, got {self.precision!r}")
         h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
-        if self.method == "adalora":
-            adalora_schedule(int(self.steps), h["tinit"], h["tfinal"], h["deltaT"])
+        get_peft_method(self.method).check_steps(h, int(self.steps))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -631,8 +630,6 @@ class Trainer:
             "spec": spec.to_dict(),
             "provenance": provenance(spec.to_dict(), job_config_hash=spec.config_hash),
         }
-        if spec.method == "adalora":
-            info["adalora_schedule"] = dict(self.method.schedule, total_step=spec.steps)
         with atomic_path(out_dir, is_dir=True) as tmp:
             merged.save_pretrained(tmp, safe_serialization=True)
             self.processor.save_pretrained(tmp)

@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 from speechmerge import names as N
-from speechmerge.plan import Plan, PlanError
+from speechmerge.plan.core import Plan, PlanError
 
 # Keys of a job spec that the plan adds for the DAG, not for the trainer (see rules/finetune.smk).
 _DAG_KEYS = ("train", "dev", "init")
@@ -71,7 +71,7 @@ def check_merges(plan: Plan) -> None:
 
 def _job_key(plan: Plan, experiment: str, job: str, method: str) -> str:
     exp = plan.config["experiments"][experiment]
-    if exp.get("kind", experiment) == "peft":
+    if exp.get("kind") == "peft":
         return f"experiments.{experiment}.methods.{method}"
     job = N.parse_seeded(job)[0]
     if job == "joint":

@@ -1,0 +1,101 @@
+"""Datasets and test sets of the plan: which split of which subset is made from what source
+(synthesised speech with an acoustic domain's transforms, a manifest, a hub corpus) and the
+test sets ``{subset}-{task}`` a model is scored on."""
+
+from __future__ import annotations
+
+import copy
+
+from speechmerge import names as N
+from speechmerge.names import SPLITS
+from speechmerge.plan.core import Plan, PlanError
+
+
+def domain_transforms(config: dict, domain: str, where: str) -> list[dict]:
+    catalog = config.get("acoustic_domains", {})
+    if domain not in catalog:
+        raise PlanError(f"{where}: unknown acoustic domain {domain!r}; defined in acoustic_domains: {sorted(catalog)}")
+    return copy.deepcopy(catalog[domain] or [])
+
+
+def add_dataset(
+    plan: Plan,
+    exp_name: str,
+    exp: dict,
+    subset: str,
+    *,
+    language: str,
+    domain: str,
+    splits: tuple[str, ...],
+    voice_profile: str = "adult",
+    where: str,
+) -> None:
+    config = plan.config
+    data_cfg = exp.get("data", {})
+    source = data_cfg.get("source", "synth")
+    # acoustic domains are rendered only for synthesised speech; real data keeps its own
+    transforms = domain_transforms(config, domain, where) if source == "synth" else []
+    for split in splits:
+        sizes = data_cfg.get(split, {})
+        plan.datasets[(exp_name, subset, split)] = {
+            "experiment": exp_name,
+            "subset": subset,
+            "language": language,
+            "domain": domain,
+            "transforms": transforms,
+            "split": split,
+            "sentences": sizes.get("sentences"),
+            "renderings": int(sizes.get("renderings", 1)),
+            "seed": int(config.get("seed", 0)),
+            "voice_profile": voice_profile,
+            "source": source,
+            **source_options(data_cfg, source, subset, split, where=f"experiments.{exp_name}.data"),
+        }
+
+
+HUB_SOURCES = ("covost2", "fleurs", "common_voice")
+HUB_KEYS = ("hf_name", "hf_config", "data_dir")
+
+
+def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
+    """Every ``data`` key is used by the chosen source, or the plan stops naming it (a key that
+    would be ignored, e.g. ``renderings`` of recorded speech or ``hf_name`` of a manifest)."""
+    unused = []
+    if source != "manifest" and data_cfg.get("manifests"):
+        unused.append("manifests")
+    if source not in HUB_SOURCES:
+        unused += [k for k in HUB_KEYS if data_cfg.get(k)]
+    if source != "synth":
+        unused += [
+            f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
+        ]
+    if unused:
+        raise PlanError(
+            f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
+            f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
+            "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources)"
+        )
+
+
+def source_options(data_cfg: dict, source: str, subset: str, split: str, *, where: str) -> dict:
+    """Extra keys of a real-data source: a manifest TSV per subset/split, or a hub dataset."""
+    check_source_keys(data_cfg, source, where)
+    if source == "manifest":
+        try:
+            return {"manifest": data_cfg["manifests"][subset][split]}
+        except KeyError:
+            raise PlanError(f"{where}.manifests: no manifest for subset {subset!r}, split {split!r}") from None
+    if source in HUB_SOURCES:
+        return {k: data_cfg[k] for k in HUB_KEYS if data_cfg.get(k)}
+    return {}
+
+
+def add_testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> list[str]:
+    names = []
+    for task in tasks:
+        if task == "translate" and language == "en":
+            continue
+        name = N.testset(subset, task)
+        plan.testsets[(exp_name, name)] = {"subset": subset, "task": task, "language": language}
+        names.append(name)
+    return names
