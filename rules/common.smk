@@ -119,7 +119,7 @@ wildcard_constraints:
     experiment=alternatives(PLAN.namespaces),
     subset=alternatives(s for (_, s, _) in PLAN.datasets),
     split="|".join(N.SPLITS),
-    job=alternatives(j for (_, j) in PLAN.jobs),
+    job=alternatives([j for (_, j) in PLAN.jobs] + [j for (_, j) in PLAN.imported]),
     variant=alternatives(v for (_, v) in PLAN.variants),
     testset=alternatives(t for (_, t) in PLAN.testsets),
     model=alternatives(m for (_, m, _) in PLAN.evaluations),

@@ -15,6 +15,8 @@ rule finetune:
         "logs/finetune/{experiment}/{job}.log",
     benchmark:
         "benchmarks/out/finetune/{experiment}/{job}.tsv"
+    wildcard_constraints:
+        experiment=alternatives(e for (e, _) in PLAN.jobs),
     # Training is most of the run and sequential stages form a chain: start them before any
     # evaluation, so the last minutes are not one lone job on an idle machine.
     priority: 10

@@ -184,7 +184,7 @@ def estimate(
         # every expert, the base and θ₀ are open at once (memory-mapped tensors stay resident)
         mem = OVERHEAD_MB + (max(2, n_experts) + 3) * w
         runtime = _minutes(max(2, n_experts) * 10 * size.scale, config)
-    elif rule in ("task_vector", "import_model"):
+    elif rule in ("task_vector", "import_model", "import_expert"):
         mem = OVERHEAD_MB + 3 * w
         runtime = _minutes(20 * size.scale, config)
     elif rule == "synthesize_corpus":

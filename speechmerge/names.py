@@ -58,6 +58,7 @@ MODEL_DIR = "results/models/{experiment}/{job}"
 MODEL_CONFIG = MODEL_DIR + "/config.json"
 MODEL_WEIGHTS = MODEL_DIR + "/model.safetensors"
 TRAIN_INFO = MODEL_DIR + "/train_info.json"
+EXPERT_INFO = MODEL_DIR + "/expert_info.json"  # an expert a merge-study imports (models.experts)
 RANK_ALLOCATION = MODEL_DIR + "/rank_allocation.json"
 CHECKPOINT_DIR = "results/checkpoints/{experiment}/{job}"
 TASK_VECTOR = "results/taskvectors/{experiment}/{job}.safetensors"

@@ -119,9 +119,9 @@ HF_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 
 
 def _whisper_languages() -> set[str]:
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+    from speechmerge.languages import WHISPER_LANGUAGES
 
-    return set(LANGUAGES)
+    return set(WHISPER_LANGUAGES)
 
 
 def normalise_language(code: str) -> str:

@@ -30,6 +30,8 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
         except KeyError as err:
             raise PlanError(f"config key 'experiments.{name}.kind': {err.args[0]}") from None
         _experiment_base(plan, name, exp)
+        if not kind.trains:
+            plan.from_base.add(name)
         plan.reports[name] = kind.plan(plan, name, exp)
         if merge_methods is not None:
             for (e, v), spec in plan.variants.items():
@@ -102,7 +104,7 @@ def _plan_adapted_base(plan: Plan) -> None:
     in θ₀ and not in the task vectors. Every fine-tuning job then starts from θ₀, task vectors are
     taken from it and merges are added to it (``Plan.theta0_weights``)."""
     cfg = plan.config.get("adapted_base") or {}
-    if not cfg.get("enabled", False):
+    if not plan.theta0_needed:
         return
     languages = list(cfg.get("languages") or [])
     if not languages:

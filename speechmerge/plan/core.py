@@ -49,6 +49,8 @@ class Plan:
     bases: dict[str, dict] = field(default_factory=dict)
     # experiment -> the name of its base model (absent: the run's)
     experiment_base: dict[str, str] = field(default_factory=dict)
+    # experiments whose models were not made from θ₀ (merge-study experts): they start from their base
+    from_base: set[str] = field(default_factory=set)
 
     # ----- names and paths -------------------------------------------------------------
     @property
@@ -90,7 +92,7 @@ class Plan:
     def namespaces(self) -> list[str]:
         """Values of the ``experiment`` wildcard: the experiments and, with a context-adapted
         base, the name its data and training job live under (``names.ADAPTATION``)."""
-        return self.experiments + ([N.ADAPTATION] if self.adapted_base else [])
+        return self.experiments + ([N.ADAPTATION] if self.theta0_needed else [])
 
     # ----- the models every experiment starts from -------------------------------------
     @property
@@ -111,8 +113,14 @@ class Plan:
         return bool((self.config.get("adapted_base") or {}).get("enabled", False))
 
     def uses_theta0(self, experiment: str) -> bool:
-        """Whether an experiment starts from θ₀: the run has one and the experiment is on the run's base."""
-        return self.adapted_base and self.base_of(experiment) == self.base_name
+        """Whether an experiment starts from θ₀: the run makes one, the experiment is on the run's
+        base, and it trains its models (a merge-study's experts were fine-tuned from the base)."""
+        return self.adapted_base and experiment not in self.from_base and self.base_of(experiment) == self.base_name
+
+    @property
+    def theta0_needed(self) -> bool:
+        """Whether any experiment starts from θ₀ (else it is not made)."""
+        return any(self.uses_theta0(e) for e in self.experiments)
 
     def base_config(self, experiment: str, *, native: bool = False) -> str:
         """config.json of an experiment's imported base (``native``: at 30 s)."""

@@ -199,19 +199,21 @@ def write_report(
                 selections, selected_labels, tmp / "merge_selection", title=f"{exp}: dev score at each grid point"
             )
             listing.add("merge_selection.png", caps["merge_selection.png"], "figure")
-        claims_md = CL.to_markdown(
-            claims,
-            f"{exp}: the paper's claims on our results",
-            n_boot=n_boot,
-            seed=seed,
-            seeds=len(spec.get("seeds") or [seed]),
-        )
-        if long_note:  # the claims rest on the same test scores
-            claims_md += "\n" + long_note + "\n"
-        (tmp / "claims.csv").write_text(CL.to_csv(claims))
-        (tmp / "claims.md").write_text(claims_md)
-        for ext in ("csv", "md"):
-            listing.add(f"claims.{ext}", caps["claims.csv"], "table")
+        claims_md = ""
+        if CL.claims_for(spec["kind"]):  # a study of the user's own experts has no paper claims
+            claims_md = CL.to_markdown(
+                claims,
+                f"{exp}: the paper's claims on our results",
+                n_boot=n_boot,
+                seed=seed,
+                seeds=len(spec.get("seeds") or [seed]),
+            )
+            if long_note:  # the claims rest on the same test scores
+                claims_md += "\n" + long_note + "\n"
+            (tmp / "claims.csv").write_text(CL.to_csv(claims))
+            (tmp / "claims.md").write_text(claims_md)
+            for ext in ("csv", "md"):
+                listing.add(f"claims.{ext}", caps["claims.csv"], "table")
         _write_figures(tmp, spec, tables, taskvectors, rank_allocations, caps, listing)
         files = listing.with_pdfs()
         summary = {
