@@ -16,6 +16,8 @@ COMMANDS = {
     "import-model": "speechmerge.models.cli",
     "merge": "speechmerge.merging.cli",
     "list-methods": "speechmerge.merging.cli",
+    "list-kinds": "speechmerge.experiments.cli",
+    "list-peft-methods": "speechmerge.experiments.cli",
 }
 
 

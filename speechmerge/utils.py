@@ -244,6 +244,22 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             os.close(lock)
 
 
+def json_default(o: Any) -> Any:
+    """How ``json.dumps`` writes what it cannot: numpy scalars as numbers, arrays and tensors as
+    lists, sets and tuples as lists, anything else (paths, dtypes) as its string."""
+    import numbers
+
+    if isinstance(o, numbers.Integral):
+        return int(o)
+    if isinstance(o, numbers.Real):
+        return float(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    return str(o)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

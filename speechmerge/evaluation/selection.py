@@ -22,16 +22,11 @@ import math
 import time
 from typing import Any, Mapping, Sequence
 
-from speechmerge.evaluation.stats import ERROR_METRICS
+from speechmerge.evaluation.corpus_metrics import ERROR_METRICS, accuracy
 
 log = logging.getLogger(__name__)
 
 METRICS = {"np": True, "mean_error": False, "mean_accuracy": True}  # selection metric -> higher is better
-
-
-def accuracy(metric: str, value: float) -> float:
-    """What NP averages (as the report): max(0, 100 - x) for an error rate, the score otherwise."""
-    return max(0.0, 100.0 - value) if metric in ERROR_METRICS else value
 
 
 def primary_values(results: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, float]]:

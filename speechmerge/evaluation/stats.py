@@ -47,10 +47,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from speechmerge.evaluation import metrics as M
-
-ERROR_METRICS = ("wer", "cer")
-HIGHER_IS_BETTER = {"wer": False, "cer": False, "bleu": True, "chrf": True}
+from speechmerge.evaluation.corpus_metrics import ERROR_METRICS, get_metric  # noqa: F401  (ERROR_METRICS re-exported)
 
 
 class HypothesesMismatch(ValueError):
@@ -68,7 +65,7 @@ class CorpusStats:
 
     @property
     def higher_is_better(self) -> bool:
-        return HIGHER_IS_BETTER[self.metric]
+        return get_metric(self.metric).higher_is_better
 
     def score(self) -> float:
         return float(self.score_fn(self.stats.sum(axis=0, keepdims=True).astype(np.float64))[0])
@@ -77,36 +74,11 @@ class CorpusStats:
         return len(self.ids)
 
 
-def _ratio_fn(sums: np.ndarray) -> np.ndarray:
-    return 100.0 * sums[:, 0] / np.maximum(sums[:, 1], 1e-12)
-
-
-def _sacrebleu_fn(metric) -> Callable[[np.ndarray], np.ndarray]:
-    def fn(sums: np.ndarray) -> np.ndarray:
-        return np.asarray([M.score_from_stats(metric, np.rint(row).astype(np.int64)) for row in sums])
-
-    return fn
-
-
 def corpus_stats(records: Sequence[Mapping], metric: str, *, spelling_source=None) -> CorpusStats:
     """Sufficient statistics of ``metric`` (wer, cer, bleu, chrf) from hypothesis records
     (dicts with id, language, reference, hypothesis; BLEU/chrF target English)."""
-    ids = [str(r["id"]) for r in records]
-    refs = [r["reference"] for r in records]
-    hyps = [r["hypothesis"] for r in records]
-    if metric in ERROR_METRICS:
-        langs = [r["language"] for r in records]
-        c = M.error_counts(
-            refs, hyps, langs, unit="word" if metric == "wer" else "char", ids=ids, spelling_source=spelling_source
-        )
-        return CorpusStats(metric, ids, np.stack([c.edits, c.ref_len], axis=1), _ratio_fn)
-    if metric == "bleu":
-        m = M.bleu_metric("en")
-    elif metric == "chrf":
-        m = M.chrf_metric()
-    else:
-        raise ValueError(f"unknown metric {metric!r}; known: {sorted(HIGHER_IS_BETTER)}")
-    return CorpusStats(metric, ids, M.sentence_stats(m, refs, hyps, ids=ids), _sacrebleu_fn(m))
+    stats, score_fn = get_metric(metric).sufficient_stats(records, spelling_source=spelling_source)
+    return CorpusStats(metric, [str(r["id"]) for r in records], stats, score_fn)
 
 
 def _resampled_sums(stats: np.ndarray, n_boot: int, seed: int, chunk_cells: int = 2_000_000):

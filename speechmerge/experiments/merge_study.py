@@ -16,8 +16,8 @@ from typing import Mapping
 
 from speechmerge import names as N
 from speechmerge.experiments.base import ExperimentKind, ReportSpec, register
-from speechmerge.languages import whisper_language
 from speechmerge.experiments.multilingual import np_note, per_task_columns
+from speechmerge.languages import whisper_language
 from speechmerge.plan.core import PlanError
 from speechmerge.plan.data import add_dataset, add_testsets
 from speechmerge.plan.merges import add_merges
@@ -50,7 +50,7 @@ class MergeStudyLayout(Layout):
         return find_row(spec, spec.get("normalise_to"), "normalise_to")
 
     def notes(self, spec: Mapping, reference: Mapping | None) -> list[str]:
-        return np_note(reference, "test-set columns")
+        return np_note(reference, "test-set columns", "the test sets of a task")
 
 
 @register

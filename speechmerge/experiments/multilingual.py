@@ -71,13 +71,13 @@ def per_task_columns(spec: Mapping, store: ResultStore, subsets_of_task) -> list
     return cols
 
 
-def np_note(reference: Mapping | None, what: str = "per-language columns") -> list[str]:
+def np_note(reference: Mapping | None, what: str = "per-language columns", avg: str = "languages") -> list[str]:
     if reference is None:
         return []
     return [
         f"NP (normalised performance) = 100 × mean over {what} of a(row)/a("
         f"{reference.get('label', reference['model'])}), a = max(0, 100 − WER) for ASR and a = BLEU for ST; "
-        "Avg = unweighted mean over languages."
+        f"Avg = unweighted mean over {avg}."
     ]
 
 

@@ -102,6 +102,21 @@ def agree_mask(t: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     return torch.sign(t) == sign
 
 
+def disjoint_sums(
+    ts: list[torch.Tensor], sign: torch.Tensor, weights: list[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIES' disjoint merge, as the sums it divides: (Σ_i t_i [sign t_i = γ], Σ_i w_i [sign t_i = γ])
+    per entry, w_i = 1 without ``weights``; the second is 1 where no t_i agrees (the merge is 0
+    there). ``num / den`` is the disjoint (weighted) mean of TIES and DARE-TIES."""
+    num = torch.zeros_like(ts[0])
+    den = torch.zeros_like(ts[0])
+    for i, t in enumerate(ts):
+        m = agree_mask(t, sign)
+        num += torch.where(m, t, 0.0)
+        den += m if weights is None else weights[i] * m
+    return num, torch.where(den == 0, torch.ones_like(den), den)
+
+
 def dare_drop(t: torch.Tensor, drop_rate: float, rescale: bool, gen: torch.Generator) -> torch.Tensor:
     """DARE (Yu et al., ICML 2024): zero each entry with probability p, rescale survivors by 1/(1-p).
 

@@ -164,10 +164,17 @@ def import_expert(source: str | Path, base_dir: str | Path, out_dir: str | Path,
     meta = {"format": "pt", "speechmerge": json.dumps({"expert": name, "source": str(source), "format": fmt})}
     with atomic_path(out_dir, is_dir=True) as tmp:
         for f in sorted(base_dir.iterdir()):
-            if f.is_file() and f.name not in _NOT_COPIED and not is_stamp(f.name) and not f.name.endswith(".safetensors"):
+            if (
+                f.is_file()
+                and f.name not in _NOT_COPIED
+                and not is_stamp(f.name)
+                and not f.name.endswith(".safetensors")
+            ):
                 shutil.copy2(f, tmp / f.name)
         write_safetensors(tmp / WEIGHTS_NAME, weights, meta)
         info["wall_s"] = round(time.perf_counter() - t0, 3)
         write_json(tmp / EXPERT_INFO, info)
-    log.info("expert %s (%s) -> %s: %d tensors, %d changed", source, fmt, out_dir, info["n_tensors"], info["changed_tensors"])
+    log.info(
+        "expert %s (%s) -> %s: %d tensors, %d changed", source, fmt, out_dir, info["n_tensors"], info["changed_tensors"]
+    )
     return info

@@ -193,9 +193,11 @@ class Plan:
 
     # ----- what the report rule needs --------------------------------------------------
     def report_inputs(self, experiment: str) -> dict[str, list[str]]:
+        from speechmerge.training.peft.base import get_peft_method
+
         models = self.evaluated_models(experiment)
         jobs = [j for (e, j) in self.jobs if e == experiment]
-        peft_jobs = [j for j in jobs if self.jobs[(experiment, j)]["method"] in ("adalora", "s2lora")]
+        peft_jobs = [j for j in jobs if get_peft_method(self.jobs[(experiment, j)]["method"]).ranks]
         return {
             "scores": [N.SCORES.format(experiment=experiment, model=m) for m in models],
             "hyps": [N.HYPOTHESES.format(experiment=experiment, model=m) for m in models],

@@ -33,7 +33,7 @@ import numpy as np
 
 from speechmerge.evaluation import metrics as M
 from speechmerge.evaluation import stats as S
-from speechmerge.report.filling import accuracy
+from speechmerge.evaluation.corpus_metrics import accuracy
 from speechmerge.report.layouts import layout
 from speechmerge.report.render import md_escape
 from speechmerge.report.scores import ResultStore

@@ -35,6 +35,7 @@ import numpy as np
 
 from speechmerge import names as N
 from speechmerge.evaluation import stats as S
+from speechmerge.evaluation.corpus_metrics import accuracy
 from speechmerge.report.scores import ResultStore
 from speechmerge.report.table import Cell, Column, Row, Table, row_models, seed_rows
 
@@ -156,11 +157,6 @@ def params_value(model: str, c: Column, params: Mapping[str, Mapping] | None) ->
     if info is None:
         return math.nan
     return float(info["trainable_params"] if c.kind == "params" else info["trainable_percent"])
-
-
-def accuracy(metric: str, value: float) -> float:
-    """What NP averages: max(0, 100 - x) for an error rate, the score itself otherwise."""
-    return max(0.0, 100.0 - value) if metric in S.ERROR_METRICS else value
 
 
 def np_value(table: Table, cells: Mapping[str, Cell], ref_cells: Mapping[str, Cell], c: Column) -> float:

@@ -50,6 +50,7 @@ def run_provenance(
         "train_threads": _sorted(i.get("threads") for i in train),
         "eval_threads": _sorted(eval_threads),
         "seeds": _sorted(i.get("seed") for i in train),
+        "run_seed": spec.get("seed"),
         "context_s": spec.get("context_s"),
         "selection": spec.get("selection") or "hyperparameters: the methods' defaults; sweep points evaluated on test",
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
@@ -120,6 +121,8 @@ def footnote(prov: Mapping) -> str:
             f"training seeds {_join(training)} (every trained model and merge once per seed; mean ± sd over "
             f"seeds; data, zero-shot and θ₀ made once, seed {prov.get('data_seed')})"
         )
+    elif not seeds:  # nothing trained here (a merge-study's experts)
+        seed_part = f"seed {prov.get('run_seed', 0)} (merges and bootstrap)"
     elif len(seeds) <= 1:
         seed_part = f"seed {_join(seeds)} (one training run per model)"
     else:
@@ -127,7 +130,9 @@ def footnote(prov: Mapping) -> str:
     parts = [
         f"Made on: {_join(prov.get('machines'))}",
         f"training precision {_join(prov.get('precision'))}" if prov.get("precision") else "no training",
-        f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}",
+        f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}"
+        if prov.get("train_threads")
+        else f"threads per job: evaluation {_join(prov.get('eval_threads'))}",
         seed_part,
         f"encoder context {prov['context_s']} s" if prov.get("context_s") else "encoder context 30 s",
         prov.get("selection", ""),

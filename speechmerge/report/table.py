@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from speechmerge import names as N
+from speechmerge.evaluation.corpus_metrics import METRICS, get_metric
 from speechmerge.report.scores import ResultStore
 
 ALPHA = 0.05  # significance level of the daggers
 GREEK = {"beta": "β", "lambda": "λ", "alpha": "α"}
-METRIC_LABEL = {
-    "wer": "WER",
-    "cer": "CER",
-    "bleu": "BLEU",
-    "chrf": "chrF",
+# the corpus metrics' labels (evaluation.corpus_metrics) and the table's derived quantities
+METRIC_LABEL = {name: m.label for name, m in METRICS.items()} | {
     "np": "NP",
     "params": "Params",
     "params_pct": "Params %",
@@ -52,7 +50,7 @@ class Column:
     def higher_is_better(self) -> bool | None:
         if self.kind in ("params", "params_pct"):
             return None
-        return self.metric in ("bleu", "chrf", "np")
+        return self.metric == "np" or get_metric(self.metric).higher_is_better
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,7 +31,7 @@ from speechmerge.report.provenance import footnote, long_utterance_note, run_pro
 from speechmerge.report.scores import ResultStore, load_hyps, load_scores
 from speechmerge.report.table import Table
 from speechmerge.report.tables import build_tables
-from speechmerge.utils import read_json
+from speechmerge.utils import json_default, read_json
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +228,7 @@ def write_report(
             "taskvector_cosines": C.cosine_rows(cosine_data) if cosine_data else [],
             "merge_selection": selections,
         }
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
         (tmp / "README.md").write_text(
             _readme(exp, tables, files, summary["missing"], training_rows, claims_md, cosine_data=cosine_data)
         )
@@ -344,14 +343,6 @@ def _sweep_figure(tmp: Path, spec: Mapping, main: Table, table: Table, sw: Mappi
         method_label=default.label if default else sw.get("label", sw["method"]),
         default_value=next((p["value"] for p in sw["points"] if p.get("default")), None),
     )
-
-
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 def _readme(

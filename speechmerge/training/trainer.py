@@ -34,9 +34,8 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +43,7 @@ from speechmerge.training import batching
 from speechmerge.training.layout import contiguous_encoder_states
 from speechmerge.training.peft import build_method, count_parameters, get_peft_method, method_hparams, peft_method_names
 from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
-from speechmerge.utils import atomic_path, config_hash, provenance, remove_output_tree, write_json
+from speechmerge.utils import atomic_path, config_hash, json_default, provenance, remove_output_tree, write_json
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +444,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "method": extra_meta,
             }
-            (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+            (tmp / "state.json").write_text(json.dumps(state, default=json_default))
         for old in root.glob("step-*"):
             if old != target and old.is_dir():
                 remove_output_tree(old)
@@ -645,18 +644,6 @@ class Trainer:
         if spec.checkpoint_dir and not spec.keep_checkpoints:
             remove_output_tree(spec.checkpoint_dir)
         return info
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if torch.is_tensor(o):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def train(

@@ -27,7 +27,7 @@ from speechmerge.merging.base import TensorContext, register
 from speechmerge.merging.checks import check_weights, expert_weights
 from speechmerge.merging.methods.dare_linear import DareMethod
 from speechmerge.merging.streaming import TensorSource
-from speechmerge.merging.tensor_ops import agree_mask, elect_sign
+from speechmerge.merging.tensor_ops import disjoint_sums, elect_sign
 
 
 @register
@@ -55,10 +55,5 @@ class DareTies(DareMethod):
         for ds in self.dropped_chunks(src, ctx):
             us = [wi * d for wi, d in zip(w, ds)]
             sign = elect_sign(sum(us), 1.0)
-            num = torch.zeros_like(us[0])
-            den = torch.zeros_like(us[0])
-            for wi, u in zip(w, us):
-                m = agree_mask(u, sign)
-                num += u * m
-                den += wi * m
-            yield lam * num / torch.where(den == 0, torch.ones_like(den), den)
+            num, den = disjoint_sums(us, sign, w)
+            yield lam * num / den

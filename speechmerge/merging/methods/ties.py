@@ -30,7 +30,7 @@ import torch
 from speechmerge.merging.base import TensorContext, register
 from speechmerge.merging.checks import check_bool, check_number
 from speechmerge.merging.streaming import StreamingMethod, TensorSource
-from speechmerge.merging.tensor_ops import agree_mask, elect_sign, magnitude_threshold
+from speechmerge.merging.tensor_ops import disjoint_sums, elect_sign, magnitude_threshold
 
 
 def trim(t: torch.Tensor, threshold: float | None) -> torch.Tensor:
@@ -40,17 +40,6 @@ def trim(t: torch.Tensor, threshold: float | None) -> torch.Tensor:
     if math.isinf(threshold):
         return torch.zeros_like(t)
     return torch.where(t.abs() >= threshold, t, 0.0)
-
-
-def disjoint_mean(ts: list[torch.Tensor], sign: torch.Tensor) -> torch.Tensor:
-    """Σ_i t_i [sign t_i = γ] / max(1, count) per entry."""
-    num = torch.zeros_like(ts[0])
-    cnt = torch.zeros_like(ts[0])
-    for t in ts:
-        m = agree_mask(t, sign)
-        num += torch.where(m, t, 0.0)
-        cnt += m
-    return num.div_(cnt.clamp_(min=1.0))
 
 
 @register
@@ -96,4 +85,5 @@ class Ties(StreamingMethod):
             if zero_sign is None and bool((undecided & torch.stack([t != 0 for t in ts]).any(0)).any()):
                 zero_sign = majority_sign()
             sign = elect_sign(total, 1.0 if zero_sign is None else zero_sign)
-            yield lam * disjoint_mean(ts, sign)
+            num, count = disjoint_sums(ts, sign)
+            yield lam * num.div_(count)
