@@ -110,7 +110,7 @@ class Setup:
     ):
         from speechmerge.training.layout import contiguous_encoder_states
         from speechmerge.training.peft import build_method
-        from speechmerge.training.trainer import choose_attention, resolve_precision
+        from speechmerge.training.spec import choose_attention, resolve_precision
         from speechmerge.training.vocab_head import sparse_token_embedding
 
         self.model, self.src = load_model(args.model, args.seconds)
@@ -136,7 +136,7 @@ class Setup:
         self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}, {head} head, {layout} encoder states"
 
     def loss(self) -> torch.Tensor:
-        from speechmerge.training.trainer import target_loss
+        from speechmerge.training.objective import target_loss
 
         if self.head == "plain":
             return plain_target_loss(self.whisper, self.batch)

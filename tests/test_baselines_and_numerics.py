@@ -14,7 +14,7 @@ from speechmerge.config import ROOT, load_config
 from speechmerge.numerics import ISA_ENV, apply_environment, describe, machine
 from speechmerge.plan import PlanError, build_plan
 from speechmerge.training.cosines import part_of, taskvector_cosines
-from speechmerge.training.trainer import TrainSpec
+from speechmerge.training.spec import TrainSpec
 
 
 @pytest.fixture(scope="module")

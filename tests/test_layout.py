@@ -4,7 +4,7 @@ import torch
 from tiny_whisper import tiny_batch, tiny_whisper
 
 from speechmerge.training.layout import contiguous_encoder_states
-from speechmerge.training.trainer import target_loss
+from speechmerge.training.objective import target_loss
 
 
 def layer0_input_is_contiguous(model) -> list[bool]:

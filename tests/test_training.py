@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from speechmerge.data.audio import encode_flac
 from speechmerge.data.io import read_examples, write_split
 from speechmerge.training import TrainingDiverged, batching, train
+from speechmerge.training.objective import lr_factor
 from speechmerge.training.peft import adalora_schedule, build_method
-from speechmerge.training.trainer import lr_factor
 
 # Whisper multilingual special token ids (the real tokenizer).
 SOT, EOT, DE, EN, TRANSCRIBE, TRANSLATE, NOTS = 50258, 50257, 50261, 50259, 50359, 50358, 50363
@@ -481,7 +481,7 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model, splits, tmp_pat
 
 
 def test_attention_and_precision_choices():
-    from speechmerge.training.trainer import choose_attention, resolve_precision
+    from speechmerge.training.spec import choose_attention, resolve_precision
 
     assert choose_attention("auto", 300) == "eager" and choose_attention("auto", 1500) == "sdpa"
     assert choose_attention("sdpa", 300) == "sdpa"

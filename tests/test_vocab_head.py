@@ -12,8 +12,8 @@ from tiny_whisper import tiny_whisper
 from torch import nn
 
 from speechmerge import allocator
+from speechmerge.training.objective import target_loss
 from speechmerge.training.peft import build_method
-from speechmerge.training.trainer import target_loss
 from speechmerge.training.vocab_head import RowSumEmbedding, sparse_token_embedding, vocab_logits
 
 

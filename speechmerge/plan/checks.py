@@ -82,7 +82,7 @@ def _job_key(plan: Plan, experiment: str, job: str, method: str) -> str:
 
 
 def check_training(plan: Plan) -> None:
-    from speechmerge.training.trainer import TrainSpec
+    from speechmerge.training.spec import TrainSpec
 
     for (experiment, job), spec in plan.jobs.items():
         spec = {k: v for k, v in spec.items() if k not in _DAG_KEYS}

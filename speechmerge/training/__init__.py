@@ -4,7 +4,8 @@ Public API: ``train(spec, base_dir, train_paths, dev_paths, out_dir)`` -> train_
 ``task_vector(model_weights, base_weights, out_path, metadata)``.
 """
 
+from speechmerge.training.spec import TrainSpec
 from speechmerge.training.taskvector import apply_task_vector, task_vector
-from speechmerge.training.trainer import TrainingDiverged, TrainSpec, train
+from speechmerge.training.trainer import TrainingDiverged, train
 
 __all__ = ["train", "TrainSpec", "TrainingDiverged", "task_vector", "apply_task_vector"]

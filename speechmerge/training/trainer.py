@@ -26,7 +26,6 @@ the same machine and thread count.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
@@ -37,12 +36,21 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from speechmerge.training import batching
+from speechmerge.training.checkpoints import (
+    flatten_optimizer,
+    latest_checkpoint,
+    load_tensors,
+    save_tensors,
+    unflatten_optimizer,
+)
 from speechmerge.training.layout import contiguous_encoder_states
-from speechmerge.training.peft import build_method, count_parameters, get_peft_method, method_hparams, peft_method_names
-from speechmerge.training.vocab_head import sparse_token_embedding, vocab_logits
+from speechmerge.training.objective import evaluate_items, lr_factor, target_loss
+from speechmerge.training.outputs import plot_loss, write_log_csv
+from speechmerge.training.peft import build_method, count_parameters, method_hparams
+from speechmerge.training.spec import TrainSpec, choose_attention, resolve_precision
+from speechmerge.training.vocab_head import sparse_token_embedding
 from speechmerge.utils import atomic_path, config_hash, json_default, provenance, remove_output_tree, write_json
 
 log = logging.getLogger(__name__)
@@ -50,223 +58,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
     """The loss (or the gradient norm) became NaN or infinite."""
-
-
-@dataclasses.dataclass
-class TrainSpec:
-    experiment: str
-    job: str
-    method: str = "full"
-    tasks: tuple[str, ...] = ("transcribe",)
-    steps: int = 100
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-5
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_every: int | None = None  # None/0: evaluate at the last step only
-    checkpoint_every: int | None = None  # None/0: no checkpoints
-    seed: int = 0
-    peft: dict = dataclasses.field(default_factory=dict)
-    checkpoint_dir: str | None = None
-    lr_schedule: str = "linear"  # linear | cosine | constant (after warm-up)
-    eval_batch_size: int | None = None
-    select_best: bool = True
-    precision: str = "float32"  # float32 | bfloat16 (autocast, only when asked for: see resolve_precision)
-    attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
-    keep_checkpoints: bool = False  # keep checkpoint_dir after a successful run
-    config_hash: str | None = None
-
-    @classmethod
-    def from_dict(cls, spec: dict) -> "TrainSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(spec) - names)
-        if unknown:
-            log.warning("training spec: ignoring unknown keys %s", unknown)
-        missing = [k for k in ("experiment", "job") if k not in spec]
-        if missing:
-            raise KeyError(f"training spec lacks {missing}")
-        s = cls(**{k: v for k, v in spec.items() if k in names})
-        s.tasks = tuple(s.tasks)
-        s.peft = dict(s.peft or {})
-        s.validate()
-        return s
-
-    def validate(self) -> None:
-        where = f"training spec of job {self.experiment}/{self.job}"
-        if self.method not in peft_method_names():
-            raise ValueError(f"{where}: unknown method {self.method!r}; expected one of {peft_method_names()}")
-        for key in ("steps", "batch_size", "grad_accum"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{where}: {key} must be >= 1, got {getattr(self, key)}")
-        if not self.lr > 0:
-            raise ValueError(f"{where}: lr must be > 0, got {self.lr}")
-        if self.lr_schedule not in ("linear", "cosine", "constant"):
-            raise ValueError(f"{where}: lr_schedule must be linear, cosine or constant")
-        if self.attn_implementation not in ("auto", "eager", "sdpa"):
-            raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
-        if self.precision == "auto":
-            raise ValueError(
-                f"{where}: precision 'auto' is no longer accepted (it trained in bf16 on some CPUs and in "
-                "float32 on others, so results depended on the machine); set float32 or bfloat16"
-            )
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"{where}: precision must be float32 or bfloat16, got {self.precision!r}")
-        h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
-        get_peft_method(self.method).check_steps(h, int(self.steps))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["tasks"] = list(self.tasks)
-        return d
-
-
-def native_bf16() -> bool:
-    """True if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """The training precision: ``float32`` (the default everywhere) or ``bfloat16``; ``auto``
-    (benchmarks only) -> ``bfloat16`` on CPUs with native bf16 math, else ``float32``.
-
-    bfloat16 here is mixed precision: parameters, gradients and AdamW state stay float32;
-    matrix products and convolutions run in bf16 under ``torch.autocast("cpu")``; the loss
-    is computed in float32. On a Zen 4 core this makes the Whisper-base training step about
-    1.7x faster (benchmarks/train_bench.py).
-    """
-    if precision == "auto":
-        return "bfloat16" if native_bf16() else "float32"
-    return precision
-
-
-EAGER_MAX_POSITIONS = 500
-
-
-def choose_attention(requested: str, max_source_positions: int) -> str:
-    """``auto`` -> ``eager`` for encoder contexts up to 500 positions (10 s), else ``sdpa``.
-
-    Measured for Whisper base at 6 s, batch 8, one Zen 4 core: the training step takes 3.1 s
-    with eager attention vs 5.4 s with PyTorch's CPU flash-attention kernel in bf16 (and is no
-    slower in float32). Eager attention stores the (batch, heads, T, T) probabilities for the
-    backward pass, which grows with T^2, hence sdpa for long contexts.
-    """
-    if requested == "auto":
-        return "eager" if max_source_positions <= EAGER_MAX_POSITIONS else "sdpa"
-    return requested
-
-
-def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak lr for optimizer step ``step`` (0-based)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - progress
-
-
-# ----------------------------------------------------------------------------------------
-# loss
-
-
-def target_loss(
-    whisper, batch: dict[str, torch.Tensor], accuracy: bool = True
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """(sum of token CE, number of correct argmax tokens, number of target tokens) of a batch;
-    the count is ``None`` when ``accuracy`` is false (a training step does not use it)."""
-    labels = batch["labels"]
-    out = whisper.model(
-        input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"], use_cache=False
-    )
-    mask = labels != batching.IGNORE_INDEX
-    hidden = out.last_hidden_state[mask]
-    logits = vocab_logits(hidden, whisper.proj_out).float()
-    targets = labels[mask]
-    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-    correct = (logits.detach().argmax(-1) == targets).sum() if accuracy else None
-    return loss_sum, correct, int(targets.numel())
-
-
-@torch.inference_mode()
-def evaluate_items(
-    whisper,
-    items: Sequence[batching.Item],
-    features: torch.Tensor,
-    pad_id: int,
-    batch_size: int,
-    autocast: bool = False,
-) -> tuple[float, float]:
-    """Token-mean CE and token accuracy of ``whisper`` on ``items``."""
-    was_training = whisper.training
-    whisper.eval()
-    total = correct = 0.0
-    n = 0
-    try:
-        for s in range(0, len(items), batch_size):
-            batch = batching.collate(items[s : s + batch_size], features, pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                loss_sum, corr, k = target_loss(whisper, batch)
-            total += float(loss_sum)
-            correct += float(corr)
-            n += k
-    finally:
-        whisper.train(was_training)
-    return total / max(n, 1), correct / max(n, 1)
-
-
-# ----------------------------------------------------------------------------------------
-# checkpoints: safetensors + json only
-
-
-def _flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, meta_state = {}, {}
-    for idx, st in opt_state["state"].items():
-        meta_state[str(idx)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{idx}.{k}"] = v.detach().contiguous()
-            else:
-                meta_state[str(idx)][k] = v
-    return tensors, {"param_groups": opt_state["param_groups"], "state": meta_state}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {int(i): dict(v) for i, v in meta["state"].items()}
-    for key, t in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = t
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-
-
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path)) if path.exists() else {}
-
-
-def latest_checkpoint(ckpt_dir: str | os.PathLike | None) -> Path | None:
-    if not ckpt_dir or not Path(ckpt_dir).is_dir():
-        return None
-    done = sorted(p for p in Path(ckpt_dir).glob("step-*") if (p / "state.json").exists())
-    return done[-1] if done else None
-
-
-# ----------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -305,39 +96,6 @@ def _load_data(
     )
     items = batching.expand_items(keep, range(len(keep)), tasks, processor.tokenizer, max_length=max_length, what=what)
     return _Data(items, feats, len(keep), dropped)
-
-
-def _plot_loss(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["loss"] for r in rows], lw=1, label="train loss")
-    dev = [(r["step"], r["dev_loss"]) for r in rows if r.get("dev_loss") not in (None, "")]
-    if dev:
-        ax.plot(*zip(*dev), "o-", label="dev loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("token cross entropy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-LOG_COLUMNS = ("step", "lr", "loss", "dev_loss", "dev_acc", "elapsed", "grad_norm", "reg")
-
-
-def _write_log_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in LOG_COLUMNS})
 
 
 class Trainer:
@@ -425,14 +183,14 @@ class Trainer:
         root = Path(self.spec.checkpoint_dir)
         target = root / f"step-{self.step:07d}"
         with atomic_path(target, is_dir=True) as tmp:
-            _save_tensors(tmp / "trainable.safetensors", self.params)
+            save_tensors(tmp / "trainable.safetensors", self.params)
             if self.best_state is not None:
-                _save_tensors(tmp / "best.safetensors", self.best_state)
-            opt_t, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
-            _save_tensors(tmp / "optimizer.safetensors", opt_t)
+                save_tensors(tmp / "best.safetensors", self.best_state)
+            opt_t, opt_meta = flatten_optimizer(self.optimizer.state_dict())
+            save_tensors(tmp / "optimizer.safetensors", opt_t)
             extra_t, extra_meta = self.method.extra_state()
-            _save_tensors(tmp / "method.safetensors", extra_t)
-            _save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
+            save_tensors(tmp / "method.safetensors", extra_t)
+            save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
             state = {
                 "fingerprint": self.fingerprint,
                 "step": self.step,
@@ -459,7 +217,7 @@ class Trainer:
             log.warning("checkpoint %s was made with another spec or other inputs; starting afresh", ckpt)
             remove_output_tree(self.spec.checkpoint_dir)
             return False
-        saved = _load_tensors(ckpt / "trainable.safetensors")
+        saved = load_tensors(ckpt / "trainable.safetensors")
         if set(saved) != set(self.params):
             raise KeyError(
                 f"checkpoint {ckpt}: trainable tensors differ from the model's "
@@ -473,14 +231,14 @@ class Trainer:
                         f"checkpoint {ckpt}: tensor {n} has shape {tuple(saved[n].shape)}, model has {tuple(p.shape)}"
                     )
                 p.copy_(saved[n])
-        best = _load_tensors(ckpt / "best.safetensors")
+        best = load_tensors(ckpt / "best.safetensors")
         self.best_state = best or None
         self.optimizer.load_state_dict(
-            _unflatten_optimizer(_load_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+            unflatten_optimizer(load_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
         )
         self.scheduler.load_state_dict(state["scheduler"])
-        self.method.load_extra_state(_load_tensors(ckpt / "method.safetensors"), state["method"])
-        torch.set_rng_state(_load_tensors(ckpt / "rng.safetensors")["torch"])
+        self.method.load_extra_state(load_tensors(ckpt / "method.safetensors"), state["method"])
+        torch.set_rng_state(load_tensors(ckpt / "rng.safetensors")["torch"])
         self.step, self.rows, self.best = state["step"], state["rows"], state["best"]
         self.train_time, self.samples_seen = state["train_time"], state["samples_seen"]
         self.resumed_from = str(ckpt)
@@ -632,8 +390,8 @@ class Trainer:
         with atomic_path(out_dir, is_dir=True) as tmp:
             merged.save_pretrained(tmp, safe_serialization=True)
             self.processor.save_pretrained(tmp)
-            _write_log_csv(self.rows, tmp / "training_log.csv")
-            _plot_loss(self.rows, tmp / "loss.png", f"{spec.experiment}/{spec.job} ({spec.method})")
+            write_log_csv(self.rows, tmp / "training_log.csv")
+            plot_loss(self.rows, tmp / "loss.png", f"{spec.experiment}/{spec.job} ({spec.method})")
             write_json(tmp / "rank_allocation.json", ranks or {})
             write_json(tmp / "train_info.json", info)
             if not (tmp / "model.safetensors").exists():
