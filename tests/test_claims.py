@@ -432,7 +432,7 @@ def test_write_report_writes_the_claims(tmp_path):
     assert {"claims.csv", "claims.md"} <= {f["file"] for f in summary["files"]}
     readme = (out / "README.md").read_text()
     assert "## Claims" in readme and "**reproduced**" in readme and "`claims.csv`" in readme
-    assert "| Claim | Source |" in (out / "claims.md").read_text()
+    assert "| Claim | Verdict |" in (out / "claims.md").read_text()
 
 
 def test_np_undefined_when_the_experts_get_nothing_right():

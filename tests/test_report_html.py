@@ -57,3 +57,31 @@ def test_write_html_tables(tmp_path):
     with pytest.raises(FileNotFoundError, match="no Markdown files"):
         write_html_tables(tmp_path / "html", tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_claims_page_shows_the_verdict_next_to_the_claim():
+    """The claim column wraps (it would push the verdict off screen); the verdict follows it."""
+    from speechmerge.report.claims import ClaimResult, to_markdown
+
+    result = ClaimResult(
+        id="x",
+        paper="P",
+        arxiv="1",
+        claim="A long claim of a paper, stated in this repository's words, that takes a whole line or more.",
+        comparison="A vs B",
+        metric="WER points",
+        test="superiority",
+        effect=1.5,
+        ci_lo=0.5,
+        ci_hi=2.5,
+        p_value=0.01,
+        n=10,
+        n_unit="utterances",
+        verdict="reproduced",
+    )
+    md = to_markdown([result], "x: claims", n_boot=10, seed=0)
+    header = next(line for line in md.splitlines() if line.startswith("| Claim"))
+    assert [c.strip() for c in header.strip("|").split("|")][:2] == ["Claim", "Verdict"]
+    page = markdown_to_html(md, "x: claims")
+    row = next(line for line in page.splitlines() if "A long claim" in line)
+    assert row.startswith('<tr><td class="w">A long claim') and "<strong>reproduced</strong>" in row.split("</td>")[1]

@@ -725,26 +725,26 @@ def to_markdown(results: Sequence[ClaimResult], title: str, *, n_boot: int, seed
     out = [
         f"**{md_escape(title)}**",
         "",
-        "| Claim | Source | Comparison | Metric | Test | Effect | 95 % CI | p | n | Verdict | Note |",
-        "|---|---|---|---|---|---:|---|---:|---:|---|---|",
+        "| Claim | Verdict | Effect | 95 % CI | p | n | Comparison | Metric | Test | Source | Note |",
+        "|---|---|---:|---|---:|---:|---|---|---|---|---|",
     ]
-    for r in results:
+    for r in results:  # the verdict right after the claim: what a reader looks for first
         ci = "–" if math.isnan(r.ci_lo) else f"[{_num(r.ci_lo)}, {_num(r.ci_hi)}]"
         n = "–" if r.n is None else f"{r.n} {r.n_unit}"
         cells = [
-            r.claim,
-            f"{r.paper}, arXiv {r.arxiv}",
-            r.comparison,
-            r.metric,
-            _test_label(r),
-            _num(r.effect, 3 if r.test == "at_most" else 2),
-            ci,
-            _p(r.p_value),
-            n,
+            md_escape(r.claim),
             f"**{r.verdict}**",
-            r.note,
+            md_escape(_num(r.effect, 3 if r.test == "at_most" else 2)),
+            md_escape(ci),
+            md_escape(_p(r.p_value)),
+            md_escape(n),
+            md_escape(r.comparison),
+            md_escape(r.metric),
+            md_escape(_test_label(r)),
+            md_escape(f"{r.paper}, arXiv {r.arxiv}"),
+            md_escape(r.note),
         ]
-        out.append("| " + " | ".join(md_escape(c) if i != 9 else c for i, c in enumerate(cells)) + " |")
+        out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
         "Effect: oriented so that a positive value goes the claim's way (A better than B; for "

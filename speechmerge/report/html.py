@@ -25,6 +25,7 @@ th { background: #f0f3f7; position: sticky; top: 0; }
 tr:nth-child(even) td { background: #fafafa; }
 tr.sep td { background: #e8e8e8; padding: 1px; border-left: none; border-right: none; }
 td.r, th.r { text-align: right; } td.c, th.c { text-align: center; }
+td.w { white-space: normal; min-width: 22em; max-width: 36em; }
 ul { padding-left: 1.4em; } li { margin: 0.15em 0; }
 code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; font-size: 0.92em; }
 p.caption { color: #444; }
@@ -73,12 +74,18 @@ def _align(spec: str) -> str:
     return "r" if spec.endswith(":") else ""
 
 
+WRAP_CHARS = 60  # a column whose cells are this long on average wraps instead of widening the table
+
+
 def _table(lines: list[str]) -> str:
     header, aligns = _cells(lines[0]), [_align(c) for c in _cells(lines[1])]
+    rows = [_cells(line) for line in lines[2:]]
+    lengths = [[len(r[i]) for r in rows if i < len(r) and r[i]] for i in range(len(header))]
+    wrap = [bool(n) and sum(n) / len(n) >= WRAP_CHARS for n in lengths]
 
     def cls(i):
-        a = aligns[i] if i < len(aligns) else ""
-        return f' class="{a}"' if a else ""
+        a = (aligns[i] if i < len(aligns) else "") + (" w" if i < len(wrap) and wrap[i] else "")
+        return f' class="{a.strip()}"' if a.strip() else ""
 
     out = ['<div class="scroll"><table>', "<thead><tr>"]
     out += [f"<th{cls(i)}>{inline(c)}</th>" for i, c in enumerate(header)]
