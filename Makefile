@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.speechmerge-installed
 ARGS ?=
 
-.PHONY: run test lint env env-slurm lock test-slurm test-install mergekit-env dryrun report readme-tables clean
+.PHONY: run test lint env env-slurm lock test-slurm test-install mergekit-env dryrun report results clean
 .DEFAULT_GOAL := run
 
 run: $(STAMP)
@@ -80,9 +80,9 @@ dryrun: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/snakemake --report results/report.html $(ARGS)
 
-# The README's result tables, from the reports of the run in results/ (after `make`).
-readme-tables: $(STAMP)
-	$(VENV)/bin/python -m speechmerge.report.readme --reports results/report --readme README.md
+# docs/results.md's tables, from the reports of the run in results/ (after `make`).
+results: $(STAMP)
+	$(VENV)/bin/python -m speechmerge.report.results_doc --reports results/report --out docs/results.md
 
 clean:
 	rm -rf results logs benchmarks/out .snakemake

@@ -174,20 +174,20 @@ def test_machine_record_is_json_and_described():
 
 # ----- the README's tables --------------------------------------------------------------------
 def test_readme_tables_replace_only_the_marked_block(tmp_path):
-    from speechmerge.report.readme import BEGIN, END, readme_tables, update_readme
+    from speechmerge.report.results_doc import BEGIN, END, results_tables, update_marked
 
     (tmp_path / "r" / "a").mkdir(parents=True)
     (tmp_path / "r" / "a" / "table.md").write_text("| x |\n|---|\n| 1 |\n")
     (tmp_path / "r" / "a" / "claims.md").write_text("claims of a\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nrest\n")
-    assert update_readme(readme, readme_tables(tmp_path / "r", ["a"]))
+    assert update_marked(readme, results_tables(tmp_path / "r", ["a"]))
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{END}\nrest\n") and "old" not in text
     assert text.index("| 1 |") < text.index("claims of a")
-    assert not update_readme(readme, readme_tables(tmp_path / "r", ["a"]))  # idempotent
+    assert not update_marked(readme, results_tables(tmp_path / "r", ["a"]))  # idempotent
     with pytest.raises(FileNotFoundError, match="no report for experiment 'b'"):
-        readme_tables(tmp_path / "r", ["b"])
+        results_tables(tmp_path / "r", ["b"])
     (tmp_path / "bad.md").write_text(f"{END}\n{BEGIN}\n")
     with pytest.raises(ValueError, match="bad.md: needs the lines"):
-        update_readme(tmp_path / "bad.md", "x")
+        update_marked(tmp_path / "bad.md", "x")

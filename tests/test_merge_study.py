@@ -175,3 +175,17 @@ def test_merge_study_end_to_end(experts, tmp_path):
     info = json.loads((tmp_path / "results" / "models" / "study" / "expert-fr" / "expert_info.json").read_text())
     assert info["format"] == "adapter" and info["changed_tensors"] > 0
     assert not (tmp_path / "results" / "models" / "adapted-base").exists()  # θ₀ is not made for a study
+
+
+def test_the_readme_example_config_plans():
+    """The README's complete merge-study config validates and plans as documented."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```yaml\nbase_model:\n  name: whisper-small")
+    block = text[start + len("```yaml\n") : text.index("```", start + 7)]
+    config = deep_update(load_config(ROOT / "config.yaml"), yaml.safe_load(block))
+    validate_config(config)
+    plan = build_plan(config)
+    assert plan.experiments == ["my_study"] and not plan.jobs and not plan.theta0_needed
+    assert sorted(j for (_, j) in plan.imported) == ["expert-de", "expert-es", "expert-fr_st"]
+    assert plan.model_testsets("my_study", "expert-fr_st") == ["fr_st-translate"]
+    assert plan.datasets[("my_study", "de", "test")]["manifest"] == "/data/de/test.tsv"
