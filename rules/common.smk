@@ -84,18 +84,19 @@ def job_resource(rule_name, key):
 
 
 def import_resource(name, key):
-    """Resources of importing base model ``name`` (the rules of rules/models.smk)."""
+    """Resources of importing base model ``name`` (the import rules of models.smk)."""
     return estimate_resources(
         "import_model", config, base_spec=PLAN.bases[name]["spec"]
     )[key]
 
 
 def import_rule_name(name, native):
-    """import_model / import_native_model for the run's base, with the base's name for others."""
+    """import_model or import_native_model for the run base, with the base name added for others."""
     which = "import_native_model" if native else "import_model"
     if name == PLAN.base_name:
         return which
-    return which + "_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return f"{which}_{safe}"
 
 
 def _profile_resource_expressions():
