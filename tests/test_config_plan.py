@@ -30,8 +30,8 @@ def test_shipped_configs_validate(default, smoke):
     "mutate, expected",
     [
         (
-            lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "xx"]),
-            "experiments.multilingual.languages[1]': 'xx' is not one of",
+            lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "x/y"]),
+            "experiments.multilingual.languages[1]': 'x/y' does not match",
         ),
         (lambda c: c["training"].__setitem__("stepz", 3), "'stepz' was unexpected"),
         (lambda c: c["training"].__setitem__("steps", "many"), "training.steps': 'many' is not of type 'integer'"),
@@ -243,3 +243,29 @@ def test_experiment_names_are_one_path_component(smoke, name):
     config["experiments"][name] = copy.deepcopy(config["experiments"]["multilingual"])
     with pytest.raises(ConfigError, match="experiments"):
         validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["experiments"]["multilingual"].__setitem__("languages", ["de", "xx"]), "experiments.multilingual"),
+        (lambda c: c["adapted_base"].__setitem__("languages", ["qq"]), "adapted_base"),
+    ],
+)
+def test_a_language_whisper_does_not_know_is_named_by_the_plan(default, mutate, key):
+    bad = copy.deepcopy(default)
+    mutate(bad)
+    validate_config(bad)  # two or three letters pass the schema; the plan checks Whisper's list
+    with pytest.raises(PlanError, match=f"config key '{key}'.*is not one of Whisper's language codes"):
+        build_plan(bad)
+
+
+def test_synthesised_speech_in_a_language_the_corpus_lacks_is_named(default):
+    from speechmerge.config import CORPUS
+    from speechmerge.plan.checks import check_plan
+
+    bad = copy.deepcopy(default)
+    bad["experiments"]["multilingual"]["languages"] = ["de", "ja"]  # Whisper has it, the corpus does not
+    validate_config(bad)
+    with pytest.raises(PlanError, match=r"language 'ja' of data set 'ja' is not in the corpus"):
+        check_plan(build_plan(bad), corpus=CORPUS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 from speechmerge import names as N
+from speechmerge.languages import whisper_language
 from speechmerge.names import SPLITS
 from speechmerge.plan.core import Plan, PlanError
 
@@ -33,6 +34,11 @@ def add_dataset(
     config = plan.config
     data_cfg = exp.get("data", {})
     source = data_cfg.get("source", "synth")
+    try:  # any Whisper language; synthesised speech also needs it in the corpus (plan.checks)
+        whisper_language(language)
+    except ValueError as err:
+        experiment = "adapted_base" if exp_name == N.ADAPTATION else f"experiments.{exp_name}"
+        raise PlanError(f"config key '{experiment}': data set {subset!r}: language {err}") from None
     # acoustic domains are rendered only for synthesised speech; real data keeps its own
     transforms = domain_transforms(config, domain, where) if source == "synth" else []
     for split in splits:
