@@ -58,10 +58,6 @@ class Plan:
         """The run's base model (``base_model.name``)."""
         return self.config["base_model"]["name"]
 
-    @property
-    def base_dir(self) -> str:
-        return N.BASE_MODEL_DIR.format(model_name=self.base_name)
-
     def base_of(self, experiment: str) -> str:
         """The base model an experiment starts from (θ₀'s data and job: the run's)."""
         return self.experiment_base.get(experiment, self.base_name)
@@ -176,10 +172,6 @@ class Plan:
     def eval_model_config(self, experiment: str, model: str) -> str:
         """config.json of the architecture an evaluated model is loaded into (its context)."""
         return self.base_config(experiment, native=model == N.ZEROSHOT_NATIVE)
-
-    def eval_prefix(self, experiment: str, model: str) -> str:
-        """One evaluation job per model: ``{prefix}.json`` (scores) and ``{prefix}.jsonl`` (hyps)."""
-        return N.EVAL_PREFIX.format(experiment=experiment, model=model)
 
     def model_testsets(self, experiment: str, model: str) -> list[str]:
         """The test sets a model is evaluated on, in plan order, without repeats."""
