@@ -387,11 +387,7 @@ def merge_models(
         raise ValueError(f"output directory {out_dir} is one of the inputs")
     check_output_dir(out_dir, overwrite=overwrite)
     with atomic_path(out_dir, is_dir=True) as tmp:
-        if base_dir.is_dir():
-            for f in sorted(base_dir.iterdir()):
-                if f.is_file() and not f.name.endswith(_NOT_CONFIG_SUFFIXES) and f.name != INDEX_NAME \
-                        and not f.name.endswith("_info.json") and not is_stamp(f.name):  # fmt: skip
-                    shutil.copy2(f, tmp / f.name)
+        copy_config_files(base_dir, tmp)
         name = "delta.safetensors" if delta_only else WEIGHTS_NAME
         info = _merge_checkpoints(
             base_dir, expert_dirs, method, tmp / name, inputs_are_weights=True,
@@ -405,6 +401,21 @@ def merge_models(
 
 
 MERGE_INFO_NAME = "merge_info.json"
+
+
+def copy_config_files(model_dir: Path, dest: Path) -> None:
+    """Copy a model folder's configuration, generation config and tokenizer files to ``dest``:
+    not its weights (any format), shard index, run records (``*_info.json``, logs, plots) or
+    import provenance files. Used wherever a new model folder takes a base's configuration."""
+    for f in sorted(Path(model_dir).iterdir()):
+        if (
+            f.is_file()
+            and not f.name.endswith(_NOT_CONFIG_SUFFIXES)
+            and f.name != INDEX_NAME
+            and not f.name.endswith("_info.json")
+            and not is_stamp(f.name)
+        ):
+            shutil.copy2(f, dest / f.name)
 
 
 def check_output_dir(out_dir: str | Path, *, overwrite: bool) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,12 @@ import torch
 from speechmerge.merging.safetensors_io import INDEX_NAME, WEIGHTS_NAME, weights_files
 from speechmerge.models.crop import ENCODER_POSITIONS_KEY
 from speechmerge.models.loading import TIED_KEY, TIED_TO, read_state_dict
-from speechmerge.models.spec import INFO_NAME, is_stamp
 from speechmerge.utils import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 EXPERT_INFO = "expert_info.json"
-#: files of the base folder that are not copied (its weights, records of how it was made)
-_NOT_COPIED = (WEIGHTS_NAME, INDEX_NAME, INFO_NAME, EXPERT_INFO)
 
 
 class ExpertError(ValueError):
@@ -137,6 +133,7 @@ def _fit_to_base(sd: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], sour
 def import_expert(source: str | Path, base_dir: str | Path, out_dir: str | Path, *, name: str = "") -> dict[str, Any]:
     """Write expert ``source`` as a model folder of the base ``base_dir`` into ``out_dir``
     (atomically); returns the record written to ``expert_info.json``."""
+    from speechmerge.merging.engine import copy_config_files
     from speechmerge.merging.safetensors_io import write_safetensors
 
     t0 = time.perf_counter()
@@ -163,14 +160,7 @@ def import_expert(source: str | Path, base_dir: str | Path, out_dir: str | Path,
         log.warning("expert %s: every tensor equals the base's; its task vector is zero", source)
     meta = {"format": "pt", "speechmerge": json.dumps({"expert": name, "source": str(source), "format": fmt})}
     with atomic_path(out_dir, is_dir=True) as tmp:
-        for f in sorted(base_dir.iterdir()):
-            if (
-                f.is_file()
-                and f.name not in _NOT_COPIED
-                and not is_stamp(f.name)
-                and not f.name.endswith(".safetensors")
-            ):
-                shutil.copy2(f, tmp / f.name)
+        copy_config_files(base_dir, tmp)
         write_safetensors(tmp / WEIGHTS_NAME, weights, meta)
         info["wall_s"] = round(time.perf_counter() - t0, 3)
         write_json(tmp / EXPERT_INFO, info)

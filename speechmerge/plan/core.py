@@ -341,7 +341,7 @@ class Plan:
         """What an imported base folder (``native``: the uncropped one) must be made from."""
         from speechmerge.models.spec import import_request
 
-        base = self.bases.get(name or self.base_name) or self.config["base_model"]
+        base = self.bases[name or self.base_name]
         return import_request(base["spec"], None if native else self.crop_seconds, int(self.config.get("seed", 0)))
 
     def import_stamp(self, name: str | None = None, native: bool = False) -> str:
@@ -357,7 +357,6 @@ class Plan:
             "spec": self.bases[name]["spec"],
             "max_seconds": None if native else self.crop_seconds,
             "seed": int(self.config.get("seed", 0)),
-            "stamp": self.import_stamp(name, native).rsplit("/", 1)[1],
         }
 
     def check_imports(self) -> None:
