@@ -108,9 +108,10 @@ class Setup:
     def __init__(
         self, args, precision: str, attn: str, optimizer: str, head: str = "blocked", layout: str = "contiguous"
     ):
+        from speechmerge.numerics import resolve_precision
         from speechmerge.training.layout import contiguous_encoder_states
         from speechmerge.training.peft import build_method
-        from speechmerge.training.spec import choose_attention, resolve_precision
+        from speechmerge.training.spec import choose_attention
         from speechmerge.training.vocab_head import sparse_token_embedding
 
         self.model, self.src = load_model(args.model, args.seconds)

@@ -2,8 +2,9 @@
 
 PyTorch's CPU build picks its kernels by the CPU's instruction set: MKL (float32 GEMM), oneDNN
 (convolutions) and ATen's own vectorised kernels (softmax, layer norm, element-wise ops) each
-have an AVX2 and an AVX-512 path, and the two round differently. ``numerics.cpu_isa: avx2`` (the
-default) pins all three to their AVX2 path through the switches the libraries offer:
+have an AVX2 and an AVX-512 path (and on CPUs with AMX, an AMX path), and they round
+differently. ``numerics.cpu_isa: native`` (the default) lets each library take the best path the
+CPU has. ``avx2`` pins all three to their AVX2 path through the switches the libraries offer:
 
 * ``MKL_CBWR=AVX2`` — MKL's conditional numerical reproducibility;
 * ``ONEDNN_MAX_CPU_ISA=AVX2`` — oneDNN's instruction-set cap;
@@ -11,10 +12,17 @@ default) pins all three to their AVX2 path through the switches the libraries of
 
 They are read when each library starts, so the workflow sets them in its own environment
 (``rules/common.smk``) and every job inherits them. With the same library versions and thread
-counts an AVX-512 CPU then computes what an AVX2 CPU does. ``native`` leaves the libraries free
-(on AVX-512 CPUs training is ≈ 10 % faster; results may differ in the last bits, and after tens
-of training steps in some hypotheses). Training also runs with
-``torch.use_deterministic_algorithms`` and a fixed thread count per job (``threads:``).
+counts an AVX-512 CPU then computes what an AVX2 CPU does: the opt-in for comparing runs across
+x86 CPUs of different generations, at a cost (float32 training 13 % slower on an AVX-512 EPYC,
+38 % on an AMX Xeon; docs/benchmarks.md). With ``native`` a run is bit-identical on the same
+machine; on another CPU cells move within their intervals (README, "Numerics"). Training also
+runs with ``torch.use_deterministic_algorithms`` and a fixed thread count per job (``threads:``).
+
+``precision`` (float32 | bfloat16 | auto) is the run's arithmetic: float32 everywhere, or
+bfloat16 matrix products (training under autocast with float32 master weights; decoding with
+bfloat16 weights). ``auto`` takes bfloat16 where the CPU has bf16 dot products (AVX512_BF16 or
+AMX-BF16) and float32 elsewhere; each job resolves it on its own machine and records what it
+used, and every table's footnote says it.
 
 ``machine()`` is what every result file records about where it was made (``utils.provenance``).
 """
@@ -31,7 +39,9 @@ ISA_ENV: dict[str, dict[str, str]] = {
     "native": {},
 }
 ENV_VARS = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
-DEFAULT_ISA = "avx2"
+DEFAULT_ISA = "native"
+PRECISIONS = ("float32", "bfloat16", "auto")
+DEFAULT_PRECISION = "float32"
 #: CPU flags that decide which code path the math libraries take.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
 
@@ -41,6 +51,23 @@ def cpu_isa(config: Mapping) -> str:
     if isa not in ISA_ENV:
         raise ValueError(f"config key 'numerics.cpu_isa': {isa!r} is not one of {sorted(ISA_ENV)}")
     return isa
+
+
+def native_bf16() -> bool:
+    """True if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16)."""
+    flags = set(_cpu_flags())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str | None, *, where: str = "precision") -> str:
+    """``float32`` or ``bfloat16`` for ``precision`` (None: the default, float32); ``auto`` ->
+    ``bfloat16`` on a CPU with native bf16 dot products, else ``float32``."""
+    precision = DEFAULT_PRECISION if precision is None else str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"config key {where!r}: {precision!r} is not one of {list(PRECISIONS)}")
+    if precision == "auto":
+        return "bfloat16" if native_bf16() else "float32"
+    return precision
 
 
 def apply_environment(config: Mapping, environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:

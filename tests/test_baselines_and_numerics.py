@@ -140,16 +140,54 @@ def test_cosines_name_the_bad_tensor(tmp_path):
 
 
 # ----- precision and the CPU code path ------------------------------------------------------
-def test_precision_defaults_to_float32_and_auto_is_refused(default):
+def test_precision_defaults_to_float32_everywhere(default):
     assert TrainSpec(experiment="e", job="j").precision == "float32"
-    assert default["training"]["precision"] == "float32"
-    with pytest.raises(ValueError, match="precision 'auto' is no longer accepted"):
-        TrainSpec(experiment="e", job="j", precision="auto").validate()
+    assert default["precision"] == "float32" and "precision" not in default["training"]
+    plan = build_plan(default)
+    assert {spec["precision"] for spec in plan.jobs.values()} == {"float32"}
+    assert plan.evaluation_settings["dtype"] == "float32"
+
+
+def test_top_level_precision_reaches_every_stage_and_stages_override_it(default):
+    cfg = copy.deepcopy(default)
+    cfg["precision"] = "auto"
+    plan = build_plan(cfg)
+    assert {spec["precision"] for spec in plan.jobs.values()} == {"auto"}
+    assert plan.evaluation_settings["dtype"] == "auto"
+    # dev selection decodes as the test sets do
+    specs = [plan.merge_spec(e, v) for (e, v) in plan.variants]
+    assert all(s["selection"]["decoding"]["dtype"] == "auto" for s in specs if s.get("selection"))
+    cfg["training"]["precision"] = "float32"
+    cfg["evaluation"]["dtype"] = "bfloat16"
+    plan = build_plan(cfg)
+    assert {spec["precision"] for spec in plan.jobs.values()} == {"float32"}
+    assert plan.evaluation_settings["dtype"] == "bfloat16"
+    TrainSpec(experiment="e", job="j", precision="auto").validate()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainSpec(experiment="e", job="j", precision="float16").validate()
+
+
+def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    from speechmerge import numerics
+
+    monkeypatch.setattr(numerics, "_cpu_flags", lambda: ["avx2", "fma", "avx512f", "avx512_bf16"])
+    assert numerics.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(numerics, "_cpu_flags", lambda: ["avx2", "fma", "amx_bf16", "amx_tile"])
+    assert numerics.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(numerics, "_cpu_flags", lambda: ["avx2", "fma", "avx512f"])
+    assert numerics.resolve_precision("auto") == "float32"
+    assert numerics.resolve_precision(None) == numerics.resolve_precision("float32") == "float32"
+    assert numerics.resolve_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="'evaluation.dtype': 'half'"):
+        numerics.resolve_precision("half", where="evaluation.dtype")
 
 
 def test_cpu_isa_switches(default):
     env = {"MKL_CBWR": "AUTO", "OTHER": "x"}
-    assert apply_environment(default, env) == ISA_ENV["avx2"]
+    assert default["numerics"]["cpu_isa"] == "native"
+    assert apply_environment(default, env) == {} and env == {"OTHER": "x"}
+    assert apply_environment({}, env) == {}  # native is the default
+    assert apply_environment({"numerics": {"cpu_isa": "avx2"}}, env) == ISA_ENV["avx2"]
     assert env == {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "OTHER": "x"}
     assert apply_environment({"numerics": {"cpu_isa": "native"}}, env) == {}
     assert env == {"OTHER": "x"}

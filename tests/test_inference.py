@@ -117,10 +117,22 @@ def test_config_errors_name_the_file(tiny, tmp_path):
         I.load_for_decoding(tmp_path)
 
 
-def test_load_decoder_picks_transformers_for_beam_search_and_other_dtypes(tiny):
+def test_load_decoder_picks_transformers_for_beam_search_only(tiny):
     assert isinstance(I.load_decoder(tiny)[0], I.WhisperDecoderModel)
     assert not isinstance(I.load_decoder(tiny, beam_size=2)[0], I.WhisperDecoderModel)
-    assert not isinstance(I.load_decoder(tiny, dtype=torch.bfloat16)[0], I.WhisperDecoderModel)
+    bf16, _ = I.load_decoder(tiny, dtype=torch.bfloat16)
+    assert isinstance(bf16, I.WhisperDecoderModel)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    assert bf16.proj_out.weight is bf16.model.decoder.embed_tokens.weight
+
+
+def test_bfloat16_greedy_tokens_equal_transformers_in_bfloat16(tiny):
+    hm, hp = load_whisper(tiny, dtype=torch.bfloat16)
+    nm, front = I.load_decoder(tiny, dtype=torch.bfloat16)
+    langs, tasks = ["de", "es", "de", "es"], [("transcribe", "translate")] * 4
+    ref = D.decode_tasks(hm, hp, waves(), langs, tasks, batch_size=3, max_new_tokens=12, progress=False)
+    got = D.decode_tasks(nm, front, waves(), langs, tasks, batch_size=3, max_new_tokens=12, progress=False)
+    assert got.by_task == ref.by_task
 
 
 def test_decoding_job_never_imports_transformers(tiny):

@@ -481,7 +481,8 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model, splits, tmp_pat
 
 
 def test_attention_and_precision_choices():
-    from speechmerge.training.spec import choose_attention, resolve_precision
+    from speechmerge.numerics import resolve_precision
+    from speechmerge.training.spec import choose_attention
 
     assert choose_attention("auto", 300) == "eager" and choose_attention("auto", 1500) == "sdpa"
     assert choose_attention("sdpa", 300) == "sdpa"

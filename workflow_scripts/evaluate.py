@@ -6,11 +6,13 @@ params.spec["testsets"] ({"testset", "subset", "task", "language"}).
 output.hyps: JSONL of all test sets; output.scores: {"model", "experiment", "results": [...]}.
 """
 
+from speechmerge.allocator import keep_freed_memory
 from speechmerge.evaluation import evaluate_testsets, write_hypotheses
 from speechmerge.utils import job_spec, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
+log.info("freed memory kept for reuse: %s", keep_freed_memory())
 
 spec = job_spec(snakemake)  # noqa: F821
 paths = list(snakemake.input.testsets)  # noqa: F821

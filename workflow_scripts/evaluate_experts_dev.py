@@ -6,12 +6,14 @@ splits, expert by expert in spec order; input.model: the architecture's config.j
 output.hyps: JSONL; output.scores: {"experiment", "split": "dev", "results": [...]}.
 """
 
+from speechmerge.allocator import keep_freed_memory
 from speechmerge.evaluation import write_hypotheses
 from speechmerge.evaluation.selection import evaluate_experts_dev
 from speechmerge.utils import job_spec, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
+log.info("freed memory kept for reuse: %s", keep_freed_memory())
 
 spec = job_spec(snakemake)  # noqa: F821
 inp = snakemake.input  # noqa: F821

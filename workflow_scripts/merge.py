@@ -8,12 +8,14 @@ input.devsets (dev splits, in spec["selection"]["devsets"] order) and, for NP, i
 chosen point under "selection"). params.spec: speechmerge.plan.Plan.merge_spec.
 """
 
+from speechmerge.allocator import keep_freed_memory
 from speechmerge.merging import get_method
 from speechmerge.merging.engine import merge_files, peak_rss_mb
 from speechmerge.utils import job_spec, provenance, read_json, set_threads, setup_script_logging, write_json
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
+log.info("freed memory kept for reuse: %s", keep_freed_memory())
 
 spec = job_spec(snakemake)  # noqa: F821
 inp = snakemake.input  # noqa: F821

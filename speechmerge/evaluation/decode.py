@@ -331,9 +331,11 @@ def _generate(
             [prompt_ids(model.generation_config, languages[j], t) for j, t in pairs], device=states.device
         )
         rows = [j for j, _ in pairs]
-        ids = greedy_generate(
-            model, states if rows == list(range(states.shape[0])) else states[rows], prompts, max_new_tokens=bound
-        )
+        if rows == list(range(states.shape[0])):
+            ids = greedy_generate(model, states, prompts, max_new_tokens=bound)
+        else:  # several tasks per utterance: their rows share its cross-attention keys and values
+            state_rows = torch.tensor(rows, dtype=torch.long, device=states.device)
+            ids = greedy_generate(model, states, prompts, max_new_tokens=bound, state_rows=state_rows)
         out = []
         for t in wanted:
             sel = [k for k, (_, tt) in enumerate(pairs) if tt == t]

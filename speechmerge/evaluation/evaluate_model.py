@@ -238,13 +238,14 @@ def _evaluate_loaded(
     return all_records, results
 
 
-def _torch_dtype(name: str):
+def torch_dtype(name: str | None):
+    """The weights' dtype for decoding: ``float32``, ``bfloat16`` or ``auto`` (bfloat16 where
+    the CPU has bf16 dot products; ``speechmerge.numerics.resolve_precision``)."""
     import torch
 
-    dt = getattr(torch, str(name).replace("torch.", ""), None)
-    if not isinstance(dt, torch.dtype) or not dt.is_floating_point:
-        raise ValueError(f"evaluation dtype must be a torch floating dtype name (float32, bfloat16), got {name!r}")
-    return dt
+    from speechmerge.numerics import resolve_precision
+
+    return getattr(torch, resolve_precision(name, where="evaluation.dtype"))
 
 
 def _provenance(config_hash, model_dir, weights, **extra):
@@ -287,7 +288,7 @@ def evaluate_testsets(
     from speechmerge.models.inference import load_decoder
 
     model_dir = model_dir_of(model_dir)
-    model, processor = load_decoder(model_dir, weights, dtype=_torch_dtype(dtype), beam_size=beam_size)
+    model, processor = load_decoder(model_dir, weights, dtype=torch_dtype(dtype), beam_size=beam_size)
     all_records, results = _evaluate_loaded(
         model,
         processor,

@@ -24,7 +24,9 @@ What it adds over ``generate``:
   decoder (no attention across the batch, the same position for every row), so this changes no
   token.
 * **Tasks in one loop.** The prompt is per row, so the transcription and the translation of the
-  utterances of a batch are decoded together, one pass over the decoder weights per step.
+  utterances of a batch are decoded together, one pass over the decoder weights per step; with
+  ``state_rows`` the cross-attention keys and values of an utterance are projected once for all
+  its tasks.
 """
 
 from __future__ import annotations
@@ -54,16 +56,30 @@ def _suppress_mask(tokens: Sequence[int] | None, vocab: int, device) -> torch.Te
 
 @torch.inference_mode()
 def greedy_generate(
-    model, encoder_states: torch.Tensor, prompts: torch.Tensor, *, max_new_tokens: int, compact: float | None = 0.75
+    model,
+    encoder_states: torch.Tensor,
+    prompts: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    compact: float | None = 0.75,
+    state_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generated tokens ``[rows, T]`` (T <= ``max_new_tokens``; the prompt is not included).
 
-    ``encoder_states``: ``[rows, positions, d_model]``; ``prompts``: ``[rows, prompt_len]`` ids.
+    ``encoder_states``: ``[rows, positions, d_model]``, or with ``state_rows`` (the utterance of
+    each row) ``[utterances, positions, d_model]``: rows of one utterance (its tasks) then share
+    the cross-attention keys and values, projected once. ``prompts``: ``[rows, prompt_len]`` ids.
     ``compact``: drop ended rows once the running ones are at most this fraction of the batch
     being decoded (``None``: never, the batch runs whole as in ``generate``).
     """
     rows = prompts.shape[0]
-    if encoder_states.shape[0] != rows:
+    own_cache = hasattr(model, "new_cache")  # speechmerge.models.inference.WhisperDecoderModel
+    if state_rows is not None:
+        if state_rows.shape[0] != rows:
+            raise ValueError(f"{state_rows.shape[0]} state rows but {rows} prompts")
+        if not own_cache:  # transformers' decoder: one row of encoder states per decoding row
+            encoder_states, state_rows = encoder_states.index_select(0, state_rows), None
+    elif encoder_states.shape[0] != rows:
         raise ValueError(f"{encoder_states.shape[0]} encoder rows but {rows} prompts")
     if compact is not None and not 0 < compact < 1:
         raise ValueError(f"compact must be in (0, 1) or None, got {compact}")
@@ -76,8 +92,10 @@ def greedy_generate(
     always = _suppress_mask(gc.suppress_tokens, vocab, device)
     first = always | _suppress_mask(gc.begin_suppress_tokens, vocab, device)
     decoder = model.get_decoder()
-    if hasattr(model, "new_cache"):  # speechmerge.models.inference.WhisperDecoderModel
+    if own_cache:
         cache = model.new_cache()
+        if state_rows is not None:
+            cache.fill_cross(decoder, encoder_states, state_rows)
     else:
         from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
@@ -101,6 +119,8 @@ def greedy_generate(
         if compact is not None and n_running <= compact * running.numel():
             keep = running.nonzero().squeeze(1)
             cache.reorder_cache(keep)
-            states, row_of, running, nxt = states[keep], row_of[keep], running[keep], nxt[keep]
+            row_of, running, nxt = row_of[keep], running[keep], nxt[keep]
+            if state_rows is None:  # else the cache holds every row's cross-attention keys and values
+                states = states[keep]
         cur = nxt[:, None]
     return out[:, :n_steps]

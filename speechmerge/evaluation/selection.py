@@ -175,6 +175,7 @@ def select_merge(
 ) -> dict[str, Any]:
     """Merge every grid point, decode the dev sets with each, write the best point's merged
     weights to ``out_path``; returns the merge info with the dev curve (``selection``)."""
+    from speechmerge.evaluation.evaluate_model import torch_dtype
     from speechmerge.merging.engine import _metadata, output_specs, peak_rss_mb
     from speechmerge.merging.grid import expand_grid, merge_grid, point_weights
     from speechmerge.merging.safetensors_io import Checkpoint, SafetensorsWriter
@@ -192,7 +193,10 @@ def select_merge(
         base_weights, task_vectors, method, hparams, points, seed=seed, progress=progress
     )
     log.info("%s: %d grid points from %d merge(s) in %.1f s", variant, len(points), len(deltas), info["merge_wall_s"])
-    model, processor = load_decoder(model_dir, beam_size=int((decoding or {}).get("beam_size", 1)))
+    dec = decoding or {}
+    model, processor = load_decoder(
+        model_dir, dtype=torch_dtype(dec.get("dtype")), beam_size=int(dec.get("beam_size", 1))
+    )
     curve = []
     for k, gp in enumerate(grid_points):
         weights = dict(point_weights(base_sd, deltas[gp.group], gp.scale))
@@ -282,6 +286,7 @@ def evaluate_experts_dev(
 ) -> tuple[list[dict], dict[str, Any]]:
     """Decode each expert (``{"model", "devsets"}``) on its own dev sets with one loaded model
     whose weights are swapped; ``devset_paths`` lists the dev files expert by expert."""
+    from speechmerge.evaluation.evaluate_model import torch_dtype
     from speechmerge.models.inference import load_decoder
     from speechmerge.models.loading import load_state_dict_strict, read_state_dict
     from speechmerge.utils import provenance
@@ -292,7 +297,10 @@ def evaluate_experts_dev(
             f"{experiment}: {len(weights)} expert weights and {len(devset_paths)} dev files for "
             f"{len(experts)} experts with {n_sets} dev sets"
         )
-    model, processor = load_decoder(model_dir, beam_size=int((decoding or {}).get("beam_size", 1)))
+    dec = decoding or {}
+    model, processor = load_decoder(
+        model_dir, dtype=torch_dtype(dec.get("dtype")), beam_size=int(dec.get("beam_size", 1))
+    )
     records, results, k = [], [], 0
     for expert, w in zip(experts, weights):
         load_state_dict_strict(model, read_state_dict(w), str(w))

@@ -158,7 +158,9 @@ class Encoder(nn.Module):
         n = self.embed_positions.num_embeddings
         if features.shape[-1] != 2 * n:
             raise ValueError(f"the encoder takes {2 * n} mel frames, got {features.shape[-1]}")
-        h = F.gelu(self.conv2(F.gelu(self.conv1(features)))).permute(0, 2, 1)
+        # positions-major and contiguous from here on: every layer norm and product then reads
+        # dense rows instead of copying a transposed view (speechmerge.training.layout likewise)
+        h = F.gelu(self.conv2(F.gelu(self.conv1(features)))).transpose(1, 2).contiguous()
         h = h + self.embed_positions(torch.arange(n, device=h.device))
         for layer in self.layers:
             h = layer(h)
@@ -189,6 +191,14 @@ class KVCache:
     def length(self) -> int:
         first = self.self_kv[0]
         return 0 if first is None else int(first[0].shape[2])
+
+    def fill_cross(self, decoder: "Decoder", states: torch.Tensor, rows: torch.Tensor) -> None:
+        """Cross-attention keys and values of every layer for decoding rows whose encoder states
+        are ``states[rows]``: projected once per distinct utterance, then copied to the rows
+        (two tasks of one utterance share its keys and values)."""
+        for i, layer in enumerate(decoder.layers):
+            k, v = layer.encoder_attn.keys_values(states)
+            self.cross_kv[i] = (k.index_select(0, rows), v.index_select(0, rows))
 
     def reorder_cache(self, rows: torch.Tensor) -> None:
         """Keep the batch rows ``rows`` (in that order) of every cached tensor."""
@@ -357,11 +367,12 @@ def _feature_config(model_dir: Path) -> dict:
 
 
 def load_for_decoding(
-    model_dir: str | os.PathLike, weights: str | os.PathLike | None = None
+    model_dir: str | os.PathLike, weights: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
 ) -> tuple[WhisperDecoderModel, Frontend]:
-    """The model (float32, eval mode) and front end of ``model_dir``; ``weights`` (a full state
-    dict in safetensors) replaces the directory's own weights, checked as ``load_whisper`` checks
-    them (every tensor present, shapes, finite values; errors name the file and tensor)."""
+    """The model (``dtype``, float32 by default; eval mode) and front end of ``model_dir``;
+    ``weights`` (a full state dict in safetensors) replaces the directory's own weights, checked
+    as ``load_whisper`` checks them (every tensor present, shapes, finite values; errors name the
+    file and tensor)."""
     from speechmerge.models.loading import check_full_state_dict, read_state_dict
 
     model_dir = model_dir_of(model_dir)
@@ -376,7 +387,7 @@ def load_for_decoding(
     state = read_state_dict(source)
     model = WhisperDecoderModel(dims, config, generation, device="meta")
     state = check_full_state_dict(model, state, str(source))
-    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False, assign=True)
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
     model.tie_weights()
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:
@@ -392,10 +403,10 @@ def load_decoder(
     dtype: torch.dtype = torch.float32,
     beam_size: int = 1,
 ):
-    """``(model, processor)`` for decoding: this module's model for greedy float32 decoding
-    (every default), transformers' for beam search (``generate``) or another dtype."""
-    if beam_size == 1 and dtype == torch.float32:
-        return load_for_decoding(model_dir, weights)
+    """``(model, processor)`` for decoding: this module's model for greedy decoding (every
+    default; float32 or bfloat16 weights), transformers' for beam search (``generate``)."""
+    if beam_size == 1:
+        return load_for_decoding(model_dir, weights, dtype=dtype)
     from speechmerge.models.loading import load_whisper
 
     return load_whisper(model_dir, weights, dtype=dtype)

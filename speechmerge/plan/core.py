@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from speechmerge import names as N
+from speechmerge.numerics import DEFAULT_PRECISION
 
 
 class PlanError(ValueError):
@@ -213,6 +214,7 @@ class Plan:
         also ``skip_over_s``, the experiments' context, so that every model (the 30 s zero-shot
         too) leaves out the same utterances."""
         settings = dict(self.config.get("evaluation") or {})
+        settings.setdefault("dtype", self.config.get("precision", DEFAULT_PRECISION))
         if settings.get("on_long_utterance") == "skip":
             settings["skip_over_s"] = self.crop_seconds or 30
         return settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from speechmerge import names as N
 from speechmerge.config import deep_update
+from speechmerge.numerics import DEFAULT_PRECISION
 from speechmerge.plan.core import Plan, PlanError
 from speechmerge.plan.merges import add_merges
 
@@ -48,7 +49,7 @@ def add_training_job(
     seed: int | None = None,
 ) -> None:
     """One training job; ``seed``: its training seed (None: ``training.seed``, else ``seed``)."""
-    spec: dict = {}
+    spec: dict = {"precision": plan.config.get("precision", DEFAULT_PRECISION)}
     for layer in (plan.config.get("training"), exp.get("train"), overrides):
         spec = deep_update(spec, layer or {})
     spec.update(

@@ -1,5 +1,5 @@
 """How a report's numbers were made, gathered from the files they come from, for every table's
-footnote and ``summary.json``: device and CPU code path, training precision, threads per job,
+footnote and ``summary.json``: device and CPU code path, training and decoding precision, threads per job,
 seeds, encoder context, how hyperparameters were chosen, and library versions.
 
 Nothing here is taken from the machine that writes the report: training facts come from each
@@ -26,11 +26,12 @@ def run_provenance(
     spec: Mapping, score_paths: Sequence[str | Path], train_infos: Mapping[str, tuple[str, Mapping]]
 ) -> dict:
     """What the footnote says, as data. ``train_infos``: job -> (path, parsed train_info)."""
-    machines, versions, eval_threads = [], {}, []
+    machines, versions, eval_threads, dtypes = [], {}, [], []
     long_utterances: dict[str, dict] = {}
     for p in score_paths:
         doc = read_json(p)
         _count_long_utterances(doc, long_utterances)
+        dtypes += [(r.get("decoding") or {}).get("dtype") for r in doc.get("results") or [doc]]
         prov = doc.get("provenance") or {}
         m = prov.get("machine")
         if m:
@@ -47,6 +48,7 @@ def run_provenance(
     return {
         "machines": _sorted(machines),
         "precision": _sorted(i.get("precision") for i in train),
+        "decoding_dtype": _sorted(dtypes),
         "train_threads": _sorted(i.get("threads") for i in train),
         "eval_threads": _sorted(eval_threads),
         "seeds": _sorted(i.get("seed") for i in train),
@@ -111,6 +113,15 @@ def _join(values, unit: str = "") -> str:
     return " / ".join(f"{v}{unit}" for v in values) if values else "?"
 
 
+def _precision_part(prov: Mapping) -> str:
+    """``precision: training bfloat16 (autocast, float32 weights), decoding bfloat16 weights``."""
+    train = [f"{p} (autocast, float32 weights)" if p == "bfloat16" else p for p in prov.get("precision") or []]
+    parts = [f"training {_join(train)}" if train else "no training"]
+    if prov.get("decoding_dtype"):
+        parts.append(f"decoding {_join(prov['decoding_dtype'])} weights")
+    return "precision: " + ", ".join(parts)
+
+
 def footnote(prov: Mapping) -> str:
     """One line: made on …, float32 training, threads, seed(s), context, selection, versions."""
     versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in prov.get("versions", {}).items())
@@ -129,7 +140,7 @@ def footnote(prov: Mapping) -> str:
         seed_part = f"seeds {_join(seeds)}"
     parts = [
         f"Made on: {_join(prov.get('machines'))}",
-        f"training precision {_join(prov.get('precision'))}" if prov.get("precision") else "no training",
+        _precision_part(prov),
         f"threads per job: training {_join(prov.get('train_threads'))}, evaluation {_join(prov.get('eval_threads'))}"
         if prov.get("train_threads")
         else f"threads per job: evaluation {_join(prov.get('eval_threads'))}",

@@ -1,13 +1,13 @@
 """A fine-tuning job's settings (``TrainSpec``, checked when the plan is built) and how they
-resolve on this machine: precision (float32 unless bfloat16 is asked for) and the attention
-implementation."""
+resolve on this machine: the attention implementation (precision resolves in
+``speechmerge.numerics.resolve_precision``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
+from speechmerge.numerics import PRECISIONS
 from speechmerge.training.peft import get_peft_method, method_hparams, peft_method_names
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class TrainSpec:
     lr_schedule: str = "linear"  # linear | cosine | constant (after warm-up)
     eval_batch_size: int | None = None
     select_best: bool = True
-    precision: str = "float32"  # float32 | bfloat16 (autocast, only when asked for: see resolve_precision)
+    precision: str = "float32"  # float32 | bfloat16 (autocast, float32 master weights) | auto (speechmerge.numerics)
     attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
     keep_checkpoints: bool = False  # keep checkpoint_dir after a successful run
     config_hash: str | None = None
@@ -67,13 +67,8 @@ class TrainSpec:
             raise ValueError(f"{where}: lr_schedule must be linear, cosine or constant")
         if self.attn_implementation not in ("auto", "eager", "sdpa"):
             raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
-        if self.precision == "auto":
-            raise ValueError(
-                f"{where}: precision 'auto' is no longer accepted (it trained in bf16 on some CPUs and in "
-                "float32 on others, so results depended on the machine); set float32 or bfloat16"
-            )
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"{where}: precision must be float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"{where}: precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
         get_peft_method(self.method).check_steps(h, int(self.steps))
 
@@ -81,29 +76,6 @@ class TrainSpec:
         d = dataclasses.asdict(self)
         d["tasks"] = list(self.tasks)
         return d
-
-
-def native_bf16() -> bool:
-    """True if the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """The training precision: ``float32`` (the default everywhere) or ``bfloat16``; ``auto``
-    (benchmarks only) -> ``bfloat16`` on CPUs with native bf16 math, else ``float32``.
-
-    bfloat16 here is mixed precision: parameters, gradients and AdamW state stay float32;
-    matrix products and convolutions run in bf16 under ``torch.autocast("cpu")``; the loss
-    is computed in float32. On a Zen 4 core this makes the Whisper-base training step about
-    1.7x faster (benchmarks/train_bench.py).
-    """
-    if precision == "auto":
-        return "bfloat16" if native_bf16() else "float32"
-    return precision
 
 
 EAGER_MAX_POSITIONS = 500

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import torch
 
+from speechmerge.numerics import resolve_precision
 from speechmerge.training import batching
 from speechmerge.training.checkpoints import (
     flatten_optimizer,
@@ -49,7 +50,7 @@ from speechmerge.training.layout import contiguous_encoder_states
 from speechmerge.training.objective import evaluate_items, lr_factor, target_loss
 from speechmerge.training.outputs import plot_loss, write_log_csv
 from speechmerge.training.peft import build_method, count_parameters, method_hparams
-from speechmerge.training.spec import TrainSpec, choose_attention, resolve_precision
+from speechmerge.training.spec import TrainSpec, choose_attention
 from speechmerge.training.vocab_head import sparse_token_embedding
 from speechmerge.utils import atomic_path, config_hash, json_default, provenance, remove_output_tree, write_json
 
