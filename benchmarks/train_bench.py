@@ -3,8 +3,8 @@
 Measures samples/s of training steps (forward + backward + clip + AdamW) for Whisper base at
 the default run's context (5 s), batch 8, with the trainer's own loss function (logits at
 target positions only), optimiser grouping and model set-up (blocked vocabulary head, contiguous
-encoder states, deterministic algorithms without the NaN fill), on the workflow's pinned AVX2
-code path (``--cpu-isa native`` lifts it); counts the FLOPs of one step with
+encoder states, deterministic algorithms without the NaN fill), on the CPU's native code path as
+the workflow runs by default (``--cpu-isa avx2`` pins the AVX2 path); counts the FLOPs of one step with
 ``torch.utils.flop_counter.FlopCounterMode`` (eager attention, so attention matmuls are counted)
 and reports achieved GFLOP/s. First it measures the machine's float32 GEMM peak (``torch.mm`` at
 the same thread count, best of 5) and prints every rate as a fraction of it, and the samples/s
@@ -329,8 +329,9 @@ def main() -> None:
     ap.add_argument(
         "--precision",
         choices=["auto", "float32", "bfloat16"],
-        default="auto",
-        help="auto: bf16 autocast on CPUs with native bf16 (what the trainer does)",
+        default="float32",
+        help="float32 (the workflow's default), bfloat16 (autocast), auto: bfloat16 on CPUs with native bf16 "
+        "dot products (the workflow's precision: auto)",
     )
     ap.add_argument(
         "--attn",
@@ -362,9 +363,9 @@ def main() -> None:
     ap.add_argument(
         "--cpu-isa",
         choices=["avx2", "native"],
-        default="avx2",
-        help="avx2: the math libraries' AVX2 code path, pinned as the workflow's jobs run (speechmerge.numerics); "
-        "native: unpinned",
+        default="native",
+        help="native: the best code path the CPU has (the workflow's default); avx2: the math libraries' AVX2 "
+        "code path, pinned as with numerics.cpu_isa: avx2 (speechmerge.numerics)",
     )
     ap.add_argument("--vocab-products", action="store_true", help="time the output layer's products, one vs in blocks")
     ap.add_argument("--compare", action="store_true", help="baseline vs trainer configuration, alternating")
