@@ -139,10 +139,9 @@ def main() -> None:
     args.method = "full"
     pin_code_path(args.cpu_isa)
 
+    from speechmerge.allocator import keep_freed_memory
     from speechmerge.numerics import machine, resolve_precision
     from speechmerge.training.trainer import deterministic_algorithms
-
-    from speechmerge.allocator import keep_freed_memory
 
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # process-wide, as in a fine-tuning job: both sides reuse freed memory
