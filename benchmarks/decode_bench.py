@@ -1,7 +1,7 @@
 """Decoding throughput (utterances/s) of batched Whisper decoding, and stage shares of a run.
 
 Decoding mode (default): Whisper base at the model directory's context (the default run imports it
-at 5 s), utterances synthesised with eSpeak NG from the checked-in corpus (or read from a parquet
+at 5 s), loaded as decoding jobs load it (``speechmerge.models.inference``, freed memory kept), utterances synthesised with eSpeak NG from the checked-in corpus (or read from a parquet
 split), every combination of batch size, length sorting, thread count, dtype and tokens-per-second
 bound given on the command line. ``--tasks transcribe translate`` decodes every utterance for
 both tasks from one encoder pass, as the evaluate rule does; utt/s then counts utterances and
@@ -74,10 +74,12 @@ def bench_decoding(args) -> None:
 
     logging.getLogger("speechmerge").setLevel(logging.ERROR)
 
+    from speechmerge.allocator import keep_freed_memory
     from speechmerge.evaluation.decode import decode_tasks
     from speechmerge.evaluation.metrics import wer
-    from speechmerge.models import load_whisper
+    from speechmerge.models.inference import load_decoder
 
+    keep_freed_memory()  # as decoding jobs run
     model_dir = Path(args.model)
     if not (model_dir / "config.json").exists():
         sys.exit(
@@ -104,7 +106,7 @@ def bench_decoding(args) -> None:
     ):
         torch.set_num_threads(threads)
         if dtype not in models:
-            models[dtype] = load_whisper(model_dir, dtype=getattr(torch, dtype))
+            models[dtype] = load_decoder(model_dir, dtype=getattr(torch, dtype))  # what decoding jobs load
         model, processor = models[dtype]
         decode_tasks(
             model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4, progress=False

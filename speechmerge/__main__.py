@@ -18,6 +18,7 @@ COMMANDS = {
     "list-methods": "speechmerge.merging.cli",
     "list-kinds": "speechmerge.experiments.cli",
     "list-peft-methods": "speechmerge.experiments.cli",
+    "compare-reports": "speechmerge.report.compare",
 }
 
 
