@@ -229,3 +229,16 @@ def test_readme_tables_replace_only_the_marked_block(tmp_path):
     (tmp_path / "bad.md").write_text(f"{END}\n{BEGIN}\n")
     with pytest.raises(ValueError, match="bad.md: needs the lines"):
         update_marked(tmp_path / "bad.md", "x")
+
+
+def test_footnote_names_training_and_decoding_precision(tmp_path):
+    from speechmerge.report.provenance import footnote, run_provenance
+
+    score = tmp_path / "scores.json"
+    score.write_text(json.dumps({"results": [{"testset": "de", "decoding": {"dtype": "bfloat16"}}]}))
+    prov = run_provenance({"seed": 0}, [score], {"j": ("train_info.json", {"precision": "bfloat16", "seed": 0})})
+    assert prov["precision"] == ["bfloat16"] and prov["decoding_dtype"] == ["bfloat16"]
+    assert "precision: training bfloat16 (autocast, float32 weights), decoding bfloat16 weights" in footnote(prov)
+    # a merge study trains nothing: the footnote still says how it decoded
+    prov = run_provenance({"seed": 0}, [score], {})
+    assert "precision: no training, decoding bfloat16 weights" in footnote(prov)

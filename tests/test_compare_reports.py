@@ -57,6 +57,9 @@ def test_command_line_and_errors(two_runs, tmp_path, capsys):
     out = tmp_path / "cmp.md"
     assert main(["compare-reports", str(a), str(b), "--out", str(out)]) == 0
     assert "## multilingual" in out.read_text()
+    assert main(["compare-reports", str(a), str(b), "--top", "0", "--labels", "fp32", "bf16", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# bf16 (B) against fp32 (A)") and str(a) not in text
     with pytest.raises(FileNotFoundError, match="not a report folder"):
         compare_reports(a, tmp_path / "missing")
     (tmp_path / "empty").mkdir()

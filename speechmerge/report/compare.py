@@ -105,9 +105,12 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
-def compare_reports(a: str | Path, b: str | Path, *, top: int = 5) -> str:
-    """The Markdown comparison of two report folders (``results/report``)."""
+def compare_reports(a: str | Path, b: str | Path, *, top: int = 5, labels: tuple[str, str] | None = None) -> str:
+    """The Markdown comparison of two report folders (``results/report``): per experiment the
+    ``top`` largest cell differences (0: every cell that differs) and every claim's verdict.
+    ``labels`` name the two runs in the text (default: their paths)."""
     a, b = Path(a), Path(b)
+    name_a, name_b = labels or (str(a), str(b))
     for p in (a, b):
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: not a report folder (expected results/report)")
@@ -118,10 +121,10 @@ def compare_reports(a: str | Path, b: str | Path, *, top: int = 5) -> str:
     )
     if not experiments:
         raise ValueError(f"{a} and {b} have no experiment with a table.csv in common")
-    lines = [f"# {b} against {a}", ""]
+    lines = [f"# {name_b} (B) against {name_a} (A)", ""]
     all_claims, n_cells, n_within, n_interval, n_same = [], 0, 0, 0, 0
     for exp in experiments:
-        t = compare_tables(exp, a / exp / "table.csv", b / exp / "table.csv", top=top)
+        t = compare_tables(exp, a / exp / "table.csv", b / exp / "table.csv", top=top or 10**9)
         n_cells += t.cells
         n_within += t.within
         n_interval += t.with_interval
@@ -169,13 +172,14 @@ def add_parser(sub) -> None:
     )
     p.add_argument("a", help="the reference run's report folder (results/report)")
     p.add_argument("b", help="the other run's report folder")
-    p.add_argument("--top", type=int, default=5, help="largest cell differences listed per experiment")
+    p.add_argument("--top", type=int, default=5, help="largest cell differences listed per experiment (0: all)")
+    p.add_argument("--labels", nargs=2, metavar=("A", "B"), help="names of the two runs in the text")
     p.add_argument("--out", help="write the Markdown here instead of printing it")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    text = compare_reports(args.a, args.b, top=args.top)
+    text = compare_reports(args.a, args.b, top=args.top, labels=tuple(args.labels) if args.labels else None)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
