@@ -156,6 +156,8 @@ def estimate(
         act = TRAIN_ACT_MB * int(job.get("batch_size", 8)) * ctx * size.width
         # weights, gradients, two Adam moments and the best checkpoint kept in memory
         mem = OVERHEAD_MB + 5 * w + act + audio_mb
+        if job.get("precision", "float32") != "float32":  # bfloat16 or auto: autocast's bf16 weight copies
+            mem += w / 2
         steps = int(job.get("steps", 1))
         dev_passes = steps // max(1, int(job.get("eval_every", steps) or steps)) + 1
         secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
