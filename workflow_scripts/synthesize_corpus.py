@@ -5,7 +5,8 @@ splits): the checksum JSON of the manifest's audio, recorded in the parquet's pr
 output[0]: the split's parquet;
 params.spec: {"experiment", "subset", "language", "domain", "transforms", "split", "sentences",
 "renderings", "seed", "voice_profile", "source"} with source "synth" (eSpeak NG, default),
-"manifest" (+ "manifest": TSV path; "sentences" takes its first N rows) or "covost2" | "fleurs" | "common_voice" (+ optional
+"manifest" (+ "manifest": TSV path; "sentences" takes its first N rows), a corpus on disk (+ "root":
+speechmerge.data.readers) or "covost2" | "fleurs" | "common_voice" from a hub (+ optional
 "hf_name", "hf_config", "data_dir"; "sentences" caps the number of examples).
 """
 
@@ -38,6 +39,16 @@ if source == "synth":
 elif source == "manifest":
     records = from_manifest(
         spec["manifest"],
+        language=spec["language"],
+        domain=spec["domain"],
+        max_examples=spec.get("sentences"),
+        **common,
+    )
+elif spec.get("root"):  # the corpus as released, on disk
+    from speechmerge.data.readers import get_reader
+
+    records = get_reader(source).read(
+        spec["root"],
         language=spec["language"],
         domain=spec["domain"],
         max_examples=spec.get("sentences"),

@@ -5,6 +5,7 @@ test sets ``{subset}-{task}`` a model is scored on."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from speechmerge import names as N
 from speechmerge.languages import whisper_language
@@ -55,7 +56,7 @@ def add_dataset(
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
             "source": source,
-            **source_options(data_cfg, source, subset, split, where=f"experiments.{exp_name}.data"),
+            **source_options(data_cfg, source, subset, split, language=language, where=f"experiments.{exp_name}.data"),
         }
 
 
@@ -70,7 +71,7 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
     if source != "manifest" and data_cfg.get("manifests"):
         unused.append("manifests")
     if source not in HUB_SOURCES:
-        unused += [k for k in HUB_KEYS if data_cfg.get(k)]
+        unused += [k for k in (*HUB_KEYS, "root") if data_cfg.get(k)]
     if source != "synth":
         unused += [
             f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
@@ -83,17 +84,38 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
         )
 
 
-def source_options(data_cfg: dict, source: str, subset: str, split: str, *, where: str) -> dict:
-    """Extra keys of a real-data source: a manifest TSV per subset/split, or a hub dataset."""
+def source_options(data_cfg: dict, source: str, subset: str, split: str, *, language: str, where: str) -> dict:
+    """Extra keys of a real-data source: a manifest TSV per subset/split, a corpus on disk
+    (``root``) or a hub dataset."""
     check_source_keys(data_cfg, source, where)
     if source == "manifest":
         try:
             return {"manifest": data_cfg["manifests"][subset][split]}
         except KeyError:
             raise PlanError(f"{where}.manifests: no manifest for subset {subset!r}, split {split!r}") from None
+    if data_cfg.get("root"):
+        return {"root": local_root(data_cfg, source, language, split, where=where)}
     if source in HUB_SOURCES:
         return {k: data_cfg[k] for k in HUB_KEYS if data_cfg.get(k)}
     return {}
+
+
+def local_root(data_cfg: dict, source: str, language: str, split: str, *, where: str) -> str:
+    """``data.root`` of a corpus read from its released layout: a reader for the source, no hub
+    keys beside it, and the layout there (checked now, so ``snakemake -n`` names what is missing)."""
+    from speechmerge.data.readers import get_reader, reader_names
+
+    if source not in reader_names():
+        raise PlanError(f"config key '{where}.root': source {source!r} has no local reader; readers: {reader_names()}")
+    hub = [k for k in HUB_KEYS if data_cfg.get(k)]
+    if hub:
+        raise PlanError(f"config key '{where}': {', '.join(hub)} and root both given; root reads the corpus from disk")
+    root = str(data_cfg["root"])
+    try:
+        get_reader(source).check_layout(Path(root), language, split)
+    except (FileNotFoundError, ValueError) as err:
+        raise PlanError(f"config key '{where}.root': {err}") from None
+    return root
 
 
 def add_testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> list[str]:

@@ -1,0 +1,124 @@
+"""Common Voice as Mozilla releases it (any release, one locale per folder)::
+
+    <root>/<locale>/train.tsv, dev.tsv, test.tsv, validated.tsv, ...
+    <root>/<locale>/clips/<path>                      (MP3, 48 kHz in recent releases)
+
+Each split TSV has a header; the reader needs ``client_id`` (the speaker), ``path`` (the clip's
+file name under ``clips/``) and ``sentence`` (the transcript); other columns (``up_votes``,
+``age``, ``gender``, ``accents``, ``locale``, ``segment``, ...) are ignored. Fields are not quoted
+(a sentence may contain ``"``). Our splits train / dev / test are the release's ``train.tsv`` /
+``dev.tsv`` / ``test.tsv``, so no utterance is in two splits. The locale folder is the
+language's Common Voice code (``sv-SE`` for ``sv``, ``zh-CN`` for ``zh``; otherwise the code
+itself). Ids are the clip's file name without extension (unique in a release).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from speechmerge.data.adapters import AdapterError, _record
+from speechmerge.data.audio import decode_audio
+from speechmerge.data.readers.base import LocalReader, register
+
+SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+REQUIRED = ("client_id", "path", "sentence")
+# project language -> Common Voice locale, where the two differ
+LOCALES = {"sv": "sv-SE", "zh": "zh-CN"}
+
+
+def locale_dir(root: Path, language: str) -> Path:
+    return Path(root) / LOCALES.get(language, language)
+
+
+def check_layout(root: Path, language: str, split: str) -> None:
+    """The split's TSV and the clips folder exist, or an error naming what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Common Voice root {root} is not a folder")
+    loc = locale_dir(root, language)
+    if not loc.is_dir():
+        found = sorted(p.name for p in root.iterdir() if (p / "clips").is_dir())
+        raise FileNotFoundError(
+            f"Common Voice root {root} has no folder {loc.name}/ for language {language!r}; locales found: {found}"
+        )
+    if split not in SPLIT_FILES:
+        raise ValueError(f"Common Voice: unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
+    for need in (loc / SPLIT_FILES[split], loc / "clips"):
+        if not need.exists():
+            raise FileNotFoundError(f"Common Voice release under {root}: {need} is missing")
+
+
+def read(
+    root: str | Path,
+    *,
+    language: str,
+    split: str,
+    subset: str = "",
+    domain: str = "clean",
+    max_examples: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Records of one split: the TSV's rows in order (the first ``max_examples`` of them)."""
+    check_layout(Path(root), language, split)
+    loc = locale_dir(Path(root), language)
+    tsv = loc / SPLIT_FILES[split]
+    with open(tsv, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AdapterError(
+                f"{tsv}: no column(s) {missing} (header: {reader.fieldnames}); is this a Common Voice TSV?"
+            )
+        rows = list(reader)
+    if max_examples is not None:
+        if len(rows) < int(max_examples):
+            raise AdapterError(
+                f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but it has {len(rows)} rows"
+            )
+        rows = rows[: int(max_examples)]
+    records, seen = [], {}
+    for i, row in enumerate(tqdm(rows, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress)):
+        where = f"{tsv} row {i + 1} (line {i + 2})"
+        clip = (row.get("path") or "").strip()
+        transcript = (row.get("sentence") or "").strip()
+        if not clip:
+            raise AdapterError(f"{where}: empty path")
+        if not transcript:
+            raise AdapterError(f"{where}: empty sentence")
+        audio = loc / "clips" / clip
+        if not audio.is_file():
+            raise FileNotFoundError(f"{where}: clip not found: {audio}")
+        rid = Path(clip).stem
+        if rid in seen:
+            raise AdapterError(f"{where}: clip {clip!r} is also row {seen[rid] + 1}")
+        seen[rid] = i
+        records.append(
+            _record(
+                rid=rid,
+                wave=decode_audio(str(audio), what=f"{audio} ({where})"),
+                language=language,
+                domain=domain,
+                transcript=transcript,
+                translation="",
+                voice=(row.get("client_id") or "").strip(),
+                split=split,
+            )
+        )
+    return records
+
+
+READER = register(
+    LocalReader(
+        name="common_voice",
+        layout="<root>/<locale>/{train,dev,test}.tsv (client_id, path, sentence, ...) and <root>/<locale>/clips/",
+        documented_at=(
+            "the release's own layout, as read by the Hugging Face loading script "
+            "(huggingface/datasets: datasets/common_voice/common_voice.py) and torchaudio.datasets.COMMONVOICE"
+        ),
+        check_layout=check_layout,
+        read=read,
+    )
+)

@@ -1,0 +1,139 @@
+"""Corpora read from their released on-disk layouts (speechmerge.data.readers): a Common Voice
+release built here with real MP3 clips and the release's TSV header."""
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from speechmerge.config import ROOT, deep_update, load_config
+from speechmerge.data.adapters import AdapterError
+from speechmerge.data.readers import common_voice as cv
+from speechmerge.data.readers import get_reader, reader_names
+from speechmerge.plan import PlanError, build_plan
+
+# the header of a Common Voice 17.0 split TSV
+HEADER = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
+          "gender", "accents", "variant", "locale", "segment"]  # fmt: skip
+SENTENCES = ['Guten Morgen, wie geht "es" dir?', "Das Wetter ist schön.", "Ich lese ein Buch.", "Wo ist der Bahnhof?"]
+
+
+def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, seconds=(0.6, 0.9, 1.2, 0.7)):
+    """``root/<locale>/{split}.tsv`` + ``clips/*.mp3`` (48 kHz, as recent releases)."""
+    loc = root / locale
+    (loc / "clips").mkdir(parents=True)
+    t = 0
+    for split in splits:
+        lines = ["\t".join(HEADER)]
+        for i in range(n):
+            name = f"common_voice_{locale}_{1000 + t}.mp3"
+            samples = int(48000 * seconds[t % len(seconds)])
+            wave = 0.3 * np.sin(2 * np.pi * (220 + 40 * t) * np.arange(samples) / 48000)
+            sf.write(loc / "clips" / name, wave.astype(np.float32), 48000, format="MP3")
+            row = [f"speaker{t % 2}", name, f"s{t}", SENTENCES[t % len(SENTENCES)], "", "2", "0", "", "", "", "",
+                   locale, ""]  # fmt: skip
+            lines.append("\t".join(row))
+            t += 1
+        (loc / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_registry():
+    assert "common_voice" in reader_names()
+    assert get_reader("common_voice").read is cv.read
+    with pytest.raises(KeyError, match="no local reader for data source 'fleurs'"):
+        get_reader("fleurs")
+
+
+def test_reads_a_release_split(tmp_path):
+    root = make_release(tmp_path / "cv")
+    recs = cv.read(root, language="de", split="dev", subset="de", progress=False)
+    assert [r["id"] for r in recs] == ["common_voice_de_1003", "common_voice_de_1004", "common_voice_de_1005"]
+    assert [r["voice"] for r in recs] == ["speaker1", "speaker0", "speaker1"]  # client_id is the speaker
+    assert recs[0]["transcript"] == SENTENCES[3] and recs[1]["transcript"] == SENTENCES[0]  # quotes kept
+    assert {r["split"] for r in recs} == {"dev"} and {r["language"] for r in recs} == {"de"}
+    # decoded from MP3 at 48 kHz to 16 kHz mono; MP3 adds encoder delay and padding
+    assert recs[0]["duration"] == pytest.approx(0.7, abs=0.08) and recs[2]["duration"] == pytest.approx(0.9, abs=0.08)
+    assert len(cv.read(root, language="de", split="train", max_examples=2, progress=False)) == 2
+
+
+def test_locale_folder_and_layout_errors(tmp_path):
+    root = make_release(tmp_path / "cv", locale="sv-SE", splits=("test",), n=1)
+    assert cv.read(root, language="sv", split="test", progress=False)[0]["language"] == "sv"
+    with pytest.raises(FileNotFoundError, match=r"no folder de/ for language 'de'; locales found: \['sv-SE'\]"):
+        cv.check_layout(root, "de", "test")
+    with pytest.raises(FileNotFoundError, match=r"train.tsv is missing"):
+        cv.check_layout(root, "sv", "train")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        cv.check_layout(tmp_path / "nowhere", "sv", "test")
+
+
+def test_bad_rows_name_file_and_row(tmp_path):
+    root = make_release(tmp_path / "cv", splits=("test",))
+    tsv = root / "de" / "test.tsv"
+    lines = tsv.read_text().splitlines()
+    (root / "de" / "clips" / lines[2].split("\t")[1]).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"test.tsv row 2 \(line 3\): clip not found: .*common_voice_de_1001.mp3"
+    ):
+        cv.read(root, language="de", split="test", progress=False)
+    with pytest.raises(AdapterError, match=r"5 utterances asked for \(data.test.sentences\) but it has 3 rows"):
+        cv.read(root, language="de", split="test", max_examples=5, progress=False)
+    tsv.write_text("\n".join([lines[0].replace("sentence\t", "text\t")] + lines[1:]) + "\n")
+    with pytest.raises(AdapterError, match=r"no column\(s\) \['sentence'\]"):
+        cv.read(root, language="de", split="test", progress=False)
+
+
+# ----- the plan ---------------------------------------------------------------------------
+SMOKE = load_config(ROOT / "config.yaml", ROOT / "presets" / "smoke.yaml")
+
+
+def _peft_from(root, **data):
+    cfg = copy.deepcopy(SMOKE)
+    exp = {
+        "language": "de",
+        "cross_domain": [],
+        "data": {"source": "common_voice", "root": str(root), "train": {"sentences": 2}, "dev": {"sentences": 1},
+                 "test": {"sentences": 3}, **data},
+    }  # fmt: skip
+    return deep_update(cfg, {"experiments": {"peft": exp}})
+
+
+def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
+    root = make_release(tmp_path / "cv")
+    plan = build_plan(_peft_from(root))
+    specs = [d for (e, _, _), d in plan.datasets.items() if e == "peft"]
+    assert specs and all(d["root"] == str(root) and d["source"] == "common_voice" for d in specs)
+    with pytest.raises(PlanError, match=r"'experiments.peft.data.root': Common Voice root .*nowhere is not a folder"):
+        build_plan(_peft_from(tmp_path / "nowhere"))
+    with pytest.raises(PlanError, match=r"'experiments.peft.data': hf_name and root both given"):
+        build_plan(_peft_from(root, hf_name="mozilla-foundation/common_voice_17_0"))
+    with pytest.raises(PlanError, match="source 'fleurs' has no local reader"):
+        build_plan(_peft_from(root, source="fleurs"))
+    with pytest.raises(PlanError, match="root is not used by"):
+        build_plan(_peft_from(root, source="synth"))
+
+
+def test_snakemake_builds_a_split_from_the_release(tmp_path):
+    root = make_release(tmp_path / "cv")
+    config = tmp_path / "cv.yaml"
+    config.write_text(
+        "experiments:\n"
+        "  peft:\n"
+        "    language: de\n"
+        "    cross_domain: []\n"
+        f"    data: {{source: common_voice, root: {root}, train: {{sentences: 2}}, dev: {{sentences: 1}},\n"
+        "           test: {sentences: 3}}\n"
+    )
+    target = "results/data/peft/child/test.parquet"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(ROOT / "presets" / "smoke.yaml"), str(config), "--cores", "1", target]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(tmp_path / target)
+    assert list(df["id"]) == ["common_voice_de_1006", "common_voice_de_1007", "common_voice_de_1008"]
+    assert list(df["transcript"]) == [SENTENCES[2], SENTENCES[3], SENTENCES[0]]
