@@ -88,6 +88,25 @@ def test_bad_rows_name_file_and_row(tmp_path):
         cv.read(root, language="de", split="test", progress=False)
 
 
+def test_hours_draw_utterances_by_seed_until_the_duration(tmp_path):
+    root = make_release(tmp_path / "cv", splits=("train",), n=8)
+    want = 2.0 / 3600  # two seconds of the eight clips (0.6-1.2 s each)
+    a = cv.read(root, language="de", split="train", hours=want, seed=0, progress=False)
+    again = cv.read(root, language="de", split="train", hours=want, seed=0, progress=False)
+    assert [r["id"] for r in a] == [r["id"] for r in again]
+    ids = [r["id"] for r in a]
+    assert ids == sorted(ids)  # the release's order is kept
+    # drawn until the clips' header durations reach two seconds: at least two clips, not all eight
+    assert 2 <= len(a) < 8 and sum(r["duration"] for r in a) >= 1.9
+    others = {
+        tuple(r["id"] for r in cv.read(root, language="de", split="train", hours=want, seed=s, progress=False))
+        for s in range(6)
+    }
+    assert len(others) > 1  # the seed decides which
+    with pytest.raises(ValueError, match=r"train.tsv \(data.train.hours\): 1 hours asked for but the split holds 0.00"):
+        cv.read(root, language="de", split="train", hours=1, progress=False)
+
+
 # ----- the plan ---------------------------------------------------------------------------
 SMOKE = load_config(ROOT / "config.yaml", ROOT / "presets" / "smoke.yaml")
 
@@ -116,6 +135,16 @@ def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
         build_plan(_peft_from(root, source="fleurs"))
     with pytest.raises(PlanError, match="root is not used by"):
         build_plan(_peft_from(root, source="synth"))
+    plan = build_plan(_peft_from(root, train={"sentences": None, "hours": 0.5}))
+    assert {d.get("hours") for (e, _, s), d in plan.datasets.items() if e == "peft" and s == "train"} == {0.5}
+    with pytest.raises(PlanError, match=r"'experiments.peft.data.train': sentences and hours both given"):
+        build_plan(_peft_from(root, train={"sentences": 2, "hours": 0.5}))
+    with pytest.raises(
+        PlanError, match=r"'experiments.peft.data.train.hours': hours select recorded speech read from disk"
+    ):
+        cfg = _peft_from(root, source="synth", train={"sentences": None, "hours": 0.5})
+        del cfg["experiments"]["peft"]["data"]["root"]
+        build_plan(cfg)
 
 
 def test_snakemake_builds_a_split_from_the_release(tmp_path):

@@ -52,6 +52,8 @@ elif spec.get("root"):  # the corpus as released, on disk
         language=spec["language"],
         domain=spec["domain"],
         max_examples=spec.get("sentences"),
+        hours=spec.get("hours"),
+        seed=int(spec.get("seed", 0)),
         **common,
     )
 elif source in ("covost2", "fleurs", "common_voice"):

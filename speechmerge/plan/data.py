@@ -52,6 +52,7 @@ def add_dataset(
             "transforms": transforms,
             "split": split,
             "sentences": sizes.get("sentences"),
+            **({"hours": float(sizes["hours"])} if sizes.get("hours") is not None else {}),
             "renderings": int(sizes.get("renderings", 1)),
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
@@ -76,11 +77,23 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
         unused += [
             f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
         ]
+    hours = [f"{split}.hours" for split in SPLITS if (data_cfg.get(split) or {}).get("hours") is not None]
+    if hours and not data_cfg.get("root"):
+        raise PlanError(
+            f"config key '{where}.{hours[0]}': hours select recorded speech read from disk; set root "
+            f"(a corpus in its released layout) or use sentences"
+        )
+    both = [
+        s for s in SPLITS if {"hours", "sentences"} <= {k for k, v in (data_cfg.get(s) or {}).items() if v is not None}
+    ]
+    if both:
+        raise PlanError(f"config key '{where}.{both[0]}': sentences and hours both given; choose one")
     if unused:
         raise PlanError(
             f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
             f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
-            "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources)"
+            "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources; "
+            "root: a corpus with a local reader)"
         )
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import numpy as np
 
 _READERS: dict[str, "LocalReader"] = {}
 
@@ -44,3 +46,25 @@ def get_reader(name: str) -> LocalReader:
 
 def reader_names() -> list[str]:
     return sorted(_READERS)
+
+
+def draw_hours(paths: Sequence[Path], hours: float, seed: int, *, where: str) -> list[int]:
+    """Indices (in their original order) of utterances drawn at random (``seed``) until their
+    duration reaches ``hours``; durations from the files' headers (nothing is decoded). More
+    hours than the files hold is an error naming ``where`` and both figures."""
+    import soundfile as sf
+
+    want = float(hours) * 3600.0
+    total, chosen = 0.0, []
+    for i in np.random.default_rng(int(seed)).permutation(len(paths)):
+        if total >= want:
+            break
+        try:
+            info = sf.info(str(paths[i]))
+        except RuntimeError as err:
+            raise RuntimeError(f"{where}: cannot read the header of {paths[i]}: {err}") from None
+        total += info.frames / info.samplerate
+        chosen.append(int(i))
+    if total < want:
+        raise ValueError(f"{where}: {hours:g} hours asked for but the split holds {total / 3600:.3f} hours")
+    return sorted(chosen)

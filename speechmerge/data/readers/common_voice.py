@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from speechmerge.data.adapters import AdapterError, _record
 from speechmerge.data.audio import decode_audio
-from speechmerge.data.readers.base import LocalReader, register
+from speechmerge.data.readers.base import LocalReader, draw_hours, register
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 REQUIRED = ("client_id", "path", "sentence")
@@ -59,9 +59,12 @@ def read(
     subset: str = "",
     domain: str = "clean",
     max_examples: int | None = None,
+    hours: float | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
-    """Records of one split: the TSV's rows in order (the first ``max_examples`` of them)."""
+    """Records of one split: the TSV's rows in order, the first ``max_examples`` of them or, with
+    ``hours``, those drawn at random (``seed``) until their duration reaches it."""
     check_layout(Path(root), language, split)
     loc = locale_dir(Path(root), language)
     tsv = loc / SPLIT_FILES[split]
@@ -79,6 +82,16 @@ def read(
                 f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but it has {len(rows)} rows"
             )
         rows = rows[: int(max_examples)]
+    if hours is not None:
+        for i, row in enumerate(rows):
+            if not (loc / "clips" / (row.get("path") or "").strip()).is_file():
+                raise FileNotFoundError(
+                    f"{tsv} row {i + 1} (line {i + 2}): clip not found: {loc / 'clips' / row.get('path')}"
+                )
+        keep = draw_hours(
+            [loc / "clips" / r["path"].strip() for r in rows], hours, seed, where=f"{tsv} (data.{split}.hours)"
+        )
+        rows = [rows[i] for i in keep]
     records, seen = [], {}
     for i, row in enumerate(tqdm(rows, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress)):
         where = f"{tsv} row {i + 1} (line {i + 2})"
