@@ -12,6 +12,7 @@ import soundfile as sf
 
 from speechmerge.config import ROOT, deep_update, load_config
 from speechmerge.data.adapters import AdapterError
+from speechmerge.data.io import split_provenance
 from speechmerge.data.readers import common_voice as cv
 from speechmerge.data.readers import get_reader, reader_names
 from speechmerge.plan import PlanError, build_plan
@@ -107,6 +108,36 @@ def test_hours_draw_utterances_by_seed_until_the_duration(tmp_path):
         cv.read(root, language="de", split="train", hours=1, progress=False)
 
 
+def test_bad_clips_stop_the_job_or_are_skipped_and_counted(tmp_path):
+    root = make_release(tmp_path / "cv", splits=("test",), n=4)
+    clips = root / "de" / "clips"
+    (clips / "common_voice_de_1001.mp3").unlink()
+    sf.write(clips / "common_voice_de_1002.mp3", np.zeros(48000, dtype=np.float32), 48000, format="MP3")
+    with pytest.raises(FileNotFoundError, match=r"row 2 \(line 3\): clip not found"):
+        cv.read(root, language="de", split="test", progress=False)
+    skipped = []
+    recs = cv.read(root, language="de", split="test", on_bad_audio="skip", skipped=skipped, progress=False)
+    assert [r["id"] for r in recs] == ["common_voice_de_1000", "common_voice_de_1003"]
+    assert [(s["id"], s["row"]) for s in skipped] == [("common_voice_de_1001", 2), ("common_voice_de_1002", 3)]
+    assert "clip not found" in skipped[0]["reason"] and "silent" in skipped[1]["reason"]
+
+
+def test_manifest_rows_with_bad_audio_can_be_skipped(tmp_path):
+    from speechmerge.data.adapters import from_manifest
+
+    good = tmp_path / "good.wav"
+    sf.write(good, 0.2 * np.sin(np.arange(8000) / 5).astype(np.float32), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text("audio\ttranscript\tlanguage\ngood.wav\thallo\tde\nbroken.wav\twelt\tde\nmissing.wav\tda\tde\n")
+    with pytest.raises(Exception, match=r"broken.wav .*row 2"):
+        from_manifest(tsv, progress=False)
+    skipped = []
+    recs = from_manifest(tsv, on_bad_audio="skip", skipped=skipped, progress=False)
+    assert [r["transcript"] for r in recs] == ["hallo"]
+    assert [s["row"] for s in skipped] == [2, 3]
+
+
 # ----- the plan ---------------------------------------------------------------------------
 SMOKE = load_config(ROOT / "config.yaml", ROOT / "presets" / "smoke.yaml")
 
@@ -135,6 +166,9 @@ def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
         build_plan(_peft_from(root, source="fleurs"))
     with pytest.raises(PlanError, match="root is not used by"):
         build_plan(_peft_from(root, source="synth"))
+    specs = build_plan(_peft_from(root, on_bad_audio="skip")).datasets.values()
+    assert {d.get("on_bad_audio") for d in specs if d["experiment"] == "peft"} == {"skip"}
+    assert "on_bad_audio" not in next(iter(build_plan(_peft_from(root, on_bad_audio="error")).datasets.values()))
     plan = build_plan(_peft_from(root, train={"sentences": None, "hours": 0.5}))
     assert {d.get("hours") for (e, _, s), d in plan.datasets.items() if e == "peft" and s == "train"} == {0.5}
     with pytest.raises(PlanError, match=r"'experiments.peft.data.train': sentences and hours both given"):
@@ -149,13 +183,15 @@ def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
 
 def test_snakemake_builds_a_split_from_the_release(tmp_path):
     root = make_release(tmp_path / "cv")
+    (root / "de" / "clips" / "common_voice_de_1007.mp3").write_bytes(b"")  # an empty clip in the test split
     config = tmp_path / "cv.yaml"
     config.write_text(
         "experiments:\n"
         "  peft:\n"
         "    language: de\n"
         "    cross_domain: []\n"
-        f"    data: {{source: common_voice, root: {root}, train: {{sentences: 2}}, dev: {{sentences: 1}},\n"
+        f"    data: {{source: common_voice, root: {root}, on_bad_audio: skip, train: {{sentences: 2}},\n"
+        "           dev: {sentences: 1},\n"
         "           test: {sentences: 3}}\n"
     )
     target = "results/data/peft/child/test.parquet"
@@ -164,5 +200,8 @@ def test_snakemake_builds_a_split_from_the_release(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_parquet(tmp_path / target)
-    assert list(df["id"]) == ["common_voice_de_1006", "common_voice_de_1007", "common_voice_de_1008"]
-    assert list(df["transcript"]) == [SENTENCES[2], SENTENCES[3], SENTENCES[0]]
+    assert list(df["id"]) == ["common_voice_de_1006", "common_voice_de_1008"]
+    assert list(df["transcript"]) == [SENTENCES[2], SENTENCES[0]]
+    # the clip that was left out is counted in the split's provenance
+    prov = split_provenance(tmp_path / target)
+    assert prov["skipped_audio"]["n"] == 1 and prov["skipped_audio"]["clips"][0]["id"] == "common_voice_de_1007"

@@ -21,6 +21,7 @@ set_threads(snakemake.threads)  # noqa: F821
 spec = job_spec(snakemake)  # noqa: F821
 source = spec.get("source", "synth")
 common = {"split": spec["split"], "subset": spec["subset"]}
+skipped: list[dict] = []  # clips left out with data.on_bad_audio: skip
 
 if source == "synth":
     records = synthesize_split(
@@ -42,6 +43,8 @@ elif source == "manifest":
         language=spec["language"],
         domain=spec["domain"],
         max_examples=spec.get("sentences"),
+        on_bad_audio=spec.get("on_bad_audio", "error"),
+        skipped=skipped,
         **common,
     )
 elif spec.get("root"):  # the corpus as released, on disk
@@ -54,6 +57,8 @@ elif spec.get("root"):  # the corpus as released, on disk
         max_examples=spec.get("sentences"),
         hours=spec.get("hours"),
         seed=int(spec.get("seed", 0)),
+        on_bad_audio=spec.get("on_bad_audio", "error"),
+        skipped=skipped,
         **common,
     )
 elif source in ("covost2", "fleurs", "common_voice"):
@@ -76,6 +81,9 @@ else:
 recorded = {}
 if getattr(snakemake.input, "audio_checksum", None):  # noqa: F821
     recorded["audio_sha256"] = read_json(snakemake.input.audio_checksum)["sha256"]  # noqa: F821
+if skipped:
+    recorded["skipped_audio"] = {"n": len(skipped), "clips": skipped}
+    log.warning("left out %d clip(s) (data.on_bad_audio: skip), e.g. %s", len(skipped), skipped[0])
 prov = provenance(config_hash=spec.get("config_hash"), spec=spec, **recorded)
 n = write_split(records, snakemake.output[0], provenance=prov)  # noqa: F821
 hours = sum(r["duration"] for r in records) / 3600

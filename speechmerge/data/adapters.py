@@ -254,10 +254,15 @@ def from_manifest(
     domain: str = "clean",
     subset: str = "",
     max_examples: int | None = None,
+    on_bad_audio: str = "error",
+    skipped: list | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Records from a manifest TSV (see the module docstring for its columns); ``max_examples``:
-    its first N rows (a split's ``sentences``), more than the manifest has is an error."""
+    its first N rows (a split's ``sentences``), more than the manifest has is an error. A missing,
+    undecodable, empty or silent audio file is an error naming file and row, or with
+    ``on_bad_audio="skip"`` the row is left out and appended to ``skipped``
+    (``{"id", "file", "row", "reason"}``)."""
     tsv_path = Path(tsv_path)
     rows, audio_col, text_col = _read_manifest(tsv_path)
     if max_examples is not None:
@@ -280,8 +285,6 @@ def from_manifest(
         if not rel:
             raise AdapterError(f"{where}: empty audio path")
         audio_path = Path(rel) if os.path.isabs(rel) else tsv_path.parent / rel
-        if not audio_path.is_file():
-            raise FileNotFoundError(f"{where}: audio file not found: {audio_path}")
         transcript = (row[text_col] or "").strip()
         if not transcript:
             raise AdapterError(f"{where}: empty transcript")
@@ -290,7 +293,16 @@ def from_manifest(
         if rid in seen:
             raise AdapterError(f"{where}: duplicate id {rid!r} (also row {seen[rid] + 1})")
         seen[rid] = i
-        wave = decode_audio(str(audio_path), what=f"{audio_path} ({where})")
+        try:
+            if not audio_path.is_file():
+                raise FileNotFoundError(f"{where}: audio file not found: {audio_path}")
+            wave = decode_audio(str(audio_path), what=f"{audio_path} ({where})")
+        except (FileNotFoundError, AudioError) as err:
+            if on_bad_audio != "skip":
+                raise
+            if skipped is not None:
+                skipped.append({"id": rid, "file": str(audio_path), "row": i + 1, "reason": str(err)})
+            continue
         records.append(
             _record(
                 rid=rid,

@@ -53,6 +53,7 @@ def add_dataset(
             "split": split,
             "sentences": sizes.get("sentences"),
             **({"hours": float(sizes["hours"])} if sizes.get("hours") is not None else {}),
+            **({"on_bad_audio": "skip"} if data_cfg.get("on_bad_audio") == "skip" else {}),
             "renderings": int(sizes.get("renderings", 1)),
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
@@ -73,6 +74,8 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
         unused.append("manifests")
     if source not in HUB_SOURCES:
         unused += [k for k in (*HUB_KEYS, "root") if data_cfg.get(k)]
+    if data_cfg.get("on_bad_audio") and source != "manifest" and not data_cfg.get("root"):
+        unused.append("on_bad_audio")
     if source != "synth":
         unused += [
             f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
@@ -93,7 +96,7 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
             f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
             f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
             "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources; "
-            "root: a corpus with a local reader)"
+            "root: a corpus with a local reader; on_bad_audio: recorded speech from disk)"
         )
 
 

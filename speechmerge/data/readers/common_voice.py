@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from speechmerge.data.adapters import AdapterError, _record
-from speechmerge.data.audio import decode_audio
+from speechmerge.data.audio import AudioError, decode_audio
 from speechmerge.data.readers.base import LocalReader, draw_hours, register
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
@@ -61,10 +61,16 @@ def read(
     max_examples: int | None = None,
     hours: float | None = None,
     seed: int = 0,
+    on_bad_audio: str = "error",
+    skipped: list | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Records of one split: the TSV's rows in order, the first ``max_examples`` of them or, with
-    ``hours``, those drawn at random (``seed``) until their duration reaches it."""
+    ``hours``, those drawn at random (``seed``) until their duration reaches it. A clip that is
+    missing, undecodable, empty or silent is an error naming file and row, or with
+    ``on_bad_audio="skip"`` left out and appended to ``skipped`` (``{"id", "file", "row", "reason"}``)."""
+    if on_bad_audio not in ("error", "skip"):
+        raise ValueError(f"on_bad_audio must be error or skip, got {on_bad_audio!r}")
     check_layout(Path(root), language, split)
     loc = locale_dir(Path(root), language)
     tsv = loc / SPLIT_FILES[split]
@@ -82,18 +88,21 @@ def read(
                 f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but it has {len(rows)} rows"
             )
         rows = rows[: int(max_examples)]
-    if hours is not None:
-        for i, row in enumerate(rows):
-            if not (loc / "clips" / (row.get("path") or "").strip()).is_file():
-                raise FileNotFoundError(
-                    f"{tsv} row {i + 1} (line {i + 2}): clip not found: {loc / 'clips' / row.get('path')}"
-                )
-        keep = draw_hours(
-            [loc / "clips" / r["path"].strip() for r in rows], hours, seed, where=f"{tsv} (data.{split}.hours)"
-        )
-        rows = [rows[i] for i in keep]
+    numbered = list(enumerate(rows))  # (row index in the TSV, row)
+    if hours is not None:  # drawn among the clips that exist (a missing one: error, or skipped)
+        present = []
+        for i, row in numbered:
+            audio = loc / "clips" / (row.get("path") or "").strip()
+            if audio.is_file():
+                present.append((i, row))
+            elif on_bad_audio == "skip":
+                _skip(skipped, row, audio, i, "clip not found")
+            else:
+                raise FileNotFoundError(f"{tsv} row {i + 1} (line {i + 2}): clip not found: {audio}")
+        clips = [loc / "clips" / row["path"].strip() for _, row in present]
+        numbered = [present[k] for k in draw_hours(clips, hours, seed, where=f"{tsv} (data.{split}.hours)")]
     records, seen = [], {}
-    for i, row in enumerate(tqdm(rows, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress)):
+    for i, row in tqdm(numbered, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1} (line {i + 2})"
         clip = (row.get("path") or "").strip()
         transcript = (row.get("sentence") or "").strip()
@@ -102,16 +111,23 @@ def read(
         if not transcript:
             raise AdapterError(f"{where}: empty sentence")
         audio = loc / "clips" / clip
-        if not audio.is_file():
-            raise FileNotFoundError(f"{where}: clip not found: {audio}")
         rid = Path(clip).stem
         if rid in seen:
             raise AdapterError(f"{where}: clip {clip!r} is also row {seen[rid] + 1}")
         seen[rid] = i
+        try:
+            if not audio.is_file():
+                raise FileNotFoundError(f"{where}: clip not found: {audio}")
+            wave = decode_audio(str(audio), what=f"{audio} ({where})")
+        except (FileNotFoundError, AudioError) as err:
+            if on_bad_audio != "skip":
+                raise
+            _skip(skipped, row, audio, i, str(err))
+            continue
         records.append(
             _record(
                 rid=rid,
-                wave=decode_audio(str(audio), what=f"{audio} ({where})"),
+                wave=wave,
                 language=language,
                 domain=domain,
                 transcript=transcript,
@@ -121,6 +137,11 @@ def read(
             )
         )
     return records
+
+
+def _skip(skipped: list | None, row: dict, audio: Path, i: int, reason: str) -> None:
+    if skipped is not None:
+        skipped.append({"id": Path(row.get("path") or "").stem, "file": str(audio), "row": i + 1, "reason": reason})
 
 
 READER = register(
