@@ -205,3 +205,19 @@ def test_snakemake_builds_a_split_from_the_release(tmp_path):
     # the clip that was left out is counted in the split's provenance
     prov = split_provenance(tmp_path / target)
     assert prov["skipped_audio"]["n"] == 1 and prov["skipped_audio"]["clips"][0]["id"] == "common_voice_de_1007"
+
+
+@pytest.mark.parametrize(
+    "source, hint", [("common_voice", "set data.root to the release on disk"), ("covost2", "convert it to manifests")]
+)
+def test_a_script_based_hub_dataset_names_the_local_alternative(monkeypatch, source, hint):
+    import datasets
+
+    from speechmerge.data.adapters import load_real
+
+    def script_dataset(name, *a, **k):
+        raise RuntimeError(f"Dataset scripts are no longer supported, but found {name.split('/')[-1]}.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", script_dataset)
+    with pytest.raises(AdapterError, match=f"{source}: the hub dataset .* is a loading script.*; {hint}"):
+        load_real(source, "test", language="de", progress=False)

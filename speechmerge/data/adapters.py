@@ -423,7 +423,23 @@ def load_real(
             raise AdapterError(f"{source}: no default config for language {language!r}; pass config=")
         config = src.config[language]
     hf_split = HF_SPLITS[split] + (f"[:{int(max_examples)}]" if max_examples else "")
-    ds = load_dataset(hf_name or src.hf_name, config, split=hf_split, **load_kwargs)
+    name = hf_name or src.hf_name
+    try:
+        ds = load_dataset(name, config, split=hf_split, **load_kwargs)
+    except RuntimeError as err:
+        if "scripts are no longer supported" not in str(err):
+            raise
+        from speechmerge.data.readers import reader_names
+
+        local = (
+            "set data.root to the release on disk (docs/data.md)"
+            if source in reader_names()
+            else "convert it to manifests (data.source: manifest, docs/data.md)"
+        )
+        raise AdapterError(
+            f"{source}: the hub dataset {name!r} is a loading script, which this version of datasets refuses "
+            f"to run ({err}); {local}"
+        ) from None
     return from_hf_dataset(
         ds,
         source,
