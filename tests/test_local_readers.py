@@ -46,8 +46,9 @@ def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, second
 def test_registry():
     assert "common_voice" in reader_names()
     assert get_reader("common_voice").read is cv.read
-    with pytest.raises(KeyError, match="no local reader for data source 'fleurs'"):
-        get_reader("fleurs")
+    assert "fleurs" in reader_names()
+    with pytest.raises(KeyError, match="no local reader for data source 'covost2'"):
+        get_reader("covost2")
 
 
 def test_reads_a_release_split(tmp_path):
@@ -162,8 +163,8 @@ def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
         build_plan(_peft_from(tmp_path / "nowhere"))
     with pytest.raises(PlanError, match=r"'experiments.peft.data': hf_name and root both given"):
         build_plan(_peft_from(root, hf_name="mozilla-foundation/common_voice_17_0"))
-    with pytest.raises(PlanError, match="source 'fleurs' has no local reader"):
-        build_plan(_peft_from(root, source="fleurs"))
+    with pytest.raises(PlanError, match="source 'covost2' has no local reader"):
+        build_plan(_peft_from(root, source="covost2"))
     with pytest.raises(PlanError, match="root is not used by"):
         build_plan(_peft_from(root, source="synth"))
     specs = build_plan(_peft_from(root, on_bad_audio="skip")).datasets.values()
@@ -208,7 +209,12 @@ def test_snakemake_builds_a_split_from_the_release(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "source, hint", [("common_voice", "set data.root to the release on disk"), ("covost2", "convert it to manifests")]
+    "source, hint",
+    [
+        ("common_voice", "set data.root to the release on disk"),
+        ("fleurs", "set data.root"),
+        ("covost2", "convert it to manifests"),
+    ],
 )
 def test_a_script_based_hub_dataset_names_the_local_alternative(monkeypatch, source, hint):
     import datasets
@@ -221,3 +227,81 @@ def test_a_script_based_hub_dataset_names_the_local_alternative(monkeypatch, sou
     monkeypatch.setattr(datasets, "load_dataset", script_dataset)
     with pytest.raises(AdapterError, match=f"{source}: the hub dataset .* is a loading script.*; {hint}"):
         load_real(source, "test", language="de", progress=False)
+
+
+# ----- FLEURS ---------------------------------------------------------------------------------
+def make_fleurs(root, config="de_de", splits=("train", "dev", "test"), n=2, packed=True, english=True):
+    """``root/<config>/{split}.tsv`` (seven fields, no header) + ``audio/{split}.tar.gz`` of WAVs."""
+    import tarfile
+
+    configs = [config] + (["en_us"] if english else [])
+    for cfg in configs:
+        d = root / cfg
+        (d / "audio").mkdir(parents=True)
+        for s_i, split in enumerate(splits):
+            lines, files = [], []
+            for i in range(n):
+                sid = str(100 + 10 * s_i + i)
+                name = f"{cfg}-{sid}.wav"
+                samples = 16000 * (i + 1) // 2
+                wave = 0.3 * np.sin(2 * np.pi * 300 * np.arange(samples) / 16000).astype(np.float32)
+                text = f"Satz {sid}, gelesen." if cfg != "en_us" else f"Sentence {sid}, read."
+                lines.append("\t".join([sid, name, text, text.lower(), "s a t z", str(samples), "FEMALE"]))
+                out = d / "audio" / split
+                out.mkdir(exist_ok=True)
+                sf.write(out / name, wave, 16000)
+                files.append(out / name)
+            (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            if packed:
+                with tarfile.open(d / "audio" / f"{split}.tar.gz", "w:gz") as tar:
+                    for f in files:
+                        tar.add(f, arcname=f"{split}/{f.name}")
+                for f in files:
+                    f.unlink()
+                (d / "audio" / split).rmdir()
+    return root
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_fleurs_release_from_archive_or_folder(tmp_path, packed):
+    from speechmerge.data.readers import fleurs
+
+    root = make_fleurs(tmp_path / "fleurs", packed=packed)
+    recs = fleurs.read(root, language="de", split="dev", progress=False)
+    assert [r["id"] for r in recs] == ["fleurs-de_de-de_de-110", "fleurs-de_de-de_de-111"]
+    assert [r["transcript"] for r in recs] == ["Satz 110, gelesen.", "Satz 111, gelesen."]
+    # n-way parallel: the English reading of the same sentence id is the translation
+    assert [r["translation"] for r in recs] == ["Sentence 110, read.", "Sentence 111, read."]
+    assert [r["duration"] for r in recs] == [0.5, 1.0]
+    assert not list((root / "de_de" / "audio").glob("dev/*")) or not packed  # nothing unpacked next to the release
+
+
+def test_fleurs_layout_and_line_errors(tmp_path):
+    from speechmerge.data.readers import fleurs
+
+    root = make_fleurs(tmp_path / "fleurs", splits=("test",), english=False)
+    assert fleurs.read(root, language="de", split="test", progress=False)[0]["translation"] == ""
+    with pytest.raises(FileNotFoundError, match=r"no folder it_it/ for language 'it'; found: \['de_de'\]"):
+        fleurs.check_layout(root, "it", "test")
+    with pytest.raises(FileNotFoundError, match=r"train.tsv is missing"):
+        fleurs.check_layout(root, "de", "train")
+    tsv = root / "de_de" / "test.tsv"
+    tsv.write_text(tsv.read_text() + "999\tshort.wav\tonly three\n")
+    with pytest.raises(AdapterError, match=r"test.tsv line 3: 3 fields, a FLEURS TSV line has 7"):
+        fleurs.read(root, language="de", split="test", progress=False)
+    tsv.write_text("\n".join(tsv.read_text().splitlines()[:2] + ["999\tmissing.wav\tx\tx\tx\t16000\tMALE"]) + "\n")
+    with pytest.raises(FileNotFoundError, match=r"line 3: audio file missing.wav not found"):
+        fleurs.read(root, language="de", split="test", progress=False)
+    skipped = []
+    recs = fleurs.read(root, language="de", split="test", on_bad_audio="skip", skipped=skipped, progress=False)
+    assert len(recs) == 2 and [s["row"] for s in skipped] == [3]
+
+
+def test_fleurs_through_the_plan(tmp_path):
+    root = make_fleurs(tmp_path / "fleurs")
+    plan = build_plan(_peft_from(root, source="fleurs"))
+    assert {d["root"] for (e, _, _), d in plan.datasets.items() if e == "peft"} == {str(root)}
+    with pytest.raises(PlanError, match=r"'experiments.peft.data.root': FLEURS root .* has no folder it_it/"):
+        cfg = _peft_from(root, source="fleurs")
+        cfg["experiments"]["peft"]["language"] = "it"
+        build_plan(cfg)
