@@ -47,8 +47,9 @@ def test_registry():
     assert "common_voice" in reader_names()
     assert get_reader("common_voice").read is cv.read
     assert "fleurs" in reader_names()
-    with pytest.raises(KeyError, match="no local reader for data source 'covost2'"):
-        get_reader("covost2")
+    assert reader_names() == ["common_voice", "covost2", "fleurs"]
+    with pytest.raises(KeyError, match="no local reader for data source 'manifest'"):
+        get_reader("manifest")
 
 
 def test_reads_a_release_split(tmp_path):
@@ -163,8 +164,6 @@ def test_plan_reads_from_root_and_names_what_is_missing(tmp_path):
         build_plan(_peft_from(tmp_path / "nowhere"))
     with pytest.raises(PlanError, match=r"'experiments.peft.data': hf_name and root both given"):
         build_plan(_peft_from(root, hf_name="mozilla-foundation/common_voice_17_0"))
-    with pytest.raises(PlanError, match="source 'covost2' has no local reader"):
-        build_plan(_peft_from(root, source="covost2"))
     with pytest.raises(PlanError, match="root is not used by"):
         build_plan(_peft_from(root, source="synth"))
     specs = build_plan(_peft_from(root, on_bad_audio="skip")).datasets.values()
@@ -213,7 +212,7 @@ def test_snakemake_builds_a_split_from_the_release(tmp_path):
     [
         ("common_voice", "set data.root to the release on disk"),
         ("fleurs", "set data.root"),
-        ("covost2", "convert it to manifests"),
+        ("covost2", "set data.root"),
     ],
 )
 def test_a_script_based_hub_dataset_names_the_local_alternative(monkeypatch, source, hint):
@@ -305,3 +304,37 @@ def test_fleurs_through_the_plan(tmp_path):
         cfg = _peft_from(root, source="fleurs")
         cfg["experiments"]["peft"]["language"] = "it"
         build_plan(cfg)
+
+
+# ----- CoVoST 2 -------------------------------------------------------------------------------
+def make_covost(root, locale="de"):
+    """A Common Voice 4 folder (validated.tsv, clips/) with the CoVoST 2 TSV beside it."""
+    make_release(root, locale=locale, splits=("validated",), n=6)
+    loc = root / locale
+    rows = ["path\tsentence\ttranslation\tclient_id\tsplit"]
+    splits = ["train", "train_covost", "dev", "test", "test", "train"]
+    for t, split in enumerate(splits):
+        rows.append(f"common_voice_{locale}_{1000 + t}.mp3\tx\tEnglish {t}\\, escaped\tspeaker{t % 2}\t{split}")
+    (loc / f"covost_v2.{locale}_en.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+def test_covost2_joins_translations_with_the_common_voice_clips(tmp_path):
+    from speechmerge.data.readers import covost2
+
+    root = make_covost(tmp_path / "covost")
+    train = covost2.read(root, language="de", split="train", progress=False)
+    # CoVoST's train is train + train_covost, in the TSV's order
+    assert [r["id"] for r in train] == ["common_voice_de_1000", "common_voice_de_1001", "common_voice_de_1005"]
+    assert train[0]["transcript"] == SENTENCES[0] and train[0]["translation"] == "English 0, escaped"
+    assert train[0]["voice"] == "speaker0"
+    test = covost2.read(root, language="de", split="test", progress=False)
+    assert [r["id"] for r in test] == ["common_voice_de_1003", "common_voice_de_1004"]
+    (root / "de" / "validated.tsv").write_text("\t".join(HEADER) + "\n")
+    with pytest.raises(AdapterError, match=r"row 3: clip 'common_voice_de_1002.mp3' is not in .*validated.tsv"):
+        covost2.read(root, language="de", split="dev", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"covost_v2.it_en.tsv is missing|no folder it/"):
+        covost2.check_layout(root, "it", "dev")
+    (root / "de" / "covost_v2.de_en.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"covost_v2.de_en.tsv is missing"):
+        covost2.check_layout(root, "de", "dev")
