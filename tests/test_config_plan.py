@@ -125,10 +125,19 @@ def test_weights_paths(default):
 
 
 @pytest.mark.parametrize("preset", ["paper-lors.yaml", "paper-boostedtsvm.yaml", "paper-s2lora.yaml"])
-def test_paper_presets_validate(preset):
+def test_paper_presets_validate(preset, tmp_path, monkeypatch):
     config = load_config(ROOT / "config.yaml", ROOT / "presets" / preset)
     validate_config(config)
     if preset == "paper-lors.yaml":
+        # CoVoST 2 is read from disk: without COVOST2_ROOT the plan names the variable
+        monkeypatch.delenv("COVOST2_ROOT", raising=False)
+        with pytest.raises(PlanError, match=r"'experiments.lors_group1.data.root': environment variable COVOST2_ROOT"):
+            build_plan(config)
+        from corpus_fixtures import make_covost
+
+        for lang in ("ca", "de", "es", "fr", "it", "id", "nl", "pt", "ru", "sv-SE"):
+            make_covost(tmp_path / "covost2", locale=lang)
+        monkeypatch.setenv("COVOST2_ROOT", str(tmp_path / "covost2"))
         plan = build_plan(config)
         # the paper's two language groups, as two experiments of one kind in one run
         assert plan.experiments == ["lors_group1", "lors_group2"]
@@ -136,7 +145,7 @@ def test_paper_presets_validate(preset):
         assert plan.reports["lors_group1"].subsets == ["ca", "de", "es", "fr", "it"]
         assert plan.reports["lors_group2"].subsets == ["id", "nl", "pt", "ru", "sv"]
         spec = plan.datasets[("lors_group1", "de", "train")]
-        assert spec["source"] == "covost2" and spec["hf_name"] == "facebook/covost2"
+        assert spec["source"] == "covost2" and spec["root"] == str(tmp_path / "covost2") and spec["hours"] == 5
         assert spec["transforms"] == []  # real data is not re-rendered in an acoustic domain
         # nothing inherited from the default config's laptop-scale experiment: the preset's steps
         assert plan.jobs[("lors_group2", "expert-sv")]["steps"] == config["training"]["steps"] == 4000

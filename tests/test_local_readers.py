@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from corpus_fixtures import HEADER, SENTENCES, make_covost, make_fleurs, make_release
 
 from speechmerge.config import ROOT, deep_update, load_config
 from speechmerge.data.adapters import AdapterError
@@ -16,31 +17,6 @@ from speechmerge.data.io import split_provenance
 from speechmerge.data.readers import common_voice as cv
 from speechmerge.data.readers import get_reader, reader_names
 from speechmerge.plan import PlanError, build_plan
-
-# the header of a Common Voice 17.0 split TSV
-HEADER = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes", "age",
-          "gender", "accents", "variant", "locale", "segment"]  # fmt: skip
-SENTENCES = ['Guten Morgen, wie geht "es" dir?', "Das Wetter ist schön.", "Ich lese ein Buch.", "Wo ist der Bahnhof?"]
-
-
-def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, seconds=(0.6, 0.9, 1.2, 0.7)):
-    """``root/<locale>/{split}.tsv`` + ``clips/*.mp3`` (48 kHz, as recent releases)."""
-    loc = root / locale
-    (loc / "clips").mkdir(parents=True)
-    t = 0
-    for split in splits:
-        lines = ["\t".join(HEADER)]
-        for i in range(n):
-            name = f"common_voice_{locale}_{1000 + t}.mp3"
-            samples = int(48000 * seconds[t % len(seconds)])
-            wave = 0.3 * np.sin(2 * np.pi * (220 + 40 * t) * np.arange(samples) / 48000)
-            sf.write(loc / "clips" / name, wave.astype(np.float32), 48000, format="MP3")
-            row = [f"speaker{t % 2}", name, f"s{t}", SENTENCES[t % len(SENTENCES)], "", "2", "0", "", "", "", "",
-                   locale, ""]  # fmt: skip
-            lines.append("\t".join(row))
-            t += 1
-        (loc / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
 
 
 def test_registry():
@@ -229,38 +205,6 @@ def test_a_script_based_hub_dataset_names_the_local_alternative(monkeypatch, sou
 
 
 # ----- FLEURS ---------------------------------------------------------------------------------
-def make_fleurs(root, config="de_de", splits=("train", "dev", "test"), n=2, packed=True, english=True):
-    """``root/<config>/{split}.tsv`` (seven fields, no header) + ``audio/{split}.tar.gz`` of WAVs."""
-    import tarfile
-
-    configs = [config] + (["en_us"] if english else [])
-    for cfg in configs:
-        d = root / cfg
-        (d / "audio").mkdir(parents=True)
-        for s_i, split in enumerate(splits):
-            lines, files = [], []
-            for i in range(n):
-                sid = str(100 + 10 * s_i + i)
-                name = f"{cfg}-{sid}.wav"
-                samples = 16000 * (i + 1) // 2
-                wave = 0.3 * np.sin(2 * np.pi * 300 * np.arange(samples) / 16000).astype(np.float32)
-                text = f"Satz {sid}, gelesen." if cfg != "en_us" else f"Sentence {sid}, read."
-                lines.append("\t".join([sid, name, text, text.lower(), "s a t z", str(samples), "FEMALE"]))
-                out = d / "audio" / split
-                out.mkdir(exist_ok=True)
-                sf.write(out / name, wave, 16000)
-                files.append(out / name)
-            (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            if packed:
-                with tarfile.open(d / "audio" / f"{split}.tar.gz", "w:gz") as tar:
-                    for f in files:
-                        tar.add(f, arcname=f"{split}/{f.name}")
-                for f in files:
-                    f.unlink()
-                (d / "audio" / split).rmdir()
-    return root
-
-
 @pytest.mark.parametrize("packed", [True, False])
 def test_fleurs_release_from_archive_or_folder(tmp_path, packed):
     from speechmerge.data.readers import fleurs
@@ -307,18 +251,6 @@ def test_fleurs_through_the_plan(tmp_path):
 
 
 # ----- CoVoST 2 -------------------------------------------------------------------------------
-def make_covost(root, locale="de"):
-    """A Common Voice 4 folder (validated.tsv, clips/) with the CoVoST 2 TSV beside it."""
-    make_release(root, locale=locale, splits=("validated",), n=6)
-    loc = root / locale
-    rows = ["path\tsentence\ttranslation\tclient_id\tsplit"]
-    splits = ["train", "train_covost", "dev", "test", "test", "train"]
-    for t, split in enumerate(splits):
-        rows.append(f"common_voice_{locale}_{1000 + t}.mp3\tx\tEnglish {t}\\, escaped\tspeaker{t % 2}\t{split}")
-    (loc / f"covost_v2.{locale}_en.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
-
-
 def test_covost2_joins_translations_with_the_common_voice_clips(tmp_path):
     from speechmerge.data.readers import covost2
 

@@ -5,6 +5,8 @@ test sets ``{subset}-{task}`` a model is scored on."""
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 
 from speechmerge import names as N
@@ -126,7 +128,13 @@ def local_root(data_cfg: dict, source: str, language: str, split: str, *, where:
     hub = [k for k in HUB_KEYS if data_cfg.get(k)]
     if hub:
         raise PlanError(f"config key '{where}': {', '.join(hub)} and root both given; root reads the corpus from disk")
-    root = str(data_cfg["root"])
+    root = os.path.expandvars(str(data_cfg["root"]))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", root)
+    if unset:
+        raise PlanError(
+            f"config key '{where}.root': environment variable {unset[0]} is not set "
+            f"(the folder of the corpus on disk: {data_cfg['root']!r}; docs/data.md)"
+        )
     try:
         get_reader(source).check_layout(Path(root), language, split)
     except (FileNotFoundError, ValueError) as err:
