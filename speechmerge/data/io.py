@@ -130,6 +130,33 @@ class Example:
     duration: float
 
 
+def iter_examples(path: str | os.PathLike, *, rows: int = 256, decode: bool = True):
+    """The rows of a split as ``Example`` objects, ``rows`` at a time (lists), in file order:
+    the same rows as ``read_examples`` with memory bounded by one chunk."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset split not found: {path}")
+    try:
+        pf = pq.ParquetFile(str(path))
+    except Exception as err:  # pyarrow's errors do not name the file
+        raise ValueError(
+            f"{path}: not a readable parquet split ({err}); rebuild it (snakemake --forcerun {path})"
+        ) from None
+    missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+    if missing:
+        raise ValueError(
+            f"{path}: not a speechmerge split, columns {missing} are missing (has {pf.schema_arrow.names})"
+        )
+    for batch in pf.iter_batches(batch_size=int(rows), columns=list(COLUMNS)):
+        out = []
+        for row in batch.to_pylist():
+            audio = decode_audio(row["audio"], what=f"{path} row {row['id']}") if decode else row["audio"]
+            out.append(Example(**{**row, "audio": audio}))
+        yield out
+
+
 def read_examples(path: str | os.PathLike, *, decode: bool = True) -> list[Example]:
     """All rows of a split as ``Example`` objects, audio decoded to float32 16 kHz.
 

@@ -168,8 +168,60 @@ def log_mel_bank(
     return out
 
 
-def collate(items: Sequence[Item], features: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
-    """Stack features and right-pad decoder inputs (with ``pad_id``) and labels (with -100)."""
+class FeatureFile:
+    """Log-mel features of a split in a float32 file on disk, one row per utterance, read back
+    row by row with ``os.pread`` (no memory map, so a long split does not grow the process:
+    memory holds one batch). ``append`` writes rows in order; ``index_select(0, rows)`` gives
+    the ``(len(rows), n_mels, n_frames)`` tensor ``collate`` stacks, as a tensor bank would."""
+
+    def __init__(self, path, n_mels: int, n_frames: int):
+        import os
+
+        self.path, self.n_mels, self.n_frames = str(path), int(n_mels), int(n_frames)
+        self.row_bytes = self.n_mels * self.n_frames * 4
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.n = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.n, self.n_mels, self.n_frames)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, feats: np.ndarray) -> None:
+        import os
+
+        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        if feats.shape[1:] != (self.n_mels, self.n_frames):
+            raise ValueError(f"{self.path}: rows of shape {feats.shape[1:]}, expected {(self.n_mels, self.n_frames)}")
+        os.pwrite(self._fd, feats.tobytes(), self.n * self.row_bytes)
+        self.n += feats.shape[0]
+
+    def index_select(self, dim: int, rows: torch.Tensor) -> torch.Tensor:
+        import os
+
+        if dim != 0:
+            raise ValueError("FeatureFile selects rows (dim 0) only")
+        out = np.empty((len(rows), self.n_mels, self.n_frames), dtype=np.float32)
+        for i, r in enumerate(rows.tolist()):
+            if not 0 <= r < self.n:
+                raise IndexError(f"{self.path}: row {r} of {self.n}")
+            buf = os.pread(self._fd, self.row_bytes, r * self.row_bytes)
+            out[i] = np.frombuffer(buf, dtype=np.float32).reshape(self.n_mels, self.n_frames)
+        return torch.from_numpy(out)
+
+    def close(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def collate(items: Sequence[Item], features, pad_id: int) -> dict[str, torch.Tensor]:
+    """Stack features (a tensor bank or a ``FeatureFile``) and right-pad decoder inputs (with
+    ``pad_id``) and labels (with -100)."""
     length = max(len(it.decoder_input_ids) for it in items)
     inputs = torch.full((len(items), length), pad_id, dtype=torch.long)
     labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)

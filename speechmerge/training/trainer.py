@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -64,39 +65,68 @@ class TrainingDiverged(RuntimeError):
 @dataclasses.dataclass
 class _Data:
     items: list
-    features: torch.Tensor
+    features: batching.FeatureFile
     n_utts: int
     dropped: int
 
 
 def _load_data(
-    paths: Sequence[str], tasks, processor, n_samples: int, max_length: int, what: str, progress: bool
+    paths: Sequence[str], tasks, processor, n_samples: int, max_length: int, what: str, progress: bool, folder: str
 ) -> _Data:
-    from speechmerge.data.io import read_examples
+    """The items of a split (decoder sequences, in memory) and their log-mel features, written
+    to ``folder/<what>.f32`` chunk by chunk as the split is read: memory does not grow with the
+    split. The same features, in the same order, as a bank computed at once."""
+    from tqdm.auto import tqdm
 
-    examples = []
-    for p in paths:
-        examples.extend(read_examples(p))
-    sr = processor.feature_extractor.sampling_rate
-    keep = [e for e in examples if len(e.audio) <= n_samples]
-    dropped = len(examples) - len(keep)
+    from speechmerge.data.io import iter_examples
+
+    fe = processor.feature_extractor
+    sr = fe.sampling_rate
+    feats = batching.FeatureFile(Path(folder) / f"{what}.f32", fe.feature_size, n_samples // fe.hop_length)
+    items: list = []
+    n_seen = 0
+    with tqdm(desc=f"log-mel {what}", unit="utt", disable=not progress) as bar:
+        for p in paths:
+            for chunk in iter_examples(p):
+                n_seen += len(chunk)
+                keep = [e for e in chunk if len(e.audio) <= n_samples]
+                if keep:
+                    rows = range(len(feats), len(feats) + len(keep))
+                    feats.append(batching.log_mel_bank([e.audio for e in keep], fe, n_samples).numpy())
+                    items += batching.expand_items(
+                        keep, rows, tasks, processor.tokenizer, max_length=max_length, what=what
+                    )
+                bar.update(len(chunk))
+    dropped = n_seen - len(feats)
     if dropped:
         log.warning(
             "%s: dropping %d of %d utterances longer than the encoder context (%.2f s)",
             what,
             dropped,
-            len(examples),
+            n_seen,
             n_samples / sr,
         )
-    if not keep:
+    if not len(feats):
         raise ValueError(
             f"{what}: no utterances fit the encoder context of {n_samples / sr:.2f} s (files: {list(paths)})"
         )
-    feats = batching.log_mel_bank(
-        [e.audio for e in keep], processor.feature_extractor, n_samples, progress=progress, desc=f"log-mel {what}"
-    )
-    items = batching.expand_items(keep, range(len(keep)), tasks, processor.tokenizer, max_length=max_length, what=what)
-    return _Data(items, feats, len(keep), dropped)
+    return _Data(items, feats, len(feats), dropped)
+
+
+def _close_data(*datas) -> None:
+    for d in datas:
+        if d is not None:
+            d.features.close()
+
+
+def _existing_parent(path: str | None) -> str | None:
+    """``path`` or its nearest existing parent (None: the system's temporary folder)."""
+    if not path:
+        return None
+    p = Path(path).absolute()
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    return str(p) if p.is_dir() else None
 
 
 class Trainer:
@@ -122,8 +152,15 @@ class Trainer:
         self.n_samples = batching.context_samples(cfg, processor.feature_extractor)
         self.pad_id = batching.special_id(processor.tokenizer, batching.EOT)
         max_len = int(cfg.max_target_positions)
-        self.train = _load_data(self.train_paths, spec.tasks, processor, self.n_samples, max_len, "train", progress)
-        self.dev = _load_data(self.dev_paths, spec.tasks, processor, self.n_samples, max_len, "dev", progress)
+        # the splits' log-mel features live in files beside the checkpoints while the job runs
+        self._feature_dir = tempfile.TemporaryDirectory(
+            prefix="features-", dir=_existing_parent(spec.checkpoint_dir), ignore_cleanup_errors=True
+        )
+        folder = self._feature_dir.name
+        self.train = _load_data(
+            self.train_paths, spec.tasks, processor, self.n_samples, max_len, "train", progress, folder
+        )
+        self.dev = _load_data(self.dev_paths, spec.tasks, processor, self.n_samples, max_len, "dev", progress, folder)
         log.info(
             "job %s/%s: %d train items (%d utterances), %d dev items, context %.2f s",
             spec.experiment,
@@ -208,6 +245,11 @@ class Trainer:
             if old != target and old.is_dir():
                 remove_output_tree(old)
         return target
+
+    def close(self) -> None:
+        """Close and remove the feature files."""
+        _close_data(getattr(self, "train", None), getattr(self, "dev", None))
+        self._feature_dir.cleanup()
 
     def try_resume(self) -> bool:
         ckpt = latest_checkpoint(self.spec.checkpoint_dir)
@@ -431,12 +473,15 @@ def train(
         torch.set_num_threads(max(1, int(threads)))
     with deterministic_algorithms(deterministic):
         trainer = Trainer(spec_obj, base_dir, train_paths, dev_paths, progress=progress)
-        trainer.try_resume()
-        if not trainer.run(stop_after=stop_after):
-            return {"finished": False, "step": trainer.step, "checkpoint_dir": spec_obj.checkpoint_dir}
-        info = trainer.finish(out_dir)
-        info["finished"] = True
-        return info
+        try:
+            trainer.try_resume()
+            if not trainer.run(stop_after=stop_after):
+                return {"finished": False, "step": trainer.step, "checkpoint_dir": spec_obj.checkpoint_dir}
+            info = trainer.finish(out_dir)
+            info["finished"] = True
+            return info
+        finally:
+            trainer.close()
 
 
 @contextlib.contextmanager
