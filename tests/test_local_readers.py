@@ -270,3 +270,44 @@ def test_covost2_joins_translations_with_the_common_voice_clips(tmp_path):
     (root / "de" / "covost_v2.de_en.tsv").unlink()
     with pytest.raises(FileNotFoundError, match=r"covost_v2.de_en.tsv is missing"):
         covost2.check_layout(root, "de", "dev")
+
+
+# ----- streaming a split -----------------------------------------------------------------------
+def test_iter_examples_streams_the_rows_of_read_examples(tmp_path):
+    from speechmerge.data.audio import encode_flac
+    from speechmerge.data.io import ROW_GROUP, iter_examples, read_examples, write_split
+
+    rng = np.random.default_rng(0)
+    recs = [
+        {"id": f"u{i}", "audio": {"bytes": encode_flac((0.1 * rng.standard_normal(800)).astype(np.float32), 16000)},
+         "language": "de", "domain": "clean", "transcript": f"t{i}", "translation": "", "voice": "", "split": "train",
+         "duration": 0.05}
+        for i in range(2 * ROW_GROUP + 5)
+    ]  # fmt: skip
+    path = tmp_path / "s.parquet"
+    write_split(recs, path)
+    chunks = list(iter_examples(path))
+    assert [len(c) for c in chunks] == [ROW_GROUP, ROW_GROUP, 5]
+    flat = [e for c in chunks for e in c]
+    whole = read_examples(path)
+    assert [e.id for e in flat] == [e.id for e in whole]
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(flat, whole))
+
+
+def test_feature_file_round_trip(tmp_path):
+    import torch
+
+    from speechmerge.training.batching import FeatureFile
+
+    ff = FeatureFile(tmp_path / "f.f32", 3, 4)
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    ff.append(a)
+    ff.append(a[:1] + 100)
+    assert ff.shape == (3, 3, 4)
+    got = ff.index_select(0, torch.tensor([2, 0, 0]))
+    assert torch.equal(got, torch.from_numpy(np.stack([a[0] + 100, a[0], a[0]])))
+    with pytest.raises(IndexError, match="row 3 of 3"):
+        ff.index_select(0, torch.tensor([3]))
+    with pytest.raises(ValueError, match=r"rows of shape \(4, 3\)"):
+        ff.append(np.zeros((1, 4, 3), dtype=np.float32))
+    ff.close()

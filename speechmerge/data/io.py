@@ -62,6 +62,10 @@ def arrow_schema():
     return pa.schema([(c, types[c]) for c in COLUMNS], metadata={"huggingface": meta})
 
 
+#: rows per parquet row group of a split (the unit a streaming reader holds in memory)
+ROW_GROUP = 128
+
+
 def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenance: Mapping | None = None) -> int:
     """Write records (dicts with ``COLUMNS``; audio as FLAC bytes or {"bytes":..}) atomically.
 
@@ -95,7 +99,8 @@ def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenan
         )
     table = pa.Table.from_pydict(rows, schema=schema)
     with atomic_path(path) as tmp:
-        pq.write_table(table, str(tmp))
+        # row groups of ROW_GROUP rows: a reader streams a split a group at a time (iter_examples)
+        pq.write_table(table, str(tmp), row_group_size=ROW_GROUP)
     return table.num_rows
 
 
@@ -130,7 +135,7 @@ class Example:
     duration: float
 
 
-def iter_examples(path: str | os.PathLike, *, rows: int = 256, decode: bool = True):
+def iter_examples(path: str | os.PathLike, *, rows: int = ROW_GROUP, decode: bool = True):
     """The rows of a split as ``Example`` objects, ``rows`` at a time (lists), in file order:
     the same rows as ``read_examples`` with memory bounded by one chunk."""
     import pyarrow.parquet as pq
