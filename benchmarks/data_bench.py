@@ -5,7 +5,8 @@ noise-like speech each, FLAC, as data jobs write them) and measures, each in a f
 peak RSS of
 
 * **train**: what a fine-tuning job does before its first step (``speechmerge.training.trainer.
-  _load_data``: the split read chunk by chunk, log-mel features written to a file on disk);
+  _load_data``: the split read chunk by chunk, log-mel features written to a file on disk, with
+  the job's allocator setting while it reads, ``speechmerge.allocator.return_freed_memory``);
 * **read**: reading the whole split into memory (``speechmerge.data.io.read_examples``), as
   evaluation jobs still do.
 
@@ -34,6 +35,8 @@ if mode == "train":
     from transformers import WhisperProcessor
     from speechmerge.training.trainer import _load_data
     import tempfile
+    from speechmerge.allocator import return_freed_memory
+    return_freed_memory()  # as a fine-tuning job reads its splits
     proc = WhisperProcessor.from_pretrained(model)
     n_samples = int(json.load(open(model + "/config.json"))["max_source_positions"]) * 2 * proc.feature_extractor.hop_length
     with tempfile.TemporaryDirectory() as d:

@@ -28,22 +28,39 @@ import os
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 USER_SWITCHES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
 INT_MAX = 2**31 - 1
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse (see the module docstring). Returns whether the
-    switches were set: false on non-glibc systems or when the user set glibc's own."""
+def _mallopt():
+    """glibc's ``mallopt``, or None (another C library, or the user set glibc's own switches)."""
     if not sys.platform.startswith("linux") or any(v in os.environ for v in USER_SWITCHES):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 -- glibc only; musl has a mallopt that does nothing
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, INT_MAX))
+    return mallopt
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> bool:
+    """While a job streams data: blocks of ``threshold`` bytes and more get their own mapping,
+    returned to the kernel when freed. glibc otherwise raises its mmap threshold after each such
+    free (up to 32 MiB) and serves later blocks from the heap, where chunks of decoded audio and
+    features fragment it: reading a split then grows the process with the split's length
+    (``benchmarks/data_bench.py``). Call ``keep_freed_memory`` afterwards for the training steps."""
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse (see the module docstring). Returns whether the
+    switches were set: false on non-glibc systems or when the user set glibc's own."""
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, INT_MAX))

@@ -6,7 +6,7 @@ output[0] (``model``): the output model directory's config.json (or the director
 params.spec: the job spec from speechmerge.plan (see speechmerge.training.TrainSpec).
 """
 
-from speechmerge.allocator import keep_freed_memory
+from speechmerge.allocator import keep_freed_memory, return_freed_memory
 from speechmerge.names import model_dir_of
 from speechmerge.training import train
 from speechmerge.utils import job_spec, set_threads, setup_script_logging
@@ -19,7 +19,9 @@ def as_list(files) -> list[str]:
 
 log = setup_script_logging(snakemake.log[0])  # noqa: F821
 set_threads(snakemake.threads)  # noqa: F821
-log.info("freed memory kept for reuse: %s", keep_freed_memory())
+# reading the splits returns large freed blocks (memory flat in their length); the training
+# steps then keep freed memory for reuse (speechmerge.allocator)
+return_freed_memory()
 
 spec = job_spec(snakemake)  # noqa: F821
 info = train(
@@ -29,6 +31,7 @@ info = train(
     as_list(snakemake.input.dev),  # noqa: F821
     model_dir_of(snakemake.output[0]),  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
+    after_loading=lambda: log.info("freed memory kept for reuse: %s", keep_freed_memory()),
 )
 log.info(
     "job %s/%s: %d steps, best step %s (dev loss %.4f), %.2f samples/s, %d trainable params (%.3f%%)",

@@ -132,7 +132,7 @@ def _existing_parent(path: str | None) -> str | None:
 class Trainer:
     """One fine-tuning run; ``train()`` below is the public entry point."""
 
-    def __init__(self, spec: TrainSpec, base_dir, train_paths, dev_paths, *, progress: bool = True):
+    def __init__(self, spec: TrainSpec, base_dir, train_paths, dev_paths, *, progress: bool = True, after_loading=None):
         from speechmerge.models import load_whisper
 
         self.spec = spec
@@ -161,6 +161,8 @@ class Trainer:
             self.train_paths, spec.tasks, processor, self.n_samples, max_len, "train", progress, folder
         )
         self.dev = _load_data(self.dev_paths, spec.tasks, processor, self.n_samples, max_len, "dev", progress, folder)
+        if after_loading is not None:  # e.g. the allocator's settings for the training steps
+            after_loading()
         log.info(
             "job %s/%s: %d train items (%d utterances), %d dev items, context %.2f s",
             spec.experiment,
@@ -458,8 +460,10 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     deterministic: bool = True,
+    after_loading=None,
 ) -> dict:
     """Fine-tune the Whisper model in ``base_dir`` as ``spec`` says; write the model dir ``out_dir``.
+    ``after_loading`` (no arguments) is called once the splits are read, before the first step.
 
     ``spec`` keys: see ``TrainSpec`` (experiment, job, method, tasks, steps, batch_size,
     grad_accum, lr, warmup_steps, weight_decay, max_grad_norm, eval_every, checkpoint_every,
@@ -472,7 +476,7 @@ def train(
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     with deterministic_algorithms(deterministic):
-        trainer = Trainer(spec_obj, base_dir, train_paths, dev_paths, progress=progress)
+        trainer = Trainer(spec_obj, base_dir, train_paths, dev_paths, progress=progress, after_loading=after_loading)
         try:
             trainer.try_resume()
             if not trainer.run(stop_after=stop_after):
