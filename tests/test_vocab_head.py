@@ -146,6 +146,16 @@ def test_embedding_rows_reach_the_weight_when_the_output_layer_is_not_in_the_gra
 def test_keep_freed_memory_respects_the_users_switches(monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
     assert allocator.keep_freed_memory() is False
+    assert allocator.return_freed_memory() is False
+
+
+def test_a_job_returns_freed_memory_while_it_reads_then_keeps_it(tmp_path):
+    """Both switches set, in a fresh process (they are process-wide), in the order a
+    fine-tuning job sets them."""
+    code = "from speechmerge import allocator\nprint(allocator.return_freed_memory(), allocator.keep_freed_memory())\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    expected = "True" if sys.platform.startswith("linux") else "False"
+    assert out == [expected, expected]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc switches")
