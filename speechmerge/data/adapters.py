@@ -176,6 +176,41 @@ def _record(
     }
 
 
+def check_on_bad_audio(value: str) -> None:
+    if value not in ("error", "skip"):
+        raise ValueError(f"on_bad_audio must be error or skip, got {value!r}")
+
+
+def take_first(rows: list, max_examples: int | None, *, source, split: str, have: str = "it has {n} rows") -> list:
+    """The first ``max_examples`` rows (a split's ``sentences``; None: all); more than there are
+    is an error naming ``source`` and both counts (``have`` formatted with ``n``)."""
+    if max_examples is None:
+        return rows
+    if len(rows) < int(max_examples):
+        raise AdapterError(
+            f"{source}: {max_examples} utterances asked for (data.{split}.sentences) but {have.format(n=len(rows))}"
+        )
+    return rows[: int(max_examples)]
+
+
+def decode_or_skip(
+    path: Path, *, where: str, missing: str, on_bad_audio: str, skipped: list | None, entry: dict
+) -> np.ndarray | None:
+    """The clip at ``path`` decoded; a missing (error ``missing``), undecodable, empty or silent one
+    raises, or with ``on_bad_audio="skip"`` gives None and is appended to ``skipped`` as ``entry``
+    (``id``, ``file``, ``row``) with its ``reason``."""
+    try:
+        if not path.is_file():
+            raise FileNotFoundError(missing)
+        return decode_audio(str(path), what=f"{path} ({where})")
+    except (FileNotFoundError, AudioError) as err:
+        if on_bad_audio != "skip":
+            raise
+        if skipped is not None:
+            skipped.append({**entry, "reason": str(err)})
+        return None
+
+
 def _first(row: Mapping, names: tuple[str, ...]) -> str | None:
     for name in names:
         if name in row and row[name] is not None:
@@ -263,15 +298,10 @@ def from_manifest(
     undecodable, empty or silent audio file is an error naming file and row, or with
     ``on_bad_audio="skip"`` the row is left out and appended to ``skipped``
     (``{"id", "file", "row", "reason"}``)."""
+    check_on_bad_audio(on_bad_audio)
     tsv_path = Path(tsv_path)
     rows, audio_col, text_col = _read_manifest(tsv_path)
-    if max_examples is not None:
-        if len(rows) < int(max_examples):
-            raise AdapterError(
-                f"{tsv_path}: {max_examples} utterances asked for (data.{split}.sentences) but the manifest has "
-                f"{len(rows)} rows"
-            )
-        rows = rows[: int(max_examples)]
+    rows = take_first(rows, max_examples, source=tsv_path, split=split, have="the manifest has {n} rows")
     header = set(rows[0])
     if "language" not in header and not language:
         raise AdapterError(f"{tsv_path}: no 'language' column and no language given")
@@ -293,15 +323,15 @@ def from_manifest(
         if rid in seen:
             raise AdapterError(f"{where}: duplicate id {rid!r} (also row {seen[rid] + 1})")
         seen[rid] = i
-        try:
-            if not audio_path.is_file():
-                raise FileNotFoundError(f"{where}: audio file not found: {audio_path}")
-            wave = decode_audio(str(audio_path), what=f"{audio_path} ({where})")
-        except (FileNotFoundError, AudioError) as err:
-            if on_bad_audio != "skip":
-                raise
-            if skipped is not None:
-                skipped.append({"id": rid, "file": str(audio_path), "row": i + 1, "reason": str(err)})
+        wave = decode_or_skip(
+            audio_path,
+            where=where,
+            missing=f"{where}: audio file not found: {audio_path}",
+            on_bad_audio=on_bad_audio,
+            skipped=skipped,
+            entry={"id": rid, "file": str(audio_path), "row": i + 1},
+        )
+        if wave is None:
             continue
         records.append(
             _record(

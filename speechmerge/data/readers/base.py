@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -48,23 +48,51 @@ def reader_names() -> list[str]:
     return sorted(_READERS)
 
 
-def draw_hours(paths: Sequence[Path], hours: float, seed: int, *, where: str) -> list[int]:
-    """Indices (in their original order) of utterances drawn at random (``seed``) until their
-    duration reaches ``hours``; durations from the files' headers (nothing is decoded). More
-    hours than the files hold is an error naming ``where`` and both figures."""
+def header_seconds(path: Path, *, where: str) -> float:
+    """A clip's duration from its header (nothing is decoded); an unreadable header names
+    ``where`` and the file."""
     import soundfile as sf
 
+    try:
+        info = sf.info(str(path))
+    except RuntimeError as err:
+        raise RuntimeError(f"{where}: cannot read the header of {path}: {err}") from None
+    return info.frames / info.samplerate
+
+
+def draw_hours(duration_of: Callable[[int], float], n: int, hours: float, seed: int, *, where: str) -> list[int]:
+    """Indices (in their original order) of ``n`` utterances drawn at random (``seed``) until
+    their duration (``duration_of(i)``, seconds; asked only of the drawn ones) reaches ``hours``.
+    More hours than the utterances hold is an error naming ``where`` and both figures."""
     want = float(hours) * 3600.0
     total, chosen = 0.0, []
-    for i in np.random.default_rng(int(seed)).permutation(len(paths)):
+    for i in np.random.default_rng(int(seed)).permutation(n):
         if total >= want:
             break
-        try:
-            info = sf.info(str(paths[i]))
-        except RuntimeError as err:
-            raise RuntimeError(f"{where}: cannot read the header of {paths[i]}: {err}") from None
-        total += info.frames / info.samplerate
+        total += duration_of(int(i))
         chosen.append(int(i))
     if total < want:
         raise ValueError(f"{where}: {hours:g} hours asked for but the split holds {total / 3600:.3f} hours")
     return sorted(chosen)
+
+
+def drop_missing(
+    numbered: list[tuple[int, dict]],
+    path_of: Callable[[dict], Path],
+    *,
+    where_of: Callable[[int], str],
+    on_bad_audio: str,
+    skipped: list | None,
+) -> list[tuple[int, dict]]:
+    """The ``(row index, row)`` pairs whose clip exists; a missing one is an error naming
+    ``where_of(i)`` and the file, or with ``on_bad_audio="skip"`` is listed in ``skipped``."""
+    kept = []
+    for i, row in numbered:
+        path = path_of(row)
+        if path.is_file():
+            kept.append((i, row))
+        elif on_bad_audio != "skip":
+            raise FileNotFoundError(f"{where_of(i)}: clip not found: {path}")
+        elif skipped is not None:
+            skipped.append({"id": path.stem, "file": str(path), "row": i + 1, "reason": "clip not found"})
+    return kept

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from speechmerge.data.adapters import AdapterError, _record
-from speechmerge.data.audio import AudioError, decode_audio
-from speechmerge.data.readers.base import LocalReader, draw_hours, register
+from speechmerge.data.adapters import AdapterError, _record, check_on_bad_audio, decode_or_skip, take_first
+from speechmerge.data.readers.base import LocalReader, draw_hours, drop_missing, header_seconds, register
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 REQUIRED = ("client_id", "path", "sentence")
@@ -69,8 +68,7 @@ def read(
     ``hours``, those drawn at random (``seed``) until their duration reaches it. A clip that is
     missing, undecodable, empty or silent is an error naming file and row, or with
     ``on_bad_audio="skip"`` left out and appended to ``skipped`` (``{"id", "file", "row", "reason"}``)."""
-    if on_bad_audio not in ("error", "skip"):
-        raise ValueError(f"on_bad_audio must be error or skip, got {on_bad_audio!r}")
+    check_on_bad_audio(on_bad_audio)
     check_layout(Path(root), language, split)
     loc = locale_dir(Path(root), language)
     tsv = loc / SPLIT_FILES[split]
@@ -82,25 +80,27 @@ def read(
                 f"{tsv}: no column(s) {missing} (header: {reader.fieldnames}); is this a Common Voice TSV?"
             )
         rows = list(reader)
-    if max_examples is not None:
-        if len(rows) < int(max_examples):
-            raise AdapterError(
-                f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but it has {len(rows)} rows"
-            )
-        rows = rows[: int(max_examples)]
-    numbered = list(enumerate(rows))  # (row index in the TSV, row)
+    numbered = list(enumerate(take_first(rows, max_examples, source=tsv, split=split)))  # (row index, row)
+
+    def clip_of(row: dict) -> Path:
+        return loc / "clips" / (row.get("path") or "").strip()
+
     if hours is not None:  # drawn among the clips that exist (a missing one: error, or skipped)
-        present = []
-        for i, row in numbered:
-            audio = loc / "clips" / (row.get("path") or "").strip()
-            if audio.is_file():
-                present.append((i, row))
-            elif on_bad_audio == "skip":
-                _skip(skipped, row, audio, i, "clip not found")
-            else:
-                raise FileNotFoundError(f"{tsv} row {i + 1} (line {i + 2}): clip not found: {audio}")
-        clips = [loc / "clips" / row["path"].strip() for _, row in present]
-        numbered = [present[k] for k in draw_hours(clips, hours, seed, where=f"{tsv} (data.{split}.hours)")]
+        present = drop_missing(
+            numbered,
+            clip_of,
+            where_of=lambda i: f"{tsv} row {i + 1} (line {i + 2})",
+            on_bad_audio=on_bad_audio,
+            skipped=skipped,
+        )
+        keep = draw_hours(
+            lambda k: header_seconds(clip_of(present[k][1]), where=f"{tsv} (data.{split}.hours)"),
+            len(present),
+            hours,
+            seed,
+            where=f"{tsv} (data.{split}.hours)",
+        )
+        numbered = [present[k] for k in keep]
     records, seen = [], {}
     for i, row in tqdm(numbered, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1} (line {i + 2})"
@@ -110,19 +110,20 @@ def read(
             raise AdapterError(f"{where}: empty path")
         if not transcript:
             raise AdapterError(f"{where}: empty sentence")
-        audio = loc / "clips" / clip
+        audio = clip_of(row)
         rid = Path(clip).stem
         if rid in seen:
             raise AdapterError(f"{where}: clip {clip!r} is also row {seen[rid] + 1}")
         seen[rid] = i
-        try:
-            if not audio.is_file():
-                raise FileNotFoundError(f"{where}: clip not found: {audio}")
-            wave = decode_audio(str(audio), what=f"{audio} ({where})")
-        except (FileNotFoundError, AudioError) as err:
-            if on_bad_audio != "skip":
-                raise
-            _skip(skipped, row, audio, i, str(err))
+        wave = decode_or_skip(
+            audio,
+            where=where,
+            missing=f"{where}: clip not found: {audio}",
+            on_bad_audio=on_bad_audio,
+            skipped=skipped,
+            entry={"id": rid, "file": str(audio), "row": i + 1},
+        )
+        if wave is None:
             continue
         records.append(
             _record(
@@ -137,11 +138,6 @@ def read(
             )
         )
     return records
-
-
-def _skip(skipped: list | None, row: dict, audio: Path, i: int, reason: str) -> None:
-    if skipped is not None:
-        skipped.append({"id": Path(row.get("path") or "").stem, "file": str(audio), "row": i + 1, "reason": reason})
 
 
 READER = register(

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from speechmerge.data.adapters import AdapterError, _record
-from speechmerge.data.audio import AudioError, decode_audio
-from speechmerge.data.readers.base import LocalReader, draw_hours, register
+from speechmerge.data.adapters import AdapterError, _record, check_on_bad_audio, decode_or_skip, take_first
+from speechmerge.data.readers.base import LocalReader, draw_hours, drop_missing, header_seconds, register
 from speechmerge.data.readers.common_voice import LOCALES
 
 SPLIT_VALUES = {"train": ("train", "train_covost"), "dev": ("dev",), "test": ("test",)}
@@ -80,8 +79,7 @@ def read(
 ) -> list[dict]:
     """Records of one split (CoVoST's order; the first ``max_examples``, or ``hours`` drawn by
     ``seed``); bad audio as in ``common_voice.read``."""
-    if on_bad_audio not in ("error", "skip"):
-        raise ValueError(f"on_bad_audio must be error or skip, got {on_bad_audio!r}")
+    check_on_bad_audio(on_bad_audio)
     root = Path(root)
     check_layout(root, language, split)
     loc = locale_dir(root, language)
@@ -96,48 +94,40 @@ def read(
                 f"{tsv} row {i + 1}: clip {row['path']!r} is not in {loc / 'validated.tsv'} (Common Voice 4?)"
             )
         rows.append((i, {**cv[row["path"]], "translation": row["translation"]}))
-    if max_examples is not None:
-        if len(rows) < int(max_examples):
-            raise AdapterError(
-                f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but {split} has {len(rows)}"
-            )
-        rows = rows[: int(max_examples)]
-    if hours is not None:
-        present = [(i, r) for i, r in rows if (loc / "clips" / r["path"]).is_file()]
-        for i, r in rows:
-            if not (loc / "clips" / r["path"]).is_file():
-                if on_bad_audio != "skip":
-                    raise FileNotFoundError(f"{tsv} row {i + 1}: clip not found: {loc / 'clips' / r['path']}")
-                if skipped is not None:
-                    skipped.append(
-                        {
-                            "id": Path(r["path"]).stem,
-                            "file": str(loc / "clips" / r["path"]),
-                            "row": i + 1,
-                            "reason": "clip not found",
-                        }
-                    )
+    rows = take_first(rows, max_examples, source=tsv, split=split, have=f"{split} has {{n}}")
+
+    def clip_of(row: dict) -> Path:
+        return loc / "clips" / row["path"]
+
+    if hours is not None:  # drawn among the clips that exist (a missing one: error, or skipped)
+        present = drop_missing(
+            rows, clip_of, where_of=lambda i: f"{tsv} row {i + 1}", on_bad_audio=on_bad_audio, skipped=skipped
+        )
         keep = draw_hours(
-            [loc / "clips" / r["path"] for _, r in present], hours, seed, where=f"{tsv} (data.{split}.hours)"
+            lambda k: header_seconds(clip_of(present[k][1]), where=f"{tsv} (data.{split}.hours)"),
+            len(present),
+            hours,
+            seed,
+            where=f"{tsv} (data.{split}.hours)",
         )
         rows = [present[k] for k in keep]
     records = []
     for i, row in tqdm(rows, desc=f"covost2 {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1}"
-        audio = loc / "clips" / row["path"]
+        audio = clip_of(row)
         rid = Path(row["path"]).stem
         transcript, translation = row["sentence"].strip(), row["translation"].strip()
         if not transcript or not translation:
             raise AdapterError(f"{where}: empty {'sentence' if not transcript else 'translation'}")
-        try:
-            if not audio.is_file():
-                raise FileNotFoundError(f"{where}: clip not found: {audio}")
-            wave = decode_audio(str(audio), what=f"{audio} ({where})")
-        except (FileNotFoundError, AudioError) as err:
-            if on_bad_audio != "skip":
-                raise
-            if skipped is not None:
-                skipped.append({"id": rid, "file": str(audio), "row": i + 1, "reason": str(err)})
+        wave = decode_or_skip(
+            audio,
+            where=where,
+            missing=f"{where}: clip not found: {audio}",
+            on_bad_audio=on_bad_audio,
+            skipped=skipped,
+            entry={"id": rid, "file": str(audio), "row": i + 1},
+        )
+        if wave is None:
             continue
         records.append(
             _record(

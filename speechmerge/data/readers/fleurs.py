@@ -26,9 +26,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from speechmerge.data.adapters import _FLEURS_CONFIGS, AdapterError, _record
-from speechmerge.data.audio import AudioError, decode_audio
-from speechmerge.data.readers.base import LocalReader, register
+from speechmerge.data.adapters import (
+    _FLEURS_CONFIGS,
+    AdapterError,
+    _record,
+    check_on_bad_audio,
+    decode_or_skip,
+    take_first,
+)
+from speechmerge.data.readers.base import LocalReader, draw_hours, register
 
 SPLITS = ("train", "dev", "test")
 FIELDS = ("sentence_id", "file_name", "raw_transcription", "transcription", "characters", "num_samples", "gender")
@@ -98,33 +104,17 @@ def read(
 ) -> list[dict]:
     """Records of one split in the TSV's order (the first ``max_examples``; ``hours`` draws by
     ``seed`` using the TSV's sample counts); bad audio as in ``common_voice.read``."""
-    import numpy as np
-
-    if on_bad_audio not in ("error", "skip"):
-        raise ValueError(f"on_bad_audio must be error or skip, got {on_bad_audio!r}")
+    check_on_bad_audio(on_bad_audio)
     root = Path(root)
     check_layout(root, language, split)
     cfg = config_dir(root, language)
     tsv = cfg / f"{split}.tsv"
-    rows = _rows(tsv)
-    if max_examples is not None:
-        if len(rows) < int(max_examples):
-            raise AdapterError(
-                f"{tsv}: {max_examples} utterances asked for (data.{split}.sentences) but it has {len(rows)} rows"
-            )
-        rows = rows[: int(max_examples)]
-    if hours is not None:
-        want, total, keep = float(hours) * 3600, 0.0, []
-        for i in np.random.default_rng(int(seed)).permutation(len(rows)):
-            if total >= want:
-                break
-            total += int(rows[i]["num_samples"]) / 16000
-            keep.append(int(i))
-        if total < want:
-            raise ValueError(
-                f"{tsv} (data.{split}.hours): {hours:g} hours asked for but the split holds {total / 3600:.3f} hours"
-            )
-        rows = [rows[i] for i in sorted(keep)]
+    rows = take_first(_rows(tsv), max_examples, source=tsv, split=split)
+    if hours is not None:  # durations from the TSV's sample counts (16 kHz)
+        keep = draw_hours(
+            lambda i: int(rows[i]["num_samples"]) / 16000, len(rows), hours, seed, where=f"{tsv} (data.{split}.hours)"
+        )
+        rows = [rows[i] for i in keep]
     english = english_by_sentence(root) if language != "en" else {}
     records, seen = [], set()
     with _audio_source(cfg, split, {r["file_name"] for r in rows}) as audio:
@@ -137,13 +127,15 @@ def read(
             if rid in seen:
                 raise AdapterError(f"{where}: audio file {row['file_name']!r} listed twice")
             seen.add(rid)
-            try:
-                wave = decode_audio(audio(row["file_name"], where), what=f"{row['file_name']} ({where})")
-            except (FileNotFoundError, AudioError) as err:
-                if on_bad_audio != "skip":
-                    raise
-                if skipped is not None:
-                    skipped.append({"id": rid, "file": row["file_name"], "row": row["line"], "reason": str(err)})
+            wave = decode_or_skip(
+                audio(row["file_name"]),
+                where=where,
+                missing=f"{where}: audio file {row['file_name']} not found in {cfg / 'audio'}",
+                on_bad_audio=on_bad_audio,
+                skipped=skipped,
+                entry={"id": rid, "file": row["file_name"], "row": row["line"]},
+            )
+            if wave is None:
                 continue
             records.append(
                 _record(
@@ -162,8 +154,9 @@ def read(
 
 @contextlib.contextmanager
 def _audio_source(cfg: Path, split: str, wanted: set[str]):
-    """A function file name -> path: the unpacked folder, else the wanted members of the archive
-    unpacked one by one into a temporary folder (removed afterwards), so memory stays flat."""
+    """A function file name -> path (existing or not): the unpacked folder, else the wanted
+    members of the archive unpacked one by one into a temporary folder (removed afterwards), so
+    memory stays flat."""
     folder = cfg / "audio" / split
     archive = cfg / "audio" / f"{split}.tar.gz"
     with contextlib.ExitStack() as stack:
@@ -176,11 +169,8 @@ def _audio_source(cfg: Path, split: str, wanted: set[str]):
                         with tar.extractfile(member) as src, open(folder / name, "wb") as dst:
                             shutil.copyfileobj(src, dst)
 
-        def path_of(name: str, where: str) -> str:
-            path = folder / name
-            if not path.is_file():
-                raise FileNotFoundError(f"{where}: audio file {name} not found in {cfg / 'audio'}")
-            return str(path)
+        def path_of(name: str) -> Path:
+            return folder / name
 
         yield path_of
 
