@@ -31,7 +31,6 @@ CHILD = r"""
 import json, resource, sys
 mode, split, model = sys.argv[1:4]
 if mode == "train":
-    from speechmerge.models.loading import load_whisper
     from transformers import WhisperProcessor
     from speechmerge.training.trainer import _load_data
     import tempfile

@@ -48,10 +48,9 @@ class _Features(torch.utils.data.Dataset):
 
     def __init__(self, batch: dict[str, torch.Tensor]):
         self.feats = batch["input_features"]
-        # the recipe's labels: the prompt after <|startoftranscript|>, the text, end-of-text; the
-        # model prepends the start token itself (shift_tokens_right)
-        self.labels = torch.cat([batch["decoder_input_ids"][:, 1:2], batch["labels"][:, 1:]], dim=1)
-        self.labels[:, :3] = batch["decoder_input_ids"][:, 1:4]
+        # the recipe's labels: the whole sequence after <|startoftranscript|> (prompt, text,
+        # end-of-text), unmasked; the model prepends the start token itself (shift_tokens_right)
+        self.labels = torch.cat([batch["decoder_input_ids"], batch["labels"][:, -1:]], dim=1)[:, 1:]
 
     def __len__(self) -> int:
         return self.feats.shape[0]
