@@ -13,8 +13,9 @@ HEADER = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up
 SENTENCES = ['Guten Morgen, wie geht "es" dir?', "Das Wetter ist schön.", "Ich lese ein Buch.", "Wo ist der Bahnhof?"]
 
 
-def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, seconds=(0.6, 0.9, 1.2, 0.7)):
-    """``root/<locale>/{split}.tsv`` + ``clips/*.mp3`` (48 kHz, as recent releases)."""
+def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, seconds=(0.6, 0.9, 1.2, 0.7), speakers=None):
+    """``root/<locale>/{split}.tsv`` + ``clips/*.mp3`` (48 kHz, as recent releases); clip t is
+    read by ``speakers[t]`` (default ``speaker{t % 2}``)."""
     loc = root / locale
     (loc / "clips").mkdir(parents=True)
     t = 0
@@ -25,7 +26,7 @@ def make_release(root, locale="de", splits=("train", "dev", "test"), n=3, second
             samples = int(48000 * seconds[t % len(seconds)])
             wave = 0.3 * np.sin(2 * np.pi * (220 + 40 * t) * np.arange(samples) / 48000)
             sf.write(loc / "clips" / name, wave.astype(np.float32), 48000, format="MP3")
-            row = [f"speaker{t % 2}", name, f"s{t}", SENTENCES[t % len(SENTENCES)], "", "2", "0", "", "", "", "",
+            row = [speakers[t] if speakers else f"speaker{t % 2}", name, f"s{t}", SENTENCES[t % len(SENTENCES)], "", "2", "0", "", "", "", "",
                    locale, ""]  # fmt: skip
             lines.append("\t".join(row))
             t += 1
@@ -73,3 +74,22 @@ def make_covost(root, locale="de"):
         rows.append(f"common_voice_{locale}_{1000 + t}.mp3\tx\tEnglish {t}\\, escaped\tspeaker{t % 2}\t{split}")
     (loc / f"covost_v2.{locale}_en.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
+
+
+def hf_rows(root, locale="de", n=4, translation=False):
+    """Rows as the hub's Common Voice (or, with ``translation``, CoVoST 2) datasets hold them:
+    ``audio`` is ``{"bytes": <MP3>, "path": <file name>}``."""
+    clips = make_release(root / "clips-src", locale=locale, splits=("validated",), n=n)
+    rows = []
+    for t in range(n):
+        name = f"common_voice_{locale}_{1000 + t}.mp3"
+        row = {
+            "client_id": f"speaker{t % 2}",
+            "path": name,
+            "audio": {"bytes": (clips / locale / "clips" / name).read_bytes(), "path": name},
+            "sentence": SENTENCES[t % len(SENTENCES)],
+        }
+        if translation:
+            row["translation"] = f"English {t}"
+        rows.append(row)
+    return rows

@@ -282,11 +282,47 @@ def test_a_file_named_by_two_testsets_is_read_once(tiny, tmp_path, monkeypatch):
     from speechmerge.data import io
 
     make_split(tmp_path / "de.parquet", langs=("de",) * 2, durations=(1.0, 1.5))
-    reads, orig = [], io.read_examples
-    monkeypatch.setattr(io, "read_examples", lambda path, **kw: reads.append(str(path)) or orig(path, **kw))
+    reads, orig = [], io.iter_examples
+    monkeypatch.setattr(io, "iter_examples", lambda path, **kw: reads.append(str(path)) or orig(path, **kw))
     specs = [{"path": tmp_path / "de.parquet", "testset": f"de-{t}", "task": t, "language": "de"} for t in D.TASKS]
     recs, _ = evaluate_testsets(tiny, None, specs, model_name="m", max_new_tokens=3, n_boot=0, progress=False)
     assert reads == [str(tmp_path / "de.parquet")] and len(recs) == 4
+
+
+def test_evaluation_decodes_from_the_spool_as_from_memory(tiny, tmp_path, monkeypatch):
+    """Test sets are read a row group at a time into a spool on disk; decoding reads each batch
+    back from it and gives the hypotheses that decoding the waveforms held in memory gives."""
+    from speechmerge.data.io import read_examples
+    from speechmerge.data.spool import SpooledWaves
+
+    make_split(tmp_path / "de.parquet", langs=("de",) * 3, durations=(1.0, 1.5, 0.7))
+    given = []
+    orig = D.decode_tasks
+    monkeypatch.setattr(
+        D, "decode_tasks", lambda m, p, waves, *a, **k: given.append(waves) or orig(m, p, waves, *a, **k)
+    )
+    spec = {"path": tmp_path / "de.parquet", "testset": "de-transcribe", "task": "transcribe", "language": "de"}
+    recs, _ = evaluate_testsets(tiny, None, [spec], model_name="m", max_new_tokens=4, n_boot=0, progress=False)
+    assert isinstance(given[0], SpooledWaves) and given[0].lengths == [16000, 24000, 11200]
+    model, processor = models.load_whisper(tiny)
+    ex = read_examples(tmp_path / "de.parquet")
+    direct = orig(model, processor, [e.audio for e in ex], ["de"] * 3, [("transcribe",)] * 3, max_new_tokens=4,
+                  progress=False)  # fmt: skip
+    assert [r["hypothesis"] for r in recs] == direct.by_task["transcribe"]
+
+
+def test_wave_spool_reads_back_what_it_stored(tmp_path):
+    from speechmerge.data.spool import WaveSpool
+
+    waves = [np.arange(n, dtype=np.float32) / 7 for n in (5, 0, 3)]
+    with WaveSpool.temporary(dir=tmp_path) as spool:
+        assert [spool.append(w) for w in waves] == [0, 1, 2]
+        for got, want in zip(spool.take([2, 0, 1]), [waves[2], waves[0], waves[1]]):
+            np.testing.assert_array_equal(got, want)
+        assert spool.take([2, 0]).lengths == [3, 5]
+        with pytest.raises(IndexError, match="waveform 3 of 3"):
+            spool[3]
+    assert list(tmp_path.iterdir()) == []  # the spool's folder is removed
 
 
 def test_empty_reference_fails_before_decoding(tiny, tmp_path, monkeypatch):

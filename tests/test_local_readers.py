@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from corpus_fixtures import HEADER, SENTENCES, make_covost, make_fleurs, make_release
+from corpus_fixtures import HEADER, SENTENCES, hf_rows, make_covost, make_fleurs, make_release
 
 from speechmerge.config import ROOT, deep_update, load_config
 from speechmerge.data.adapters import AdapterError
@@ -21,9 +21,10 @@ from speechmerge.plan import PlanError, build_plan
 
 def test_registry():
     assert "common_voice" in reader_names()
-    assert get_reader("common_voice").read is cv.read
+    assert get_reader("common_voice").records is cv.iter_records
     assert "fleurs" in reader_names()
-    assert reader_names() == ["common_voice", "covost2", "fleurs"]
+    assert reader_names() == ["common_voice", "covost2", "fleurs", "hf_disk"]
+    assert get_reader("fleurs").speakers is None  # FLEURS has no speaker ids
     with pytest.raises(KeyError, match="no local reader for data source 'manifest'"):
         get_reader("manifest")
 
@@ -311,3 +312,94 @@ def test_feature_file_round_trip(tmp_path):
     with pytest.raises(ValueError, match=r"rows of shape \(4, 3\)"):
         ff.append(np.zeros((1, 4, 3), dtype=np.float32))
     ff.close()
+
+
+# ----- datasets on disk (save_to_disk, parquet folders) ----------------------------------------
+def test_hf_disk_reads_a_save_to_disk_split(tmp_path):
+    from datasets import Dataset
+
+    from speechmerge.data.readers import hf_disk
+
+    rows = hf_rows(tmp_path)
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "cv17" / "de" / "validation"))
+    recs = hf_disk.read(tmp_path / "cv17", language="de", split="dev", progress=False)
+    assert [r["id"] for r in recs] == [f"common_voice_de_{1000 + t}" for t in range(4)]
+    assert [r["transcript"] for r in recs] == [r["sentence"] for r in rows]
+    assert [r["voice"] for r in recs] == ["speaker0", "speaker1", "speaker0", "speaker1"]
+    assert all(r["translation"] == "" for r in recs) and recs[0]["duration"] == pytest.approx(0.6, abs=0.06)
+    assert len(hf_disk.read(tmp_path / "cv17", language="de", split="dev", max_examples=2, progress=False)) == 2
+    with pytest.raises(FileNotFoundError, match=r"cv17/de has no split folder test/"):
+        hf_disk.check_layout(tmp_path / "cv17", "de", "test")
+    with pytest.raises(FileNotFoundError, match=r"none of the folders \['fr', 'fr_en', 'fr_fr'\].*found: \['de'\]"):
+        hf_disk.check_layout(tmp_path / "cv17", "fr", "dev")
+
+
+def test_hf_disk_reads_parquet_files_with_covost_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from speechmerge.data.readers import hf_disk
+
+    rows = hf_rows(tmp_path, n=6, translation=True)
+    folder = tmp_path / "covost" / "de_en" / "train"  # the hub's parquet conversion: <config>/<split>/NNNN.parquet
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows[:4]), folder / "0000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[4:]), folder / "0001.parquet")
+    recs = hf_disk.read(tmp_path / "covost", language="de", split="train", progress=False)
+    assert [r["translation"] for r in recs] == [f"English {t}" for t in range(6)]
+    # hours: drawn by seed from the audio headers, the same draw for the same seed
+    a = hf_disk.read(tmp_path / "covost", language="de", split="train", hours=1.5 / 3600, seed=1, progress=False)
+    b = hf_disk.read(tmp_path / "covost", language="de", split="train", hours=1.5 / 3600, seed=1, progress=False)
+    assert [r["id"] for r in a] == [r["id"] for r in b] and sum(r["duration"] for r in a) >= 1.5
+    # a clip that cannot be decoded: the folder and row, or skipped
+    rows[1]["audio"] = {"bytes": b"not audio", "path": "x.mp3"}
+    pq.write_table(pa.Table.from_pylist(rows[:4]), folder / "0000.parquet")
+    with pytest.raises(Exception, match=r"de_en/train row 1"):
+        hf_disk.read(tmp_path / "covost", language="de", split="train", progress=False)
+    skipped = []
+    recs = hf_disk.read(
+        tmp_path / "covost", language="de", split="train", on_bad_audio="skip", skipped=skipped, progress=False
+    )
+    assert len(recs) == 5 and [s["row"] for s in skipped] == [1]
+
+
+def test_hf_disk_names_columns_it_does_not_know(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from speechmerge.data.readers import hf_disk
+
+    folder = tmp_path / "x" / "de" / "test"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"audio": [{"bytes": b"x", "path": "a"}], "text": ["hallo"]}), folder / "0000.parquet")
+    with pytest.raises(AdapterError, match=r"x/de/test: columns \['audio', 'text'\] are not CoVoST 2"):
+        hf_disk.read(tmp_path / "x", language="de", split="test", progress=False)
+
+
+# ----- speaker-disjoint splits ---------------------------------------------------------------
+def test_speaker_disjoint_splits_leave_out_later_speakers(tmp_path):
+    from speechmerge.data.readers.base import speakers_to_exclude
+
+    who = ["a", "b", "c", "d", "a", "e", "f", "g", "b"]  # train t=0..2, dev 3..5, test 6..8
+    root = make_release(tmp_path / "cv", speakers=who)
+    reader = get_reader("common_voice")
+    assert reader.speakers(root, "de", "dev") == {"d", "a", "e"}
+    assert speakers_to_exclude(reader, root, "de", "train") == {"d", "a", "e", "f", "g", "b"}
+    train = cv.read(root, language="de", split="train", exclude_speakers={"d", "a", "e", "f", "g", "b"}, progress=False)
+    assert [r["voice"] for r in train] == ["c"]
+    assert speakers_to_exclude(reader, root, "de", "test") == set()
+    with pytest.raises(ValueError, match="corpus 'fleurs' has no speaker ids"):
+        speakers_to_exclude(get_reader("fleurs"), root, "de", "train")
+
+
+def test_plan_speaker_disjoint(tmp_path):
+    root = make_release(tmp_path / "cv")
+    plan = build_plan(_peft_from(root, speakers="disjoint"))
+    assert {d.get("speakers") for (e, _, s), d in plan.datasets.items() if e == "peft"} == {"disjoint"}
+    fl = make_fleurs(tmp_path / "fleurs")
+    with pytest.raises(PlanError, match=r"'experiments.peft.data.speakers': fleurs has no speaker ids"):
+        build_plan(_peft_from(fl, source="fleurs", speakers="disjoint"))
+    with pytest.raises(PlanError, match=r"speakers is not used by data source 'synth'"):
+        cfg = _peft_from(root, source="synth", speakers="disjoint")
+        del cfg["experiments"]["peft"]["data"]["root"]
+        build_plan(cfg)

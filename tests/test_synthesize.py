@@ -229,3 +229,35 @@ def test_read_examples_matches_load_split_and_checks_columns(corpus, tmp_path):
         read_examples(tmp_path / "other.parquet")
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         read_examples(tmp_path / "missing.parquet")
+
+
+def test_write_split_streams_records_a_row_group_at_a_time(tmp_path):
+    """Records may be a generator, read as they are written; the provenance function is called
+    after the last one (so it can count what the reader skipped on the way)."""
+    from speechmerge.data.audio import encode_flac
+    from speechmerge.data.io import ROW_GROUP
+
+    flac = encode_flac(np.full(1600, 0.1, dtype=np.float32), 16000)
+    seen = []
+
+    def records(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise RuntimeError(f"reader failed at {i}")
+            seen.append(i)
+            yield {"id": f"u{i}", "audio": flac, "language": "de", "domain": "d", "transcript": "t",
+                   "translation": "", "voice": "", "split": "train", "duration": 0.1}  # fmt: skip
+
+    out = tmp_path / "s.parquet"
+    n = write_split(records(ROW_GROUP + 5), out, provenance=lambda: {"n_seen": len(seen)})
+    assert n == ROW_GROUP + 5 and split_provenance(out) == {"n_seen": ROW_GROUP + 5}
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(out).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [ROW_GROUP, 5]
+    assert [e.id for e in read_examples(out)] == [f"u{i}" for i in range(ROW_GROUP + 5)]
+    # a reader that fails half-way leaves nothing behind, and the old file untouched
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError, match=f"reader failed at {ROW_GROUP + 1}"):
+        write_split(records(ROW_GROUP + 5, fail_at=ROW_GROUP + 1), out)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]

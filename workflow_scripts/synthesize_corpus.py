@@ -10,7 +10,7 @@ speechmerge.data.readers) or "covost2" | "fleurs" | "common_voice" from a hub (+
 "hf_name", "hf_config", "data_dir"; "sentences" caps the number of examples).
 """
 
-from speechmerge.data.adapters import from_manifest, load_real
+from speechmerge.data.adapters import iter_manifest, load_real
 from speechmerge.data.io import write_split
 from speechmerge.data.synthesize import synthesize_split
 from speechmerge.utils import job_spec, provenance, read_json, set_threads, setup_script_logging
@@ -22,6 +22,7 @@ spec = job_spec(snakemake)  # noqa: F821
 source = spec.get("source", "synth")
 common = {"split": spec["split"], "subset": spec["subset"]}
 skipped: list[dict] = []  # clips left out with data.on_bad_audio: skip
+recorded: dict = {}  # what the split's provenance adds to the spec
 
 if source == "synth":
     records = synthesize_split(
@@ -38,7 +39,7 @@ if source == "synth":
         **common,
     )
 elif source == "manifest":
-    records = from_manifest(
+    records = iter_manifest(
         spec["manifest"],
         language=spec["language"],
         domain=spec["domain"],
@@ -49,8 +50,15 @@ elif source == "manifest":
     )
 elif spec.get("root"):  # the corpus as released, on disk
     from speechmerge.data.readers import get_reader
+    from speechmerge.data.readers.base import speakers_to_exclude
 
-    records = get_reader(source).read(
+    reader = get_reader(source)
+    exclude = None
+    if spec.get("speakers") == "disjoint":  # leave out the speakers of the later splits
+        exclude = speakers_to_exclude(reader, spec["root"], spec["language"], spec["split"])
+        recorded["speakers"] = {"disjoint": True, "excluded_speakers": len(exclude)}
+        log.info("speaker-disjoint: %d speaker(s) of later splits left out", len(exclude))
+    records = reader.records(
         spec["root"],
         language=spec["language"],
         domain=spec["domain"],
@@ -59,6 +67,7 @@ elif spec.get("root"):  # the corpus as released, on disk
         seed=int(spec.get("seed", 0)),
         on_bad_audio=spec.get("on_bad_audio", "error"),
         skipped=skipped,
+        exclude_speakers=exclude,
         **common,
     )
 elif source in ("covost2", "fleurs", "common_voice"):
@@ -78,13 +87,26 @@ else:
         f"params.spec.source: unknown data source {source!r} (synth, manifest, covost2, fleurs, common_voice)"
     )
 
-recorded = {}
 if getattr(snakemake.input, "audio_checksum", None):  # noqa: F821
     recorded["audio_sha256"] = read_json(snakemake.input.audio_checksum)["sha256"]  # noqa: F821
-if skipped:
-    recorded["skipped_audio"] = {"n": len(skipped), "clips": skipped}
-    log.warning("left out %d clip(s) (data.on_bad_audio: skip), e.g. %s", len(skipped), skipped[0])
-prov = provenance(config_hash=spec.get("config_hash"), spec=spec, **recorded)
-n = write_split(records, snakemake.output[0], provenance=prov)  # noqa: F821
-hours = sum(r["duration"] for r in records) / 3600
-log.info("wrote %d utterances (%.3f h) to %s", n, hours, snakemake.output[0])  # noqa: F821
+seconds = 0.0
+
+
+def counted(records):
+    """The records as they stream to the file, their duration summed on the way."""
+    global seconds
+    for rec in records:
+        seconds += float(rec["duration"])
+        yield rec
+
+
+def finished() -> dict:
+    """The split's provenance, once every record is written (the clips skipped on the way)."""
+    if skipped:
+        recorded["skipped_audio"] = {"n": len(skipped), "clips": skipped}
+        log.warning("left out %d clip(s) (data.on_bad_audio: skip), e.g. %s", len(skipped), skipped[0])
+    return provenance(config_hash=spec.get("config_hash"), spec=spec, **recorded)
+
+
+n = write_split(counted(records), snakemake.output[0], provenance=finished)  # noqa: F821
+log.info("wrote %d utterances (%.3f h) to %s", n, seconds / 3600, snakemake.output[0])  # noqa: F821

@@ -25,7 +25,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -281,7 +281,7 @@ def audio_checksums(tsv_path: str | os.PathLike) -> dict:
     return {"manifest": str(tsv_path), "manifest_sha256": manifest_sha, "files": files, "sha256": total.hexdigest()}
 
 
-def from_manifest(
+def iter_manifest(
     tsv_path: str | os.PathLike,
     *,
     split: str = "test",
@@ -292,8 +292,8 @@ def from_manifest(
     on_bad_audio: str = "error",
     skipped: list | None = None,
     progress: bool = True,
-) -> list[dict]:
-    """Records from a manifest TSV (see the module docstring for its columns); ``max_examples``:
+) -> Iterator[dict]:
+    """The records of a manifest TSV, one at a time (see the module docstring for its columns); ``max_examples``:
     its first N rows (a split's ``sentences``), more than the manifest has is an error. A missing,
     undecodable, empty or silent audio file is an error naming file and row, or with
     ``on_bad_audio="skip"`` the row is left out and appended to ``skipped``
@@ -306,7 +306,7 @@ def from_manifest(
     if "language" not in header and not language:
         raise AdapterError(f"{tsv_path}: no 'language' column and no language given")
     subset = subset or tsv_path.stem
-    records, seen = [], {}
+    seen = {}
     for i, row in enumerate(tqdm(rows, desc=f"manifest {tsv_path.name}", unit="utt", disable=not progress)):
         where = f"{tsv_path} row {i + 1} (line {i + 2})"
         if None in row or any(v is None for v in row.values()):
@@ -333,7 +333,7 @@ def from_manifest(
         )
         if wave is None:
             continue
-        records.append(
+        yield (
             _record(
                 rid=rid,
                 wave=wave,
@@ -345,7 +345,11 @@ def from_manifest(
                 split=split,
             )
         )
-    return records
+
+
+def from_manifest(tsv_path: str | os.PathLike, **kwargs) -> list[dict]:
+    """``iter_manifest`` as a list (jobs stream ``iter_manifest``)."""
+    return list(iter_manifest(tsv_path, **kwargs))
 
 
 def _undecoded(ds, column: str):
@@ -358,7 +362,7 @@ def _undecoded(ds, column: str):
     return ds
 
 
-def from_hf_dataset(
+def iter_hf_dataset(
     ds,
     kind: str,
     *,
@@ -369,8 +373,9 @@ def from_hf_dataset(
     audio_column: str = "audio",
     max_examples: int | None = None,
     progress: bool = True,
-) -> list[dict]:
-    """Records from a CoVoST-2 / FLEURS / Common Voice ``datasets.Dataset`` (their column names).
+) -> Iterator[dict]:
+    """The records of a CoVoST-2 / FLEURS / Common Voice ``datasets.Dataset`` (their column
+    names), one at a time; the columns are checked at the call, the rows as they are read.
 
     ``language``: project code of the source language; when omitted it comes from the
     ``locale`` (Common Voice) or ``language`` (FLEURS) column; CoVoST-2 has no such column.
@@ -391,34 +396,41 @@ def from_hf_dataset(
     ds = _undecoded(ds, audio_column)
     subset = subset or kind
     n = len(ds) if max_examples is None else min(len(ds), int(max_examples))
-    records = []
-    for i in tqdm(range(n), desc=f"{kind} {subset}/{split}", unit="utt", disable=not progress):
-        row = ds[i]
-        where = f"{kind} row {i}" + (f" (id {row['id']})" if "id" in row else "")
-        transcript = (_first(row, src.transcript) or "").strip()
-        if not transcript:
-            raise AdapterError(f"{where}: empty reference text")
-        lang = language or normalise_language(row[src.language_column])
-        lang = _check_language(lang, where)
-        translation = (str(row.get(src.translation) or "").strip()) if src.translation else ""
-        if src.translation and not translation:
-            raise AdapterError(f"{where}: empty translation")
-        speaker = row.get(src.speaker) if src.speaker else None
-        voice = "" if speaker is None else (f"gender={speaker}" if src.speaker == "gender" else str(speaker))
-        wave = _audio_to_wave(row[audio_column], what=where)
-        records.append(
-            _record(
-                rid=f"{subset}-{i:06d}",
-                wave=wave,
-                language=lang,
-                domain=domain,
-                transcript=transcript,
-                translation=translation,
-                voice=voice,
-                split=split,
+
+    def rows() -> Iterator[dict]:
+        for i in tqdm(range(n), desc=f"{kind} {subset}/{split}", unit="utt", disable=not progress):
+            row = ds[i]
+            where = f"{kind} row {i}" + (f" (id {row['id']})" if "id" in row else "")
+            transcript = (_first(row, src.transcript) or "").strip()
+            if not transcript:
+                raise AdapterError(f"{where}: empty reference text")
+            lang = language or normalise_language(row[src.language_column])
+            lang = _check_language(lang, where)
+            translation = (str(row.get(src.translation) or "").strip()) if src.translation else ""
+            if src.translation and not translation:
+                raise AdapterError(f"{where}: empty translation")
+            speaker = row.get(src.speaker) if src.speaker else None
+            voice = "" if speaker is None else (f"gender={speaker}" if src.speaker == "gender" else str(speaker))
+            wave = _audio_to_wave(row[audio_column], what=where)
+            yield (
+                _record(
+                    rid=f"{subset}-{i:06d}",
+                    wave=wave,
+                    language=lang,
+                    domain=domain,
+                    transcript=transcript,
+                    translation=translation,
+                    voice=voice,
+                    split=split,
+                )
             )
-        )
-    return records
+
+    return rows()
+
+
+def from_hf_dataset(ds, kind: str, **kwargs) -> list[dict]:
+    """``iter_hf_dataset`` as a list."""
+    return list(iter_hf_dataset(ds, kind, **kwargs))
 
 
 def load_real(

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -66,49 +66,70 @@ def arrow_schema():
 ROW_GROUP = 128
 
 
-def write_split(records: Iterable[Mapping], path: str | os.PathLike, *, provenance: Mapping | None = None) -> int:
-    """Write records (dicts with ``COLUMNS``; audio as FLAC bytes or {"bytes":..}) atomically.
+def write_split(
+    records: Iterable[Mapping],
+    path: str | os.PathLike,
+    *,
+    provenance: Mapping | Callable[[], Mapping] | None = None,
+) -> int:
+    """Write records (dicts with ``COLUMNS``; audio as FLAC bytes or {"bytes":..}) atomically,
+    ``ROW_GROUP`` rows at a time: records may be a generator, and memory holds one row group.
 
     The table is built with pyarrow against the ``datasets`` schema (its metadata carries the
     features, so ``Dataset.from_parquet`` sees ``Audio(decode=False)``): going through
     ``Dataset.from_dict`` would call ``Audio.encode_example``, which imports torchcodec even for
-    plain bytes. Same records -> byte-identical file. ``provenance`` (JSON-serialisable) is
-    stored in the parquet schema metadata under ``speechmerge`` (see ``split_provenance``).
+    plain bytes. Same records -> byte-identical file. ``provenance`` (JSON-serialisable, or a
+    function giving it, called after the last record: e.g. the clips a reader skipped) is stored
+    in the file's key-value metadata under ``speechmerge`` (see ``split_provenance``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = {c: [] for c in COLUMNS}
+    schema = arrow_schema()
+    n = 0
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(str(tmp), schema)
+        try:
+            for chunk in _row_groups(records, path):
+                rows = {c: [rec[c] for rec in chunk] for c in COLUMNS}
+                writer.write_table(pa.Table.from_pydict(rows, schema=schema), row_group_size=ROW_GROUP)
+                n += len(chunk)
+            if callable(provenance):
+                provenance = provenance()
+            if provenance is not None:
+                writer.add_key_value_metadata({"speechmerge": json.dumps(provenance, sort_keys=True, default=str)})
+        finally:
+            writer.close()
+    return n
+
+
+def _row_groups(records: Iterable[Mapping], path) -> Iterator[list[dict]]:
+    """``records`` checked (every column, audio bytes) in lists of ``ROW_GROUP``."""
+    chunk: list[dict] = []
     for i, rec in enumerate(records):
         missing = [c for c in COLUMNS if c not in rec]
         if missing:
             raise KeyError(f"{path}: record {i} ({rec.get('id', '?')}) lacks columns {missing}")
-        for c in COLUMNS:
-            v = rec[c]
-            if c == "audio" and isinstance(v, (bytes, bytearray)):
-                v = {"bytes": bytes(v), "path": None}
-            rows[c].append(v)
-    for i, cell in enumerate(rows["audio"]):
+        cell = rec["audio"]
+        if isinstance(cell, (bytes, bytearray)):
+            cell = {"bytes": bytes(cell), "path": None}
         if not isinstance(cell, Mapping) or not cell.get("bytes"):
-            raise ValueError(f"{path}: record {i} ({rows['id'][i]}) has no audio bytes")
-        rows["audio"][i] = {"bytes": bytes(cell["bytes"]), "path": cell.get("path")}
-    schema = arrow_schema()
-    if provenance is not None:
-        schema = schema.with_metadata(
-            {**schema.metadata, b"speechmerge": json.dumps(provenance, sort_keys=True, default=str).encode()}
+            raise ValueError(f"{path}: record {i} ({rec['id']}) has no audio bytes")
+        chunk.append(
+            {**{c: rec[c] for c in COLUMNS}, "audio": {"bytes": bytes(cell["bytes"]), "path": cell.get("path")}}
         )
-    table = pa.Table.from_pydict(rows, schema=schema)
-    with atomic_path(path) as tmp:
-        # row groups of ROW_GROUP rows: a reader streams a split a group at a time (iter_examples)
-        pq.write_table(table, str(tmp), row_group_size=ROW_GROUP)
-    return table.num_rows
+        if len(chunk) == ROW_GROUP:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def split_provenance(path: str | os.PathLike) -> dict | None:
     """The ``provenance`` mapping stored by ``write_split`` (None if there is none)."""
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(str(path)).metadata or {}
+    meta = pq.ParquetFile(str(path)).metadata.metadata or {}
     return json.loads(meta[b"speechmerge"]) if b"speechmerge" in meta else None
 
 

@@ -231,10 +231,12 @@ def decode_tasks(
             "%s: max_new_tokens %d > %d allowed by the decoder; using %d", testset, max_new_tokens, limit, limit
         )
         max_new_tokens = limit
+    # a spooled sequence (speechmerge.data.spool) knows its lengths without reading the audio
+    lengths = getattr(waves, "lengths", None) or [len(w) for w in waves]
     if durations is None:
-        durations = [len(w) / SAMPLE_RATE for w in waves]
+        durations = [n / SAMPLE_RATE for n in lengths]
     order = length_order(durations, sort_by_length)
-    truncated = [len(w) > n_samples for w in waves]
+    truncated = [n > n_samples for n in lengths]
     if any(truncated):
         log.warning(
             "%s: %d of %d utterances are longer than the %.1f s encoder context and are truncated",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +27,25 @@ PRIMARY = {"transcribe": ("wer", "cer"), "translate": ("bleu", "chrf")}
 LONG_UTTERANCE_POLICIES = ("truncate", "skip", "error")
 
 
+def _n_samples(example) -> int:
+    """An utterance's length in samples (a spooled one knows it without its audio)."""
+    n = getattr(example, "n_samples", None)
+    return int(n) if n is not None else len(example.audio)
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    """A test-set utterance whose audio waits in the job's ``WaveSpool`` (``row``)."""
+
+    id: str
+    language: str
+    transcript: str
+    translation: str
+    duration: float
+    row: int
+    n_samples: int
+
+
 def _long_utterances(
     spec: Mapping[str, Any], examples: list, model_context_s: float, policy: str, skip_over_s: float | None
 ) -> tuple[list, int]:
@@ -38,11 +58,11 @@ def _long_utterances(
     if policy not in LONG_UTTERANCE_POLICIES:
         raise ValueError(f"evaluation.on_long_utterance: {policy!r} is not one of {list(LONG_UTTERANCE_POLICIES)}")
     limit = skip_over_s if policy == "skip" and skip_over_s is not None else model_context_s
-    too_long = [e for e in examples if len(e.audio) > round(limit * SAMPLE_RATE)]
+    too_long = [e for e in examples if _n_samples(e) > round(limit * SAMPLE_RATE)]
     if not too_long or policy == "truncate":
         return examples, 0
     if policy == "error":
-        longest = max(len(e.audio) for e in too_long) / SAMPLE_RATE
+        longest = max(_n_samples(e) for e in too_long) / SAMPLE_RATE
         raise ValueError(
             f"{spec['path']}: {len(too_long)} of {len(examples)} utterances are longer than the model's "
             f"{limit:g} s encoder context (longest {longest:.1f} s; ids {[e.id for e in too_long[:5]]}"
@@ -50,7 +70,7 @@ def _long_utterances(
             "'truncate' (decoded from their start, scored against the full reference, counted in every "
             "table's footnote) or 'skip' (left out for every model), or raise audio.max_seconds"
         )
-    kept = [e for e in examples if len(e.audio) <= round(limit * SAMPLE_RATE)]
+    kept = [e for e in examples if _n_samples(e) <= round(limit * SAMPLE_RATE)]
     if not kept:
         raise ValueError(f"{spec['path']}: every utterance is longer than {limit:g} s; nothing is left to score")
     return kept, len(examples) - len(kept)
@@ -77,11 +97,12 @@ def score_records(
     return out
 
 
-def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list, list[str]]:
-    """The examples of one test set spec and the prompt language of each (checked against
-    ``spec["language"]`` when given). ``read`` caches the examples per path, so a file named by
+def _read_testset(spec: Mapping[str, Any], read: dict[str, list], spool) -> tuple[list, list[str]]:
+    """The utterances of one test set spec (``_Spooled``: their audio goes to ``spool`` as the
+    file is read a row group at a time) and the prompt language of each (checked against
+    ``spec["language"]`` when given). ``read`` caches the utterances per path, so a file named by
     several test sets is read once."""
-    from speechmerge.data.io import read_examples
+    from speechmerge.data.io import iter_examples
 
     for key in ("path", "testset", "task"):
         if key not in spec:
@@ -90,7 +111,11 @@ def _read_testset(spec: Mapping[str, Any], read: dict[str, list]) -> tuple[list,
         raise ValueError(f"{spec['path']}: unknown task {spec['task']!r} (expected one of {sorted(PRIMARY)})")
     path = str(spec["path"])
     if path not in read:
-        read[path] = read_examples(path)
+        read[path] = [
+            _Spooled(e.id, e.language, e.transcript, e.translation, e.duration, spool.append(e.audio), len(e.audio))
+            for chunk in iter_examples(path)
+            for e in chunk
+        ]
     examples = read[path]
     if not examples:
         raise ValueError(f"{spec['path']}: test set is empty")
@@ -136,14 +161,56 @@ def _evaluate_loaded(
     ``de-translate``) is read and encoded once. Utterances longer than the encoder context are
     handled by ``on_long_utterance`` (``_long_utterances``).
     """
+    from speechmerge.data.spool import WaveSpool
+
+    with WaveSpool.temporary() as spool:  # the audio waits on disk; memory holds one batch
+        return _evaluate_spooled(
+            model,
+            processor,
+            model_dir,
+            testsets,
+            spool,
+            batch_size=batch_size,
+            beam_size=beam_size,
+            max_new_tokens=max_new_tokens,
+            model_name=model_name,
+            experiment=experiment,
+            n_boot=n_boot,
+            seed=seed,
+            progress=progress,
+            max_tokens_per_second=max_tokens_per_second,
+            on_long_utterance=on_long_utterance,
+            skip_over_s=skip_over_s,
+        )
+
+
+def _evaluate_spooled(
+    model,
+    processor,
+    model_dir: Path,
+    testsets: Sequence[Mapping[str, Any]],
+    spool,
+    *,
+    batch_size: int,
+    beam_size: int,
+    max_new_tokens: int,
+    model_name: str,
+    experiment: str | None,
+    n_boot: int,
+    seed: int,
+    progress: bool,
+    max_tokens_per_second: float | None,
+    on_long_utterance: str,
+    skip_over_s: float | None,
+) -> tuple[list[dict], list[dict[str, Any]]]:
     import torch
 
     context_s = model.config.max_source_positions * 2 / 100.0
-    waves, prompts, durations, tasks = [], [], [], []
+    waves, prompts, durations, tasks = [], [], [], []  # waves: rows of the spool
     where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
     loaded, read = [], {}
     for spec in testsets:
-        examples, langs = _read_testset(spec, read)
+        examples, langs = _read_testset(spec, read, spool)
         kept, n_skipped = _long_utterances(spec, examples, context_s, on_long_utterance, skip_over_s)
         if n_skipped:
             ids = {e.id for e in kept}
@@ -154,7 +221,7 @@ def _evaluate_loaded(
             key = (str(spec["path"]), k)
             if key not in where:
                 where[key] = len(waves)
-                waves.append(e.audio)
+                waves.append(e.row)
                 prompts.append(lang)
                 durations.append(e.duration)
                 tasks.append(set())
@@ -165,7 +232,7 @@ def _evaluate_loaded(
     res = decoding.decode_tasks(
         model,
         processor,
-        waves,
+        spool.take(waves),
         prompts,
         tasks,
         batch_size=batch_size,

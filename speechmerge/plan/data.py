@@ -56,6 +56,7 @@ def add_dataset(
             "sentences": sizes.get("sentences"),
             **({"hours": float(sizes["hours"])} if sizes.get("hours") is not None else {}),
             **({"on_bad_audio": "skip"} if data_cfg.get("on_bad_audio") == "skip" else {}),
+            **({"speakers": "disjoint"} if data_cfg.get("speakers") == "disjoint" else {}),
             "renderings": int(sizes.get("renderings", 1)),
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
@@ -74,10 +75,24 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
     unused = []
     if source != "manifest" and data_cfg.get("manifests"):
         unused.append("manifests")
+    from speechmerge.data.readers import get_reader, reader_names
+
     if source not in HUB_SOURCES:
-        unused += [k for k in (*HUB_KEYS, "root") if data_cfg.get(k)]
+        unused += [k for k in HUB_KEYS if data_cfg.get(k)]
+    if data_cfg.get("root") and source not in reader_names():
+        unused.append("root")
+    if source in reader_names() and source not in HUB_SOURCES and not data_cfg.get("root"):
+        raise PlanError(f"config key '{where}.root': data source {source!r} reads a folder on disk; set root")
     if data_cfg.get("on_bad_audio") and source != "manifest" and not data_cfg.get("root"):
         unused.append("on_bad_audio")
+    if data_cfg.get("speakers", "any") != "any":
+        if not data_cfg.get("root"):
+            unused.append("speakers")
+        elif source in reader_names() and get_reader(source).speakers is None:
+            raise PlanError(
+                f"config key '{where}.speakers': {source} has no speaker ids, so its splits cannot be made "
+                "speaker-disjoint; remove the key"
+            )
     if source != "synth":
         unused += [
             f"{split}.renderings" for split in SPLITS if int((data_cfg.get(split) or {}).get("renderings", 1)) != 1
@@ -98,7 +113,7 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
             f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
             f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
             "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources; "
-            "root: a corpus with a local reader; on_bad_audio: recorded speech from disk)"
+            "root: a corpus with a local reader; on_bad_audio: recorded speech from disk; speakers: a corpus read from root)"
         )
 
 

@@ -4,6 +4,6 @@
 from speechmerge.data.readers.base import LocalReader, get_reader, reader_names, register
 
 # importing a corpus module registers its reader
-from speechmerge.data.readers import common_voice, covost2, fleurs  # noqa: E402,F401  isort: skip
+from speechmerge.data.readers import common_voice, covost2, fleurs, hf_disk  # noqa: E402,F401  isort: skip
 
 __all__ = ["LocalReader", "get_reader", "reader_names", "register"]

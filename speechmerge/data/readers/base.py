@@ -1,6 +1,6 @@
 """The registry of local corpus readers.
 
-A reader turns one split of a corpus, as released on disk under ``root``, into the records of
+A reader turns one split of a corpus, as released on disk under ``root``, into a stream of the records of
 ``speechmerge.data.io.COLUMNS`` (audio re-encoded as 16 kHz mono FLAC). It is registered under
 the ``data.source`` name it serves, with the layout it expects (checked at plan time by
 ``check_layout``, so ``snakemake -n`` names a missing folder or file) and where that layout is
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -24,7 +24,11 @@ class LocalReader:
     layout: str  # one line: the folders and files under root
     documented_at: str  # where the layout and columns are specified
     check_layout: Callable[[Path, str, str], None]  # (root, language, split) -> None or an error naming the path
-    read: Callable[..., list[dict]]  # (root, language=, split=, subset=, domain=, max_examples=, progress=)
+    # (root, language=, split=, subset=, domain=, max_examples=, hours=, seed=, on_bad_audio=, skipped=,
+    # progress=) -> the split's records one at a time (a generator: audio is read as it is written)
+    records: Callable[..., Iterator[dict]]
+    # (root, language, split) -> the split's speaker ids; None where the corpus has none (FLEURS)
+    speakers: Callable[[Path, str, str], set[str]] | None = None
 
 
 def register(reader: LocalReader) -> LocalReader:
@@ -96,3 +100,19 @@ def drop_missing(
         elif skipped is not None:
             skipped.append({"id": path.stem, "file": str(path), "row": i + 1, "reason": "clip not found"})
     return kept
+
+
+#: the splits whose speakers a split leaves out with ``data.speakers: disjoint`` (the later ones:
+#: test keeps all its speakers, dev leaves out test's, train leaves out dev's and test's)
+LATER_SPLITS = {"train": ("dev", "test"), "dev": ("test",), "test": ()}
+
+
+def speakers_to_exclude(reader: LocalReader, root, language: str, split: str) -> set[str]:
+    """The speakers of the splits after ``split`` (``LATER_SPLITS``) in the same corpus, which a
+    speaker-disjoint ``split`` leaves out; an error where the corpus has no speaker ids."""
+    if reader.speakers is None:
+        raise ValueError(f"data.speakers: disjoint: corpus {reader.name!r} has no speaker ids")
+    out: set[str] = set()
+    for later in LATER_SPLITS[split]:
+        out |= reader.speakers(Path(root), language, later)
+    return out

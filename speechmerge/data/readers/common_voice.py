@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -50,7 +51,7 @@ def check_layout(root: Path, language: str, split: str) -> None:
             raise FileNotFoundError(f"Common Voice release under {root}: {need} is missing")
 
 
-def read(
+def iter_records(
     root: str | Path,
     *,
     language: str,
@@ -62,8 +63,9 @@ def read(
     seed: int = 0,
     on_bad_audio: str = "error",
     skipped: list | None = None,
+    exclude_speakers: set[str] | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> Iterator[dict]:
     """Records of one split: the TSV's rows in order, the first ``max_examples`` of them or, with
     ``hours``, those drawn at random (``seed``) until their duration reaches it. A clip that is
     missing, undecodable, empty or silent is an error naming file and row, or with
@@ -80,7 +82,10 @@ def read(
                 f"{tsv}: no column(s) {missing} (header: {reader.fieldnames}); is this a Common Voice TSV?"
             )
         rows = list(reader)
-    numbered = list(enumerate(take_first(rows, max_examples, source=tsv, split=split)))  # (row index, row)
+    numbered = list(enumerate(rows))  # (row index, row)
+    if exclude_speakers:  # data.speakers: disjoint (speakers of the later splits left out)
+        numbered = [(i, r) for i, r in numbered if (r.get("client_id") or "").strip() not in exclude_speakers]
+    numbered = take_first(numbered, max_examples, source=tsv, split=split)
 
     def clip_of(row: dict) -> Path:
         return loc / "clips" / (row.get("path") or "").strip()
@@ -101,7 +106,7 @@ def read(
             where=f"{tsv} (data.{split}.hours)",
         )
         numbered = [present[k] for k in keep]
-    records, seen = [], {}
+    seen = {}
     for i, row in tqdm(numbered, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1} (line {i + 2})"
         clip = (row.get("path") or "").strip()
@@ -125,7 +130,7 @@ def read(
         )
         if wave is None:
             continue
-        records.append(
+        yield (
             _record(
                 rid=rid,
                 wave=wave,
@@ -137,7 +142,22 @@ def read(
                 split=split,
             )
         )
-    return records
+
+
+def speakers(root: str | Path, language: str, split: str) -> set[str]:
+    """The speakers (``client_id``) of one split's TSV."""
+    tsv = locale_dir(Path(root), language) / SPLIT_FILES[split]
+    with open(tsv, encoding="utf-8", newline="") as fh:
+        return {
+            (r.get("client_id") or "").strip()
+            for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if (r.get("client_id") or "").strip()
+        }
+
+
+def read(root: str | Path, **kwargs) -> list[dict]:
+    """``iter_records`` as a list (a split at once; jobs stream ``iter_records``)."""
+    return list(iter_records(root, **kwargs))
 
 
 READER = register(
@@ -149,6 +169,7 @@ READER = register(
             "(huggingface/datasets: datasets/common_voice/common_voice.py) and torchaudio.datasets.COMMONVOICE"
         ),
         check_layout=check_layout,
-        read=read,
+        records=iter_records,
+        speakers=speakers,
     )
 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -54,16 +55,18 @@ def check_layout(root: Path, language: str, split: str) -> None:
             raise FileNotFoundError(f"CoVoST 2 under {root}: {need} is missing")
 
 
-def _table(path: Path, need: tuple[str, ...]) -> list[dict]:
+def _table(path: Path, need: tuple[str, ...], *, keep: set[str] | None = None) -> list[dict]:
+    """The TSV's rows (header required, ``need`` columns checked); with ``keep``, only the rows
+    whose ``path`` is in it."""
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
         missing = [c for c in need if c not in (reader.fieldnames or [])]
         if missing:
             raise AdapterError(f"{path}: no column(s) {missing} (header: {reader.fieldnames})")
-        return list(reader)
+        return [row for row in reader if keep is None or row.get("path") in keep]
 
 
-def read(
+def iter_records(
     root: str | Path,
     *,
     language: str,
@@ -75,8 +78,9 @@ def read(
     seed: int = 0,
     on_bad_audio: str = "error",
     skipped: list | None = None,
+    exclude_speakers: set[str] | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> Iterator[dict]:
     """Records of one split (CoVoST's order; the first ``max_examples``, or ``hours`` drawn by
     ``seed``); bad audio as in ``common_voice.read``."""
     check_on_bad_audio(on_bad_audio)
@@ -84,16 +88,23 @@ def read(
     check_layout(root, language, split)
     loc = locale_dir(root, language)
     tsv = covost_tsv(root, language)
-    cv = {r["path"]: r for r in _table(loc / "validated.tsv", ("client_id", "path", "sentence"))}
+    wanted = [(i, row) for i, row in enumerate(_table(tsv, ("path", "translation", "split")))]
+    wanted = [(i, row) for i, row in wanted if row["split"] in SPLIT_VALUES[split]]
+    paths = {row["path"] for _, row in wanted}
+    # only the Common Voice rows this split names (validated.tsv holds the whole release)
+    cv = {
+        r["path"]: {"path": r["path"], "client_id": r["client_id"], "sentence": r["sentence"]}
+        for r in _table(loc / "validated.tsv", ("client_id", "path", "sentence"), keep=paths)
+    }
     rows = []
-    for i, row in enumerate(_table(tsv, ("path", "translation", "split"))):
-        if row["split"] not in SPLIT_VALUES[split]:
-            continue
+    for i, row in wanted:
         if row["path"] not in cv:
             raise AdapterError(
                 f"{tsv} row {i + 1}: clip {row['path']!r} is not in {loc / 'validated.tsv'} (Common Voice 4?)"
             )
         rows.append((i, {**cv[row["path"]], "translation": row["translation"]}))
+    if exclude_speakers:  # data.speakers: disjoint (speakers of the later splits left out)
+        rows = [(i, r) for i, r in rows if r["client_id"].strip() not in exclude_speakers]
     rows = take_first(rows, max_examples, source=tsv, split=split, have=f"{split} has {{n}}")
 
     def clip_of(row: dict) -> Path:
@@ -111,7 +122,6 @@ def read(
             where=f"{tsv} (data.{split}.hours)",
         )
         rows = [present[k] for k in keep]
-    records = []
     for i, row in tqdm(rows, desc=f"covost2 {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1}"
         audio = clip_of(row)
@@ -129,7 +139,7 @@ def read(
         )
         if wave is None:
             continue
-        records.append(
+        yield (
             _record(
                 rid=rid,
                 wave=wave,
@@ -141,7 +151,20 @@ def read(
                 split=split,
             )
         )
-    return records
+
+
+def speakers(root: str | Path, language: str, split: str) -> set[str]:
+    """The speakers (Common Voice ``client_id``) of one CoVoST split."""
+    loc = locale_dir(Path(root), language)
+    paths = {
+        r["path"] for r in _table(covost_tsv(root, language), ("path", "split")) if r["split"] in SPLIT_VALUES[split]
+    }
+    return {r["client_id"].strip() for r in _table(loc / "validated.tsv", ("client_id", "path"), keep=paths)}
+
+
+def read(root: str | Path, **kwargs) -> list[dict]:
+    """``iter_records`` as a list (a split at once; jobs stream ``iter_records``)."""
+    return list(iter_records(root, **kwargs))
 
 
 READER = register(
@@ -150,6 +173,7 @@ READER = register(
         layout="<root>/<locale>/covost_v2.<locale>_en.tsv, validated.tsv and clips/ (Common Voice 4)",
         documented_at="fairseq examples/speech_to_text/prep_covost_data.py (the CoVoST class: join on path, train = train + train_covost)",
         check_layout=check_layout,
-        read=read,
+        records=iter_records,
+        speakers=speakers,
     )
 )

@@ -23,6 +23,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -88,7 +89,7 @@ def english_by_sentence(root: Path) -> dict[str, str]:
     return out
 
 
-def read(
+def iter_records(
     root: str | Path,
     *,
     language: str,
@@ -101,7 +102,7 @@ def read(
     on_bad_audio: str = "error",
     skipped: list | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> Iterator[dict]:
     """Records of one split in the TSV's order (the first ``max_examples``; ``hours`` draws by
     ``seed`` using the TSV's sample counts); bad audio as in ``common_voice.read``."""
     check_on_bad_audio(on_bad_audio)
@@ -116,7 +117,7 @@ def read(
         )
         rows = [rows[i] for i in keep]
     english = english_by_sentence(root) if language != "en" else {}
-    records, seen = [], set()
+    seen = set()
     with _audio_source(cfg, split, {r["file_name"] for r in rows}) as audio:
         for row in tqdm(rows, desc=f"fleurs {cfg.name} {split}", unit="utt", disable=not progress):
             where = f"{tsv} line {row['line']}"
@@ -137,7 +138,7 @@ def read(
             )
             if wave is None:
                 continue
-            records.append(
+            yield (
                 _record(
                     rid=rid,
                     wave=wave,
@@ -149,7 +150,6 @@ def read(
                     split=split,
                 )
             )
-    return records
 
 
 @contextlib.contextmanager
@@ -175,12 +175,17 @@ def _audio_source(cfg: Path, split: str, wanted: set[str]):
         yield path_of
 
 
+def read(root: str | Path, **kwargs) -> list[dict]:
+    """``iter_records`` as a list (a split at once; jobs stream ``iter_records``)."""
+    return list(iter_records(root, **kwargs))
+
+
 READER = register(
     LocalReader(
         name="fleurs",
         layout="<root>/<config>/{train,dev,test}.tsv (7 fields, no header) and <root>/<config>/audio/<split>.tar.gz or audio/<split>/",
         documented_at="the google/fleurs dataset repository's loading script fleurs.py (data/<config>/<split>.tsv, data/<config>/audio/<split>.tar.gz)",
         check_layout=check_layout,
-        read=read,
+        records=iter_records,
     )
 )
