@@ -9,6 +9,7 @@ from speechmerge.merging import methods as _register_methods  # noqa: F401
 from speechmerge.plan import build_plan
 from speechmerge.plan.checks import check_plan
 from speechmerge.data.adapters import manifest_audio_paths
+from speechmerge.data.readers import get_reader
 from speechmerge.report import report_captions
 from speechmerge.config import corpus_path, validate_config
 from speechmerge.numerics import apply_environment as apply_numerics_environment
@@ -61,11 +62,18 @@ def manifest_audio(wc):
 
 
 def split_inputs(wc):
-    """What a split is made from: the corpus (synthesised speech) or the checksum of a manifest's
-    audio (a manifest split); a hub dataset is named by params only."""
-    source = PLAN.datasets[(wc.experiment, wc.subset, wc.split)].get("source", "synth")
+    """What a split is made from: the corpus (synthesised speech), the checksum of a manifest's
+    audio (a manifest split) or the files that list a corpus's split on disk (root: its TSVs,
+    not each clip); a hub dataset is named by params only."""
+    spec = PLAN.datasets[(wc.experiment, wc.subset, wc.split)]
+    source = spec.get("source", "synth")
     if source == "synth":
         return {"corpus": CORPUS}
+    if spec.get("root"):
+        reader = get_reader(source)
+        options = {k: spec[k] for k in reader.options if spec.get(k)}
+        files = reader.index_files(spec["root"], spec["language"], wc.split, **options)
+        return {"index": [str(p) for p in files]}
     if dataset_manifest(wc):
         return {
             "audio_checksum": N.AUDIO_CHECKSUM.format(

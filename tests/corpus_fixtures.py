@@ -64,15 +64,18 @@ def make_fleurs(root, config="de_de", splits=("train", "dev", "test"), n=2, pack
     return root
 
 
-def make_covost(root, locale="de"):
-    """A Common Voice 4 folder (validated.tsv, clips/) with the CoVoST 2 TSV beside it."""
+def make_covost(root, locale="de", translations=None):
+    """A Common Voice 4 folder (validated.tsv, clips/) with the CoVoST 2 TSV beside it, or in the
+    folder ``translations`` (as unpacked from the release's tar.gz files)."""
     make_release(root, locale=locale, splits=("validated",), n=6)
     loc = root / locale
     rows = ["path\tsentence\ttranslation\tclient_id\tsplit"]
     splits = ["train", "train_covost", "dev", "test", "test", "train"]
     for t, split in enumerate(splits):
         rows.append(f"common_voice_{locale}_{1000 + t}.mp3\tx\tEnglish {t}\\, escaped\tspeaker{t % 2}\t{split}")
-    (loc / f"covost_v2.{locale}_en.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    where = loc if translations is None else translations
+    where.mkdir(parents=True, exist_ok=True)
+    (where / f"covost_v2.{locale}_en.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -93,3 +96,26 @@ def hf_rows(root, locale="de", n=4, translation=False):
             row["translation"] = f"English {t}"
         rows.append(row)
     return rows
+
+
+def make_manifests(root, subsets, n=3, seconds=(0.6, 0.9, 1.2)):
+    """Manifest TSVs (``audio``, ``transcript``, ``language``) of real MP3 clips, one per
+    (subset, split): ``subsets`` maps a subset to (language, splits). Returns
+    {subset: {split: TSV path}}, the shape of ``data.manifests``."""
+    clips = root / "clips"
+    clips.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for s_i, (subset, (language, splits)) in enumerate(subsets.items()):
+        out[subset] = {}
+        for split in splits:
+            lines = ["audio\ttranscript\tlanguage"]
+            for i in range(n):
+                name = f"{subset}-{split}-{i}.mp3"
+                samples = int(16000 * seconds[i % len(seconds)])
+                wave = 0.3 * np.sin(2 * np.pi * (200 + 30 * i + 7 * s_i) * np.arange(samples) / 16000)
+                sf.write(clips / name, wave.astype(np.float32), 16000, format="MP3")
+                lines.append(f"clips/{name}\t{SENTENCES[(i + s_i) % len(SENTENCES)]}\t{language}")
+            tsv = root / f"{subset}-{split}.tsv"
+            tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            out[subset][split] = str(tsv)
+    return out

@@ -873,6 +873,19 @@ def test_truncated_utterances_are_counted_in_every_table_footnote(tmp_path):
     assert long_utterance_note(run_provenance({"context_s": 5}, paths[:1], {})) is None  # none: no note
 
 
+def test_clips_left_out_as_bad_audio_are_counted_in_every_table_footnote(tmp_path):
+    from speechmerge.report.provenance import bad_audio_note, run_provenance
+
+    score = tmp_path / "m.json"
+    score.write_text(json.dumps({"results": [{"model": "m", "testset": "de-transcribe", "n": 9, "metrics": {},
+                                              "decoding": {"n_bad_audio_skipped": 2}}]}))  # fmt: skip
+    info = {"skipped_audio": {"results/data/lors_group1/de/train.parquet": 3}}
+    note = bad_audio_note(run_provenance({}, [score], {"expert-de": ("train_info.json", info)}))
+    assert "data.on_bad_audio: skip" in note
+    assert "test set de-transcribe 2" in note and "training data de/train 3" in note
+    assert bad_audio_note(run_provenance({}, [], {})) is None  # none left out: no note
+
+
 def test_unknown_long_utterance_policy_names_the_key():
     msg = config_error({"evaluation": {"on_long_utterance": "drop"}})
     assert "'evaluation.on_long_utterance'" in msg

@@ -129,14 +129,21 @@ def test_paper_presets_validate(preset, tmp_path, monkeypatch):
     config = load_config(ROOT / "config.yaml", ROOT / "presets" / preset)
     validate_config(config)
     if preset == "paper-lors.yaml":
-        # CoVoST 2 is read from disk: without COVOST2_ROOT the plan names the variable
+        # CoVoST 2 is read from disk: without CV4_ROOT / COVOST2_ROOT the plan names the variable
+        monkeypatch.delenv("CV4_ROOT", raising=False)
         monkeypatch.delenv("COVOST2_ROOT", raising=False)
-        with pytest.raises(PlanError, match=r"'experiments.lors_group1.data.root': environment variable COVOST2_ROOT"):
+        with pytest.raises(PlanError, match=r"'experiments.lors_group1.data.root': environment variable CV4_ROOT"):
             build_plan(config)
         from corpus_fixtures import make_covost
 
         for lang in ("ca", "de", "es", "fr", "it", "id", "nl", "pt", "ru", "sv-SE"):
-            make_covost(tmp_path / "covost2", locale=lang)
+            make_covost(tmp_path / "cv4", locale=lang, translations=tmp_path / "covost2")
+        monkeypatch.setenv("CV4_ROOT", str(tmp_path / "cv4"))
+        with pytest.raises(PlanError, match=r"'experiments.lors_group1.data.translations': .* COVOST2_ROOT is not set"):
+            build_plan(config)
+        monkeypatch.setenv("COVOST2_ROOT", str(tmp_path / "nowhere"))
+        with pytest.raises(PlanError, match=r"'experiments.lors_group1.data.translations': .*nowhere is not a folder"):
+            build_plan(config)
         monkeypatch.setenv("COVOST2_ROOT", str(tmp_path / "covost2"))
         plan = build_plan(config)
         # the paper's two language groups, as two experiments of one kind in one run
@@ -145,16 +152,29 @@ def test_paper_presets_validate(preset, tmp_path, monkeypatch):
         assert plan.reports["lors_group1"].subsets == ["ca", "de", "es", "fr", "it"]
         assert plan.reports["lors_group2"].subsets == ["id", "nl", "pt", "ru", "sv"]
         spec = plan.datasets[("lors_group1", "de", "train")]
-        assert spec["source"] == "covost2" and spec["root"] == str(tmp_path / "covost2") and spec["hours"] == 5
+        assert spec["source"] == "covost2" and spec["root"] == str(tmp_path / "cv4") and spec["hours"] == 5
+        assert spec["translations"] == str(tmp_path / "covost2")
         assert spec["transforms"] == []  # real data is not re-rendered in an acoustic domain
         # nothing inherited from the default config's laptop-scale experiment: the preset's steps
         assert plan.jobs[("lors_group2", "expert-sv")]["steps"] == config["training"]["steps"] == 4000
         assert ("lors_group1", "expert-sv") not in plan.jobs and ("lors_group2", "expert-de") not in plan.jobs
     else:
         # the papers' corpora are not public: the preset asks for the user's manifests by name
-        with pytest.raises(PlanError, match=r"manifests: no manifest for subset '\w+', split 'train'"):
-            build_plan(config)
         name = "ep_domains" if "boosted" in preset else "child_speech"
+        # every manifest to supply, named by its key, in one message
+        with pytest.raises(PlanError) as err:
+            build_plan(config)
+        msg = str(err.value)
+        want = 36 if "boosted" in preset else 4  # 10 domains x 3 splits + 2 out-of-domain + 4 retention tests
+        assert f"{want} manifest(s) to supply" in msg and msg.count(": not set") == want
+        assert (
+            f"experiments.{name}.data.manifests.{'broadcast' if 'boosted' in preset else 'child'}.train: not set" in msg
+        )
+        # a named manifest that is not on disk: its key and path
+        mf = config["experiments"][name]["data"]["manifests"]
+        mf["broadcast" if "boosted" in preset else "child"] = {"train": str(tmp_path / "nope.tsv")}
+        with pytest.raises(PlanError, match=r"manifests\.\w+\.train: .*nope\.tsv: no such file"):
+            build_plan(config)
         steps = config["experiments"][name].get("train", {}).get("steps", config["training"]["steps"])
         assert steps == config["training"]["steps"]  # the default experiment's 16-20 steps are not inherited
 

@@ -403,3 +403,37 @@ def test_plan_speaker_disjoint(tmp_path):
         cfg = _peft_from(root, source="synth", speakers="disjoint")
         del cfg["experiments"]["peft"]["data"]["root"]
         build_plan(cfg)
+
+
+def test_index_files_are_the_inputs_of_a_split(tmp_path):
+    """The files that list a split (not each clip) are its job's inputs: editing one rebuilds it."""
+    cvroot = make_release(tmp_path / "cv")
+    assert get_reader("common_voice").index_files(cvroot, "de", "dev") == [cvroot / "de" / "dev.tsv"]
+    co = make_covost(tmp_path / "covost")
+    assert get_reader("covost2").index_files(co, "de", "train") == [
+        co / "de" / "covost_v2.de_en.tsv",
+        co / "de" / "validated.tsv",
+    ]
+    fl = make_fleurs(tmp_path / "fleurs")
+    got = get_reader("fleurs").index_files(fl, "de", "test")
+    assert got[0] == fl / "de_de" / "test.tsv" and fl / "en_us" / "dev.tsv" in got
+    pq_dir = tmp_path / "hf" / "de" / "test"
+    pq_dir.mkdir(parents=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(hf_rows(tmp_path / "src", n=1)), pq_dir / "0000.parquet")
+    assert get_reader("hf_disk").index_files(tmp_path / "hf", "de", "test") == [pq_dir / "0000.parquet"]
+
+
+def test_covost_translations_in_their_own_folder(tmp_path):
+    from speechmerge.data.readers import covost2
+
+    root = make_covost(tmp_path / "cv4", translations=tmp_path / "covost2")
+    with pytest.raises(FileNotFoundError, match=r"cv4/de/covost_v2.de_en.tsv is missing"):
+        covost2.check_layout(root, "de", "train")
+    recs = covost2.read(root, language="de", split="test", translations=tmp_path / "covost2", progress=False)
+    assert [r["translation"] for r in recs] == ["English 3, escaped", "English 4, escaped"]
+    assert get_reader("covost2").options == ("translations",)
+    with pytest.raises(PlanError, match=r"translations is not used by data source 'common_voice'"):
+        build_plan(_peft_from(make_release(tmp_path / "cv"), translations=str(tmp_path / "covost2")))

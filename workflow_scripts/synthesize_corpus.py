@@ -53,9 +53,10 @@ elif spec.get("root"):  # the corpus as released, on disk
     from speechmerge.data.readers.base import speakers_to_exclude
 
     reader = get_reader(source)
+    options = {k: spec[k] for k in reader.options if spec.get(k)}  # e.g. CoVoST 2's translations folder
     exclude = None
     if spec.get("speakers") == "disjoint":  # leave out the speakers of the later splits
-        exclude = speakers_to_exclude(reader, spec["root"], spec["language"], spec["split"])
+        exclude = speakers_to_exclude(reader, spec["root"], spec["language"], spec["split"], **options)
         recorded["speakers"] = {"disjoint": True, "excluded_speakers": len(exclude)}
         log.info("speaker-disjoint: %d speaker(s) of later splits left out", len(exclude))
     records = reader.records(
@@ -68,6 +69,7 @@ elif spec.get("root"):  # the corpus as released, on disk
         on_bad_audio=spec.get("on_bad_audio", "error"),
         skipped=skipped,
         exclude_speakers=exclude,
+        **options,
         **common,
     )
 elif source in ("covost2", "fleurs", "common_voice"):

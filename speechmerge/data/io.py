@@ -133,6 +133,17 @@ def split_provenance(path: str | os.PathLike) -> dict | None:
     return json.loads(meta[b"speechmerge"]) if b"speechmerge" in meta else None
 
 
+def skipped_audio(paths) -> dict[str, int]:
+    """Split file -> how many clips its reader left out (``data.on_bad_audio: skip``), for the
+    files that left any out (their provenance's ``skipped_audio``)."""
+    out = {}
+    for p in paths:
+        n = int(((split_provenance(p) or {}).get("skipped_audio") or {}).get("n") or 0)
+        if n:
+            out[str(p)] = n
+    return out
+
+
 def load_split(path: str | os.PathLike):
     """Load a split written by ``write_split`` as a ``datasets.Dataset`` (audio not decoded)."""
     from datasets import Dataset

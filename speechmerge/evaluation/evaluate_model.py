@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from speechmerge.data.io import skipped_audio
 from speechmerge.evaluation import decode as decoding
 from speechmerge.evaluation import metrics, stats
 from speechmerge.evaluation.decode import hypothesis_records
@@ -286,6 +287,8 @@ def _evaluate_spooled(
                 "n_truncated": sum(res.truncated[i] for i in rows),
                 **({"n_skipped": n_skipped, "skip_over_s": skip_over_s} if n_skipped else {}),
                 "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
+                # clips the data job left out (data.on_bad_audio: skip)
+                **({"n_bad_audio_skipped": bad} if (bad := sum(skipped_audio([spec["path"]]).values())) else {}),
                 "context_seconds": context_s,
                 "threads": torch.get_num_threads(),
                 # figures of the one decode call shared by all test sets of this model

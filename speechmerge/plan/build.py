@@ -9,7 +9,7 @@ from typing import Iterable
 from speechmerge import names as N
 from speechmerge.experiments.base import get_kind
 from speechmerge.plan.core import Plan, PlanError
-from speechmerge.plan.data import add_dataset
+from speechmerge.plan.data import add_dataset, check_manifests
 from speechmerge.plan.merges import default_merges, selection_note
 from speechmerge.plan.training import add_training_job
 
@@ -56,6 +56,7 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
         spec.selection = selection_note(plan, name)
     if not plan.reports:
         raise PlanError("no experiment is enabled in config 'experiments'")
+    check_manifests(plan)
     _plan_adapted_base(plan)
     _check_path_names(plan)
     return plan

@@ -52,6 +52,8 @@ class Plan:
     experiment_base: dict[str, str] = field(default_factory=dict)
     # experiments whose models were not made from θ₀ (merge-study experts): they start from their base
     from_base: set[str] = field(default_factory=set)
+    # manifests a config must still name: (data key, subset, split, why), reported all at once
+    missing_manifests: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     # ----- names and paths -------------------------------------------------------------
     @property

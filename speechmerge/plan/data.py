@@ -61,12 +61,21 @@ def add_dataset(
             "seed": int(config.get("seed", 0)),
             "voice_profile": voice_profile,
             "source": source,
-            **source_options(data_cfg, source, subset, split, language=language, where=f"experiments.{exp_name}.data"),
+            **source_options(
+                data_cfg,
+                source,
+                subset,
+                split,
+                language=language,
+                where=f"experiments.{exp_name}.data",
+                missing=plan.missing_manifests,
+            ),
         }
 
 
 HUB_SOURCES = ("covost2", "fleurs", "common_voice")
 HUB_KEYS = ("hf_name", "hf_config", "data_dir")
+READER_OPTIONS = ("translations",)  # data keys of one reader (speechmerge.data.readers: options)
 
 
 def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
@@ -81,6 +90,8 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
         unused += [k for k in HUB_KEYS if data_cfg.get(k)]
     if data_cfg.get("root") and source not in reader_names():
         unused.append("root")
+    own = get_reader(source).options if source in reader_names() else ()
+    unused += [k for k in READER_OPTIONS if data_cfg.get(k) and (k not in own or not data_cfg.get("root"))]
     if source in reader_names() and source not in HUB_SOURCES and not data_cfg.get("root"):
         raise PlanError(f"config key '{where}.root': data source {source!r} reads a folder on disk; set root")
     if data_cfg.get("on_bad_audio") and source != "manifest" and not data_cfg.get("root"):
@@ -113,29 +124,48 @@ def check_source_keys(data_cfg: dict, source: str, where: str) -> None:
             f"config key '{where}': {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used by "
             f"data source {source!r}; remove {'it' if len(unused) == 1 else 'them'} "
             "(renderings: synthesised speech only; manifests: source manifest; hf_name, hf_config, data_dir: hub sources; "
-            "root: a corpus with a local reader; on_bad_audio: recorded speech from disk; speakers: a corpus read from root)"
+            "root: a corpus with a local reader; translations: covost2 with root; on_bad_audio: recorded speech from disk; speakers: a corpus read from root)"
         )
 
 
-def source_options(data_cfg: dict, source: str, subset: str, split: str, *, language: str, where: str) -> dict:
+def source_options(
+    data_cfg: dict, source: str, subset: str, split: str, *, language: str, where: str, missing: list | None = None
+) -> dict:
     """Extra keys of a real-data source: a manifest TSV per subset/split, a corpus on disk
-    (``root``) or a hub dataset."""
+    (``root``) or a hub dataset. A manifest that is not named or not there is added to
+    ``missing`` (``check_manifests`` then names them all), or without it stops the plan."""
     check_source_keys(data_cfg, source, where)
     if source == "manifest":
-        try:
-            return {"manifest": data_cfg["manifests"][subset][split]}
-        except KeyError:
-            raise PlanError(f"{where}.manifests: no manifest for subset {subset!r}, split {split!r}") from None
+        tsv = ((data_cfg.get("manifests") or {}).get(subset) or {}).get(split)
+        why = "not set" if not tsv else None if os.path.isfile(os.path.expandvars(str(tsv))) else f"{tsv}: no such file"
+        if why:
+            if missing is None:
+                raise PlanError(f"config key '{where}.manifests.{subset}.{split}': {why}")
+            missing.append((where, subset, split, why))
+        return {"manifest": os.path.expandvars(str(tsv)) if tsv else None}
     if data_cfg.get("root"):
-        return {"root": local_root(data_cfg, source, language, split, where=where)}
+        return local_root(data_cfg, source, language, split, where=where)
     if source in HUB_SOURCES:
         return {k: data_cfg[k] for k in HUB_KEYS if data_cfg.get(k)}
     return {}
 
 
-def local_root(data_cfg: dict, source: str, language: str, split: str, *, where: str) -> str:
-    """``data.root`` of a corpus read from its released layout: a reader for the source, no hub
-    keys beside it, and the layout there (checked now, so ``snakemake -n`` names what is missing)."""
+def _folder(data_cfg: dict, key: str, *, where: str) -> str:
+    """A folder-valued data key with its ``$VARIABLES`` expanded; an unset one stops the plan."""
+    value = os.path.expandvars(str(data_cfg[key]))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value)
+    if unset:
+        raise PlanError(
+            f"config key '{where}.{key}': environment variable {unset[0]} is not set "
+            f"(a folder on disk: {data_cfg[key]!r}; docs/data.md)"
+        )
+    return value
+
+
+def local_root(data_cfg: dict, source: str, language: str, split: str, *, where: str) -> dict:
+    """``data.root`` (and the reader's options, e.g. ``translations``) of a corpus read from its
+    released layout: a reader for the source, no hub keys beside it, and the layout there
+    (checked now, so ``snakemake -n`` names what is missing). Returns the spec's keys."""
     from speechmerge.data.readers import get_reader, reader_names
 
     if source not in reader_names():
@@ -143,18 +173,15 @@ def local_root(data_cfg: dict, source: str, language: str, split: str, *, where:
     hub = [k for k in HUB_KEYS if data_cfg.get(k)]
     if hub:
         raise PlanError(f"config key '{where}': {', '.join(hub)} and root both given; root reads the corpus from disk")
-    root = os.path.expandvars(str(data_cfg["root"]))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", root)
-    if unset:
-        raise PlanError(
-            f"config key '{where}.root': environment variable {unset[0]} is not set "
-            f"(the folder of the corpus on disk: {data_cfg['root']!r}; docs/data.md)"
-        )
+    reader = get_reader(source)
+    root = _folder(data_cfg, "root", where=where)
+    options = {k: _folder(data_cfg, k, where=where) for k in reader.options if data_cfg.get(k)}
     try:
-        get_reader(source).check_layout(Path(root), language, split)
+        reader.check_layout(Path(root), language, split, **options)
     except (FileNotFoundError, ValueError) as err:
-        raise PlanError(f"config key '{where}.root': {err}") from None
-    return root
+        key = next((k for k in options if options[k] in str(err)), "root")
+        raise PlanError(f"config key '{where}.{key}': {err}") from None
+    return {"root": root, **options}
 
 
 def add_testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -> list[str]:
@@ -166,3 +193,19 @@ def add_testsets(plan: Plan, exp_name: str, subset: str, language: str, tasks) -
         plan.testsets[(exp_name, name)] = {"subset": subset, "task": task, "language": language}
         names.append(name)
     return names
+
+
+def check_manifests(plan: Plan) -> None:
+    """Every manifest the experiments need, named and on disk, or one error listing each missing
+    key (a paper preset whose corpora are the user's own names everything to supply at once)."""
+    if not plan.missing_manifests:
+        return
+    lines = [f"  {where}.manifests.{subset}.{split}: {why}" for where, subset, split, why in plan.missing_manifests]
+    first = plan.missing_manifests[0]
+    raise PlanError(
+        f"{len(lines)} manifest(s) to supply (a TSV per subset and split: audio path, transcript[, language, "
+        "translation, domain, speaker]; paths relative to the TSV; docs/data.md):\n"
+        + "\n".join(lines[:60])
+        + (f"\n  ... and {len(lines) - 60} more" if len(lines) > 60 else "")
+        + f"\ne.g. in a config file: {first[0]}.manifests: {{{first[1]}: {{{first[2]}: /data/{first[1]}/{first[2]}.tsv}}}}"
+    )

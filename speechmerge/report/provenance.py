@@ -28,9 +28,14 @@ def run_provenance(
     """What the footnote says, as data. ``train_infos``: job -> (path, parsed train_info)."""
     machines, versions, eval_threads, dtypes = [], {}, [], []
     long_utterances: dict[str, dict] = {}
+    bad_audio: dict[str, int] = {}  # test set or training file -> clips left out (data.on_bad_audio: skip)
     for p in score_paths:
         doc = read_json(p)
         _count_long_utterances(doc, long_utterances)
+        for r in doc.get("results") or [doc]:
+            n = int((r.get("decoding") or {}).get("n_bad_audio_skipped") or 0)
+            if n:
+                bad_audio[f"test set {r['testset']}"] = n
         dtypes += [(r.get("decoding") or {}).get("dtype") for r in doc.get("results") or [doc]]
         prov = doc.get("provenance") or {}
         m = prov.get("machine")
@@ -41,6 +46,9 @@ def run_provenance(
             if k in VERSION_KEYS:
                 versions.setdefault(k, set()).add(v)
     train = [info for _, info in train_infos.values()]
+    for info in train:
+        for path, n in (info.get("skipped_audio") or {}).items():
+            bad_audio[f"training data {'/'.join(Path(path).with_suffix('').parts[-2:])}"] = int(n)
     for info in train:
         m = (info.get("provenance") or {}).get("machine")
         if m:
@@ -58,6 +66,7 @@ def run_provenance(
         "versions": {k: sorted(v) for k, v in sorted(versions.items())},
         # test sets with utterances longer than the encoder context (only when there are any)
         **({"long_utterances": long_utterances} if long_utterances else {}),
+        **({"bad_audio_skipped": dict(sorted(bad_audio.items()))} if bad_audio else {}),
         # several training seeds: which, and the seed of the data (and of θ₀)
         **(
             {"training_seeds": list(spec["seeds"]), "data_seed": spec.get("seed")}
@@ -107,6 +116,17 @@ def long_utterance_note(prov: Mapping) -> str | None:
             "(evaluation.on_long_utterance: skip): " + "; ".join(skipped) + "."
         )
     return " ".join(parts) or None
+
+
+def bad_audio_note(prov: Mapping) -> str | None:
+    """The footnote on recorded clips the data jobs left out, or None when none were."""
+    found = prov.get("bad_audio_skipped") or {}
+    if not found:
+        return None
+    return (
+        "Clips that could not be decoded, were empty or silent were left out (data.on_bad_audio: skip; each "
+        "listed in its split's provenance): " + "; ".join(f"{k} {n}" for k, n in found.items()) + "."
+    )
 
 
 def _join(values, unit: str = "") -> str:

@@ -27,7 +27,7 @@ from speechmerge.report import selection as SEL
 from speechmerge.report import training as TR
 from speechmerge.report.captions import report_captions
 from speechmerge.report.layouts import layout
-from speechmerge.report.provenance import footnote, long_utterance_note, run_provenance
+from speechmerge.report.provenance import bad_audio_note, footnote, long_utterance_note, run_provenance
 from speechmerge.report.scores import ResultStore, load_hyps, load_scores
 from speechmerge.report.table import Table
 from speechmerge.report.tables import build_tables
@@ -167,10 +167,11 @@ def write_report(
     selected_labels = {r["method"]: r["label"] for r in spec["rows"] if r.get("selected_on")}
     if selections:
         tables["table"].notes.append(SEL.chosen_note(selections, selected_labels))
-    long_note = long_utterance_note(run_prov)
+    long_note, bad_note = long_utterance_note(run_prov), bad_audio_note(run_prov)
     for t in tables.values():
-        if long_note:
-            t.notes.append(long_note)
+        for note in (long_note, bad_note):
+            if note:
+                t.notes.append(note)
         t.notes.append(footnote(run_prov))
     cosine_data = read_json(cosines[0]) if cosines else None
     training_rows = TR.training_rows(spec, store, {job: info for job, (_, info) in infos.items()})

@@ -38,6 +38,7 @@ from typing import Sequence
 
 import torch
 
+from speechmerge.data.io import skipped_audio
 from speechmerge.numerics import resolve_precision
 from speechmerge.training import batching
 from speechmerge.training.checkpoints import (
@@ -411,6 +412,8 @@ class Trainer:
             "train_utterances": self.train.n_utts,
             "dev_items": len(self.dev.items),
             "dropped_too_long": {"train": self.train.dropped, "dev": self.dev.dropped},
+            # clips the data jobs left out as undecodable, empty or silent (data.on_bad_audio: skip)
+            **({"skipped_audio": sk} if (sk := skipped_audio([*self.train_paths, *self.dev_paths])) else {}),
             "context_seconds": self.n_samples / self.processor.feature_extractor.sampling_rate,
             "samples_seen": self.samples_seen,
             "train_time_s": round(self.train_time, 3),

@@ -23,12 +23,18 @@ class LocalReader:
     name: str  # the data.source it serves
     layout: str  # one line: the folders and files under root
     documented_at: str  # where the layout and columns are specified
-    check_layout: Callable[[Path, str, str], None]  # (root, language, split) -> None or an error naming the path
+    check_layout: Callable[..., None]  # (root, language, split, **options) -> None or an error naming the path
     # (root, language=, split=, subset=, domain=, max_examples=, hours=, seed=, on_bad_audio=, skipped=,
     # progress=) -> the split's records one at a time (a generator: audio is read as it is written)
     records: Callable[..., Iterator[dict]]
+    # (root, language, split) -> the files that list the split (its TSVs, a datasets folder's
+    # files): the inputs of the job that reads it, so editing one rebuilds the split
+    index_files: Callable[..., list[Path]]
     # (root, language, split) -> the split's speaker ids; None where the corpus has none (FLEURS)
-    speakers: Callable[[Path, str, str], set[str]] | None = None
+    speakers: Callable[..., set[str]] | None = None
+    # further data keys the reader takes (folders; $VARIABLES expanded), passed by name to every
+    # function above: e.g. CoVoST 2's translations folder
+    options: tuple[str, ...] = ()
 
 
 def register(reader: LocalReader) -> LocalReader:
@@ -107,12 +113,12 @@ def drop_missing(
 LATER_SPLITS = {"train": ("dev", "test"), "dev": ("test",), "test": ()}
 
 
-def speakers_to_exclude(reader: LocalReader, root, language: str, split: str) -> set[str]:
+def speakers_to_exclude(reader: LocalReader, root, language: str, split: str, **options) -> set[str]:
     """The speakers of the splits after ``split`` (``LATER_SPLITS``) in the same corpus, which a
     speaker-disjoint ``split`` leaves out; an error where the corpus has no speaker ids."""
     if reader.speakers is None:
         raise ValueError(f"data.speakers: disjoint: corpus {reader.name!r} has no speaker ids")
     out: set[str] = set()
     for later in LATER_SPLITS[split]:
-        out |= reader.speakers(Path(root), language, later)
+        out |= reader.speakers(Path(root), language, later, **options)
     return out

@@ -144,6 +144,11 @@ def iter_records(
         )
 
 
+def index_files(root: str | Path, language: str, split: str) -> list[Path]:
+    """The split's TSV (the clips it names are not tracked one by one)."""
+    return [locale_dir(Path(root), language) / SPLIT_FILES[split]]
+
+
 def speakers(root: str | Path, language: str, split: str) -> set[str]:
     """The speakers (``client_id``) of one split's TSV."""
     tsv = locale_dir(Path(root), language) / SPLIT_FILES[split]
@@ -169,6 +174,7 @@ READER = register(
             "(huggingface/datasets: datasets/common_voice/common_voice.py) and torchaudio.datasets.COMMONVOICE"
         ),
         check_layout=check_layout,
+        index_files=index_files,
         records=iter_records,
         speakers=speakers,
     )

@@ -3,6 +3,7 @@ it was built on. The layout fairseq's CoVoST preparation (``examples/speech_to_t
 prep_covost_data.py``) unpacks, one folder per source language::
 
     <root>/<locale>/covost_v2.<locale>_en.tsv    (path, translation, split, ...; from covost_v2.<locale>_en.tsv.tar.gz)
+                                                 or <translations>/covost_v2.<locale>_en.tsv (data.translations)
     <root>/<locale>/validated.tsv                (Common Voice 4: client_id, path, sentence, ...)
     <root>/<locale>/clips/<path>                 (MP3)
 
@@ -33,12 +34,14 @@ def locale_dir(root: Path, language: str) -> Path:
     return Path(root) / LOCALES.get(language, language)
 
 
-def covost_tsv(root: Path, language: str) -> Path:
+def covost_tsv(root: Path, language: str, translations: str | Path | None = None) -> Path:
+    """CoVoST's TSV of one language: in ``translations`` (data.translations: the folder the
+    released covost_v2.<locale>_en.tsv.tar.gz files were unpacked into) or else beside the clips."""
     loc = locale_dir(root, language)
-    return loc / f"covost_v2.{loc.name}_en.tsv"
+    return (Path(translations) if translations else loc) / f"covost_v2.{loc.name}_en.tsv"
 
 
-def check_layout(root: Path, language: str, split: str) -> None:
+def check_layout(root: Path, language: str, split: str, translations: str | Path | None = None) -> None:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"CoVoST 2 root {root} is not a folder")
@@ -50,7 +53,9 @@ def check_layout(root: Path, language: str, split: str) -> None:
         raise FileNotFoundError(
             f"CoVoST 2 root {root} has no folder {loc.name}/ for language {language!r}; found: {found}"
         )
-    for need in (covost_tsv(root, language), loc / "validated.tsv", loc / "clips"):
+    if translations and not Path(translations).is_dir():
+        raise FileNotFoundError(f"CoVoST 2 translations folder {translations} is not a folder")
+    for need in (covost_tsv(root, language, translations), loc / "validated.tsv", loc / "clips"):
         if not need.exists():
             raise FileNotFoundError(f"CoVoST 2 under {root}: {need} is missing")
 
@@ -79,15 +84,16 @@ def iter_records(
     on_bad_audio: str = "error",
     skipped: list | None = None,
     exclude_speakers: set[str] | None = None,
+    translations: str | Path | None = None,
     progress: bool = True,
 ) -> Iterator[dict]:
     """Records of one split (CoVoST's order; the first ``max_examples``, or ``hours`` drawn by
     ``seed``); bad audio as in ``common_voice.read``."""
     check_on_bad_audio(on_bad_audio)
     root = Path(root)
-    check_layout(root, language, split)
+    check_layout(root, language, split, translations)
     loc = locale_dir(root, language)
-    tsv = covost_tsv(root, language)
+    tsv = covost_tsv(root, language, translations)
     wanted = [(i, row) for i, row in enumerate(_table(tsv, ("path", "translation", "split")))]
     wanted = [(i, row) for i, row in wanted if row["split"] in SPLIT_VALUES[split]]
     paths = {row["path"] for _, row in wanted}
@@ -153,11 +159,18 @@ def iter_records(
         )
 
 
-def speakers(root: str | Path, language: str, split: str) -> set[str]:
+def index_files(root: str | Path, language: str, split: str, translations: str | Path | None = None) -> list[Path]:
+    """CoVoST's TSV and the Common Voice ``validated.tsv`` it is joined with."""
+    return [covost_tsv(Path(root), language, translations), locale_dir(Path(root), language) / "validated.tsv"]
+
+
+def speakers(root: str | Path, language: str, split: str, translations: str | Path | None = None) -> set[str]:
     """The speakers (Common Voice ``client_id``) of one CoVoST split."""
     loc = locale_dir(Path(root), language)
     paths = {
-        r["path"] for r in _table(covost_tsv(root, language), ("path", "split")) if r["split"] in SPLIT_VALUES[split]
+        r["path"]
+        for r in _table(covost_tsv(root, language, translations), ("path", "split"))
+        if r["split"] in SPLIT_VALUES[split]
     }
     return {r["client_id"].strip() for r in _table(loc / "validated.tsv", ("client_id", "path"), keep=paths)}
 
@@ -173,6 +186,8 @@ READER = register(
         layout="<root>/<locale>/covost_v2.<locale>_en.tsv, validated.tsv and clips/ (Common Voice 4)",
         documented_at="fairseq examples/speech_to_text/prep_covost_data.py (the CoVoST class: join on path, train = train + train_covost)",
         check_layout=check_layout,
+        index_files=index_files,
+        options=("translations",),
         records=iter_records,
         speakers=speakers,
     )

@@ -175,6 +175,13 @@ def _audio_source(cfg: Path, split: str, wanted: set[str]):
         yield path_of
 
 
+def index_files(root: str | Path, language: str, split: str) -> list[Path]:
+    """The split's TSV, and the English TSVs its translations come from where they are there."""
+    root = Path(root)
+    english = [root / ENGLISH / f"{s}.tsv" for s in SPLITS] if language != "en" else []
+    return [config_dir(root, language) / f"{split}.tsv", *[p for p in english if p.is_file()]]
+
+
 def read(root: str | Path, **kwargs) -> list[dict]:
     """``iter_records`` as a list (a split at once; jobs stream ``iter_records``)."""
     return list(iter_records(root, **kwargs))
@@ -186,6 +193,7 @@ READER = register(
         layout="<root>/<config>/{train,dev,test}.tsv (7 fields, no header) and <root>/<config>/audio/<split>.tar.gz or audio/<split>/",
         documented_at="the google/fleurs dataset repository's loading script fleurs.py (data/<config>/<split>.tsv, data/<config>/audio/<split>.tar.gz)",
         check_layout=check_layout,
+        index_files=index_files,
         records=iter_records,
     )
 )

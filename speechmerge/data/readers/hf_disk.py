@@ -254,6 +254,13 @@ def _row_record(row, i, folder, src, language, domain, subset, split, on_bad_aud
     )
 
 
+def index_files(root: str | Path, language: str, split: str) -> list[Path]:
+    """The split folder's data files (and its state.json)."""
+    folder = split_dir(Path(root), language, split)
+    state = folder / "state.json"
+    return [*([state] if state.is_file() else []), *data_files(folder)[1]]
+
+
 def speakers(root: str | Path, language: str, split: str) -> set[str]:
     """The speakers (client_id) of one split; empty where the corpus has none (FLEURS)."""
     folder = split_dir(Path(root), language, split)
@@ -281,6 +288,7 @@ READER = register(
             "streams) and the hub's parquet conversion (refs/convert/parquet: <config>/<split>/NNNN.parquet)"
         ),
         check_layout=check_layout,
+        index_files=index_files,
         records=iter_records,
         speakers=speakers,
     )
