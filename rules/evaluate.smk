@@ -21,6 +21,8 @@ rule evaluate:
         mem_mb=job_resource("evaluate", "mem_mb"),
         runtime=job_resource("evaluate", "runtime"),
         gpu=job_resource("evaluate", "gpu"),
+        gpu_mem_mb=job_resource("evaluate", "gpu_mem_mb"),
+        gpu_model=job_resource("evaluate", "gpu_model"),
     params:
         spec=lambda wc: PLAN.evaluation_spec(wc.experiment, wc.model),
     script:
@@ -46,6 +48,8 @@ rule evaluate_experts_dev:
         mem_mb=job_resource("evaluate_experts_dev", "mem_mb"),
         runtime=job_resource("evaluate_experts_dev", "runtime"),
         gpu=job_resource("evaluate_experts_dev", "gpu"),
+        gpu_mem_mb=job_resource("evaluate_experts_dev", "gpu_mem_mb"),
+        gpu_model=job_resource("evaluate_experts_dev", "gpu_model"),
     params:
         spec=lambda wc: PLAN.experts_dev_spec(wc.experiment),
     script:

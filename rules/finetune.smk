@@ -27,6 +27,8 @@ rule finetune:
         mem_mb=job_resource("finetune", "mem_mb"),
         runtime=job_resource("finetune", "runtime"),
         gpu=job_resource("finetune", "gpu"),
+        gpu_mem_mb=job_resource("finetune", "gpu_mem_mb"),
+        gpu_model=job_resource("finetune", "gpu_model"),
     params:
         spec=lambda wc: PLAN.finetune_spec(wc.experiment, wc.job),
     script:

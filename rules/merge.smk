@@ -21,6 +21,8 @@ rule merge:
         mem_mb=job_resource("merge", "mem_mb"),
         runtime=job_resource("merge", "runtime"),
         gpu=job_resource("merge", "gpu"),
+        gpu_mem_mb=job_resource("merge", "gpu_mem_mb"),
+        gpu_model=job_resource("merge", "gpu_model"),
     params:
         spec=lambda wc: PLAN.merge_spec(wc.experiment, wc.variant),
     script:

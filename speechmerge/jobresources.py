@@ -20,6 +20,8 @@ from typing import Mapping
 
 from speechmerge import names as N
 
+ROW_GROUP = 128  # rows per parquet row group of a split (speechmerge.data.io.ROW_GROUP, tested equal)
+
 #: Python + torch + transformers + datasets imported, before any model is loaded (MB).
 OVERHEAD_MB = 1000
 #: activation memory per training sample, per second of encoder context, per (layer x width) (MB).
@@ -105,14 +107,88 @@ def _context_s(config: Mapping) -> float:
     return float((config.get("audio") or {}).get("max_seconds") or 30)
 
 
+#: which stage's device a rule computes on (speechmerge.devices); a merge that selects on dev
+#: decodes on the evaluation device as well
+RULE_STAGE = {
+    "finetune": "training",
+    "evaluate": "evaluation",
+    "evaluate_experts_dev": "evaluation",
+    "merge": "merging",
+}
+#: CUDA context, cuBLAS / cuDNN workspaces and the caching allocator's slack (MB)
+CUDA_OVERHEAD_MB = 1500
+
+
+def _stage_setting(config: Mapping, stage: str) -> str:
+    own = (config.get(stage) or {}).get("device")
+    return str(own if own is not None else config.get("device", "cpu"))
+
+
+def _cuda_here() -> bool:
+    """Whether this machine has an NVIDIA driver (without importing torch)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def _uses_gpu(setting: str) -> bool:
+    return setting.startswith("cuda") or (setting == "auto" and _cuda_here())
+
+
+def on_gpu(config: Mapping, rule: str, *, selects: bool = False) -> bool:
+    """Whether a job of ``rule`` computes on a GPU: its stage's device is cuda (or auto where the
+    plan is built on a machine with an NVIDIA driver); a merge that selects on dev also decodes
+    on the evaluation device."""
+    if rule not in RULE_STAGE:
+        return False
+    if rule == "merge" and selects and _uses_gpu(_stage_setting(config, "evaluation")):
+        return True
+    return _uses_gpu(_stage_setting(config, RULE_STAGE[rule]))
+
+
 def _on_gpu(config: Mapping) -> bool:
-    return str(config.get("device", "cpu")).startswith("cuda")
+    return _uses_gpu(str(config.get("device", "cpu")))
 
 
-def _minutes(seconds: float, config: Mapping, floor: int = 5) -> int:
-    if _on_gpu(config):
+def _minutes(seconds: float, config: Mapping, floor: int = 5, gpu: bool | None = None) -> int:
+    if _on_gpu(config) if gpu is None else gpu:
         seconds /= GPU_SPEEDUP
     return int(min(MAX_RUNTIME_MIN, floor + math.ceil(SAFETY * seconds / 60)))
+
+
+def gpu_memory_mb(
+    size: "ModelSize",
+    *,
+    task: str,
+    batch: int,
+    context_s: float,
+    method: str = "full",
+    checkpointing: bool = False,
+    precision: str = "bfloat16",
+) -> float:
+    """GPU memory of one job (MB), computed, not measured: ``task`` train / decode / merge.
+
+    Training: float32 weights; for full fine-tuning also their gradients and AdamW's two moments
+    (16 bytes per parameter); a PEFT method trains well under 1 % of them. Activations scale with
+    batch x context x layers x width (``TRAIN_ACT_MB``, calibrated on the CPU's eager attention,
+    halved under bf16/fp16 autocast); gradient checkpointing keeps each layer's input and
+    recomputes one layer at a time (about 2 / layers of it). Decoding: the weights in the
+    decoding dtype, the encoder states and the key/value cache of a batch. Merging: one tensor
+    per expert at a time, at most 2 x the weights."""
+    w = size.weights_mb
+    act = TRAIN_ACT_MB * batch * context_s * size.width
+    if precision != "float32":
+        act /= 2
+    if task == "train":
+        layers = size.encoder_layers + size.decoder_layers
+        if checkpointing:
+            act *= min(1.0, 2.0 / max(1, layers) + 0.1)
+        state = 4 * w if method == "full" else 1.05 * w
+        return CUDA_OVERHEAD_MB + state + act
+    if task == "decode":
+        weights = w if precision == "float32" else w / 2
+        return CUDA_OVERHEAD_MB + weights + TRAIN_ACT_MB / 8 * batch * context_s * size.width
+    if task == "merge":
+        return CUDA_OVERHEAD_MB + 2 * w
+    raise ValueError(f"unknown task {task!r}")
 
 
 def _rows(datasets: list[Mapping]) -> int:
@@ -146,65 +222,102 @@ def estimate(
     model when it is not the run's (an experiment's own ``base_model``).
     """
     size = model_size(base_spec or config["base_model"]["spec"])
+    g = rule in GPU_RULES and on_gpu(config, rule, selects=bool(n_points))
     ctx = float(context_s) if context_s else _context_s(config)
     w = size.weights_mb
     audio_mb = _rows(datasets) * ctx * 16000 * 4 / 1e6 if datasets else 0.0
+    # jobs stream their splits (a row group of 128 utterances at a time, docs/data.md): what a
+    # job holds of its audio is bounded by two row groups, however long the splits
+    held_mb = min(audio_mb, 2 * ROW_GROUP * ctx * 16000 * 4 / 1e6)
     per_sample = TRAIN_S_PER_SAMPLE * size.scale * ctx / 5
     if rule == "finetune":
         job = job or {}
         batch = int(job.get("batch_size", 8)) * int(job.get("grad_accum", 1))
         act = TRAIN_ACT_MB * int(job.get("batch_size", 8)) * ctx * size.width
         # weights, gradients, two Adam moments and the best checkpoint kept in memory
-        mem = OVERHEAD_MB + 5 * w + act + audio_mb
+        mem = OVERHEAD_MB + 5 * w + act + held_mb
         if job.get("precision", "float32") != "float32":  # bfloat16 or auto: autocast's bf16 weight copies
             mem += w / 2
         steps = int(job.get("steps", 1))
         dev_passes = steps // max(1, int(job.get("eval_every", steps) or steps)) + 1
         secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
-        runtime = _minutes(secs, config)
+        runtime = _minutes(secs, config, gpu=g)
     elif rule in ("evaluate", "evaluate_experts_dev"):
         mem = (
             OVERHEAD_MB
             + 2 * w
             + TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
-            + audio_mb
+            + held_mb
         )
-        runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config)
+        runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config, gpu=g)
     elif rule == "merge" and n_points:
         # dev selection: θ₀, one float32 delta per distinct merge, a point's weights and the loaded
         # model in memory (+ whole expert tensors with several merges), then decoding like evaluate
-        mem = OVERHEAD_MB + (3 + n_merges + (n_experts / 4 if n_merges > 1 else 0)) * w + audio_mb
+        mem = OVERHEAD_MB + (3 + n_merges + (n_experts / 4 if n_merges > 1 else 0)) * w + held_mb
         mem += TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
         secs = n_merges * max(1, n_experts) * 30 * size.scale
         secs += n_points * _rows(datasets) * DECODE_S_PER_UTT * size.scale * ctx / 5
-        runtime = _minutes(secs, config)
+        runtime = _minutes(secs, config, gpu=g)
     elif rule == "merge":
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time
         mem = OVERHEAD_MB + 3 * w
-        runtime = _minutes(max(1, n_experts) * 30 * size.scale, config)
+        runtime = _minutes(max(1, n_experts) * 30 * size.scale, config, gpu=g)
     elif rule == "taskvector_cosines":
         # every expert, the base and θ₀ are open at once (memory-mapped tensors stay resident)
         mem = OVERHEAD_MB + (max(2, n_experts) + 3) * w
-        runtime = _minutes(max(2, n_experts) * 10 * size.scale, config)
+        runtime = _minutes(max(2, n_experts) * 10 * size.scale, config, gpu=g)
     elif rule in ("task_vector", "import_model", "import_expert"):
         mem = OVERHEAD_MB + 3 * w
-        runtime = _minutes(20 * size.scale, config)
+        runtime = _minutes(20 * size.scale, config, gpu=g)
     elif rule == "synthesize_corpus":
-        mem = OVERHEAD_MB / 2 + 4 * audio_mb
-        runtime = _minutes(_rows(datasets) * 0.1, config, floor=5)
+        # synthesised speech is rendered whole; recorded speech streams a record at a time
+        synth = all(d.get("source", "synth") == "synth" for d in datasets)
+        mem = OVERHEAD_MB / 2 + 4 * (audio_mb if synth else held_mb)
+        runtime = _minutes(_rows(datasets) * 0.1, config, floor=5, gpu=False)
     elif rule == "report":
         mem = OVERHEAD_MB + 2 * w
         runtime = 20
     elif rule == "audio_checksum":
         # reads each audio file of a manifest split once (SHA-256)
         mem = OVERHEAD_MB / 2
-        runtime = _minutes(_rows(datasets) * 0.05, config)
+        runtime = _minutes(_rows(datasets) * 0.05, config, gpu=g)
     elif rule == "report_tables":
         mem, runtime = OVERHEAD_MB / 2, 5
     else:
         raise ValueError(f"no resource estimate for rule {rule!r}")
-    gpu = 1 if rule in GPU_RULES and _on_gpu(config) else 0
-    return {"mem_mb": int(math.ceil(mem / 100.0) * 100), "runtime": int(runtime), "gpu": gpu}
+    gpu = 1 if g else 0
+    gpu_mem = 0.0
+    if gpu:
+        gcfg = config.get("gpu") or {}
+        if gcfg.get("memory_gb"):
+            gpu_mem = float(gcfg["memory_gb"]) * 1000
+        elif rule == "finetune":
+            job = job or {}
+            gpu_mem = gpu_memory_mb(
+                size,
+                task="train",
+                batch=int(job.get("batch_size", 8)),
+                context_s=ctx,
+                method=str(job.get("method", "full")),
+                checkpointing=bool(job.get("gradient_checkpointing")),
+                precision=str(job.get("precision", "float32")),
+            )
+        else:
+            ev = config.get("evaluation") or {}
+            gpu_mem = gpu_memory_mb(
+                size,
+                task="decode" if rule != "merge" or n_points else "merge",
+                batch=int(ev.get("batch_size", 64)),
+                context_s=ctx,
+                precision=str(ev.get("dtype", config.get("precision", "float32"))),
+            )
+    return {
+        "mem_mb": int(math.ceil(mem / 100.0) * 100),
+        "runtime": int(runtime),
+        "gpu": gpu,
+        "gpu_mem_mb": int(math.ceil(gpu_mem / 100.0) * 100),
+        "gpu_model": str((config.get("gpu") or {}).get("model", "")) if gpu else "",
+    }
 
 
 def resource_args(plan, rule_name: str, wildcards) -> dict:

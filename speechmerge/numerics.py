@@ -41,6 +41,8 @@ ISA_ENV: dict[str, dict[str, str]] = {
 ENV_VARS = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 DEFAULT_ISA = "native"
 PRECISIONS = ("float32", "bfloat16", "auto")
+#: what a training or decoding stage may ask for: the run's precisions and float16 (CUDA only)
+TRAIN_PRECISIONS = (*PRECISIONS, "float16")
 DEFAULT_PRECISION = "float32"
 #: CPU flags that decide which code path the math libraries take.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni")
@@ -59,14 +61,21 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str | None, *, where: str = "precision") -> str:
-    """``float32`` or ``bfloat16`` for ``precision`` (None: the default, float32); ``auto`` ->
-    ``bfloat16`` on a CPU with native bf16 dot products, else ``float32``."""
+def resolve_precision(precision: str | None, *, where: str = "precision", device=None) -> str:
+    """``float32``, ``bfloat16`` or ``float16`` (CUDA only) for ``precision`` (None: the default,
+    float32); ``auto`` -> ``bfloat16`` on a CPU with native bf16 dot products, else ``float32``."""
     precision = DEFAULT_PRECISION if precision is None else str(precision)
-    if precision not in PRECISIONS:
-        raise ValueError(f"config key {where!r}: {precision!r} is not one of {list(PRECISIONS)}")
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"config key {where!r}: {precision!r} is not one of {list(TRAIN_PRECISIONS)}")
+    on_cuda = device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda"
     if precision == "auto":
+        if on_cuda:  # every GPU since Ampere computes bf16; older ones stay float32
+            import torch
+
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
         return "bfloat16" if native_bf16() else "float32"
+    if precision == "float16" and not on_cuda:
+        raise ValueError(f"config key {where!r}: float16 runs on CUDA only; use bfloat16 on the CPU")
     return precision
 
 

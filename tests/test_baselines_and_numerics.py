@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from speechmerge import names as N
 from speechmerge.config import ROOT, load_config
-from speechmerge.numerics import ISA_ENV, apply_environment, describe, machine
+from speechmerge.numerics import ISA_ENV, apply_environment, describe, machine, resolve_precision
 from speechmerge.plan import PlanError, build_plan
 from speechmerge.training.cosines import part_of, taskvector_cosines
 from speechmerge.training.spec import TrainSpec
@@ -164,7 +164,15 @@ def test_top_level_precision_reaches_every_stage_and_stages_override_it(default)
     assert plan.evaluation_settings["dtype"] == "bfloat16"
     TrainSpec(experiment="e", job="j", precision="auto").validate()
     with pytest.raises(ValueError, match="precision must be one of"):
-        TrainSpec(experiment="e", job="j", precision="float16").validate()
+        TrainSpec(experiment="e", job="j", precision="half").validate()
+    # float16 is a CUDA precision: refused where the stage runs on the CPU
+    TrainSpec(experiment="e", job="j", precision="float16", device="cuda").validate()
+    with pytest.raises(ValueError, match="float16 runs on CUDA only"):
+        resolve_precision("float16", where="training.precision", device="cpu")
+    with pytest.raises(PlanError, match="'training.precision': float16 runs on CUDA only"):
+        cfg16 = copy.deepcopy(default)
+        cfg16["training"]["precision"] = "float16"
+        build_plan(cfg16)
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):

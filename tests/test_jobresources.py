@@ -54,7 +54,8 @@ def test_finetune_estimate_by_hand():
     params = R.model_size("bundle:whisper-base").params
     w = params * 4 / 1e6
     act = 0.004 * 8 * 5 * 12 * 512
-    audio = 320 * 5 * 16000 * 4 / 1e6
+    # the split streams: at most two row groups of 128 utterances of its 320 are held
+    audio = min(320, 2 * 128) * 5 * 16000 * 4 / 1e6
     mem = 1000 + 5 * w + act + audio
     assert est["mem_mb"] == math.ceil(mem / 100) * 100
     per_sample = 0.7 * params / R.WHISPER_SIZE_BASE.params
@@ -102,6 +103,36 @@ def test_gpu_only_for_model_rules_on_cuda():
     assert fast["runtime"] < slow["runtime"]
     with pytest.raises(ValueError, match="no resource estimate for rule 'bogus'"):
         R.estimate("bogus", _config())
+
+
+def test_gpu_per_stage_and_its_memory_by_hand():
+    from speechmerge.data.io import ROW_GROUP
+
+    assert R.ROW_GROUP == ROW_GROUP
+    cfg = _config(training={"device": "cuda"}, gpu={"model": "h100"})
+    assert R.estimate("finetune", cfg)["gpu"] == 1 and R.estimate("evaluate", cfg)["gpu"] == 0
+    assert R.estimate("finetune", cfg)["gpu_model"] == "h100" and R.estimate("evaluate", cfg)["gpu_model"] == ""
+    # a merge that selects on dev decodes on the evaluation device
+    ev = _config(evaluation={"batch_size": 64, "device": "cuda"})
+    assert R.estimate("merge", ev)["gpu"] == 0 and R.estimate("merge", ev, n_points=4, n_merges=1)["gpu"] == 1
+    # full fine-tuning, whisper-large-v3 at 30 s, batch 32, bfloat16: weights + grads + 2 moments
+    size = R.model_size("hf:openai/whisper-large-v3")
+    w = size.params * 4 / 1e6
+    act = 0.004 * 32 * 30 * 64 * 1280 / 2
+    job = {"batch_size": 32, "precision": "bfloat16", "method": "full"}
+    est = R.estimate(
+        "finetune", _config(base_model={"spec": "hf:openai/whisper-large-v3"}, audio={}, device="cuda"), job=job
+    )
+    assert est["gpu_mem_mb"] == math.ceil((1500 + 4 * w + act) / 100) * 100
+    assert est["gpu_mem_mb"] > 80_000  # does not fit an 80 GB GPU without checkpointing
+    ck = R.estimate(
+        "finetune",
+        _config(base_model={"spec": "hf:openai/whisper-large-v3"}, audio={}, device="cuda"),
+        job={**job, "gradient_checkpointing": True},
+    )
+    assert ck["gpu_mem_mb"] == math.ceil((1500 + 4 * w + act * (2 / 64 + 0.1)) / 100) * 100 < 80_000
+    assert R.estimate("finetune", _config(device="cuda", gpu={"memory_gb": 20}))["gpu_mem_mb"] == 20_000
+    assert R.estimate("finetune", _config())["gpu_mem_mb"] == 0
 
 
 def test_unset_profile_variables():

@@ -37,10 +37,16 @@ def test_layers_of_one_shape_share_the_same_factor_tensors():
     # trainable = shared A,B per shape + r per layer, counted by hand
     n = sum(p.numel() for p in s2.named_trainable().values())
     assert n == 3 * ((16 + 16) + (32 + 16) + (16 + 32)) + 3 * 16 == 432
-    # the shared factors are not registered once per layer
+    # the shared factors are registered once, on the model (so that .to() moves them), not per layer
     names = [n for n, _ in model.named_parameters()]
-    assert not any(".A" in n.rsplit(".", 1)[-1] or n.endswith(".B") for n in names)
-    assert all(not p.requires_grad for n, p in model.named_parameters() if not n.endswith(".coef"))
+    shared = sorted(n for n in names if n.startswith("s2lora_factors."))
+    assert shared == [f"s2lora_factors.{m}.{k}" for m in "AB" for k in ("16x16", "16x32", "32x16")]
+    assert not any(n.rsplit(".", 1)[-1] in ("A", "B") for n in names)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(shared) | {n for n in names if n.endswith(".coef")}
+    # merged: the plain model again, without the factors
+    s2.merge()
+    assert not any(n.startswith("s2lora_factors") for n, _ in model.named_parameters())
 
 
 def test_update_is_zero_at_init_and_scale_is_alpha_over_r():

@@ -18,6 +18,7 @@ def build_plan(config: dict, merge_methods: Iterable[str] | None = None) -> Plan
     """Expand a (schema-validated) config into the plan; ``merge_methods`` = the names a merge may
     use (default: no check). Row labels of merges come from the method classes."""
     plan = Plan(config=config)
+    _check_devices(config)
     plan.bases[plan.base_name] = {"spec": config["base_model"]["spec"], "key": "base_model"}
     experiments = config.get("experiments", {})
     if N.ADAPTATION in experiments:
@@ -144,3 +145,20 @@ def _plan_adapted_base(plan: Plan) -> None:
         tasks=tasks,
         init=None,
     )
+
+
+def _check_devices(config: dict) -> None:
+    """The device settings name devices this machine has (``speechmerge.devices``), and float16
+    (CUDA only) is asked only of a stage that runs on CUDA."""
+    from speechmerge.devices import check_devices, stage_device
+
+    try:
+        check_devices(config)
+    except ValueError as err:
+        raise PlanError(str(err)) from None
+    for stage, key in (("training", "precision"), ("evaluation", "dtype")):
+        if (config.get(stage) or {}).get(key) == "float16" and not stage_device(config, stage)[0].startswith("cuda"):
+            raise PlanError(
+                f"config key '{stage}.{key}': float16 runs on CUDA only ({stage} device is "
+                f"{stage_device(config, stage)[0]!r}); use bfloat16 on the CPU"
+            )

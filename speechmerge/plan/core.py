@@ -215,8 +215,15 @@ class Plan:
         """The ``evaluation`` config every decoding job gets; with ``on_long_utterance: skip``
         also ``skip_over_s``, the experiments' context, so that every model (the 30 s zero-shot
         too) leaves out the same utterances."""
+        from speechmerge.devices import stage_device
+
         settings = dict(self.config.get("evaluation") or {})
         settings.setdefault("dtype", self.config.get("precision", DEFAULT_PRECISION))
+        device, _ = stage_device(self.config, "evaluation")
+        settings.pop("device", None)
+        if device != "cpu":  # the CPU default leaves the specs as they were
+            settings["device"] = device
+            settings["jobs_per_gpu"] = int((self.config.get("gpu") or {}).get("jobs_per_gpu", 1))
         if settings.get("on_long_utterance") == "skip":
             settings["skip_over_s"] = self.crop_seconds or 30
         return settings
@@ -288,7 +295,17 @@ class Plan:
             decoding = {k: v for k, v in self.evaluation_settings.items() if k != "bootstrap"}
             spec["selection"] = {**spec["selection"], "devsets": self.devsets[experiment], "decoding": decoding}
         spec["experiment"] = experiment
+        device = self.merging_device
+        if device != "cpu":
+            spec["device"] = device
+            spec["jobs_per_gpu"] = int((self.config.get("gpu") or {}).get("jobs_per_gpu", 1))
         return spec
+
+    @property
+    def merging_device(self) -> str:
+        from speechmerge.devices import stage_device
+
+        return stage_device(self.config, "merging")[0]
 
     def devset_files(self, experiment: str) -> list[str]:
         """The dev split of every dev set of an experiment, in the order of ``devsets``."""

@@ -66,6 +66,13 @@ def add_training_job(
         }
     )
     spec.setdefault("peft", {})
+    from speechmerge.devices import stage_device
+
+    device, _ = stage_device(plan.config, "training")
+    spec.pop("device", None)
+    if device != "cpu":  # the CPU default leaves the specs as they were
+        spec["device"] = device
+        spec["jobs_per_gpu"] = int((plan.config.get("gpu") or {}).get("jobs_per_gpu", 1))
     plan.jobs[(exp_name, job)] = spec
 
 

@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.utils.data
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +222,16 @@ class FeatureFile:
 
 def collate(items: Sequence[Item], features, pad_id: int) -> dict[str, torch.Tensor]:
     """Stack features (a tensor bank or a ``FeatureFile``) and right-pad decoder inputs (with
-    ``pad_id``) and labels (with -100)."""
+    ``pad_id``) and labels (with -100), in host memory."""
     length = max(len(it.decoder_input_ids) for it in items)
-    inputs = torch.full((len(items), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    # built on the host (the job moves the batch to its device)
+    inputs = torch.full((len(items), length), pad_id, dtype=torch.long, device="cpu")
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long, device="cpu")
     for i, it in enumerate(items):
         n = len(it.decoder_input_ids)
-        inputs[i, :n] = torch.tensor(it.decoder_input_ids, dtype=torch.long)
-        labels[i, :n] = torch.tensor(it.labels, dtype=torch.long)
-    rows = torch.tensor([it.feature for it in items], dtype=torch.long)
+        inputs[i, :n] = torch.tensor(it.decoder_input_ids, dtype=torch.long, device="cpu")
+        labels[i, :n] = torch.tensor(it.labels, dtype=torch.long, device="cpu")
+    rows = torch.tensor([it.feature for it in items], dtype=torch.long, device="cpu")
     return {"input_features": features.index_select(0, rows), "decoder_input_ids": inputs, "labels": labels}
 
 
@@ -256,3 +258,34 @@ def step_indices(n: int, seed: int, step: int, per_step: int) -> list[int]:
         out.extend(int(i) for i in order[off : off + take])
         pos += take
     return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """A collated batch on ``device``: on CUDA through pinned host memory, without waiting for
+    the copy (the GPU's stream orders it); on the CPU the same tensors."""
+    if device is None or torch.device(device).type == "cpu":
+        return batch
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class StepBatches(torch.utils.data.Dataset):
+    r"""The micro-batches of training steps ``start``, ``start + 1``, ... (``grad_accum`` per
+    step, each ``collate``\ d), for a ``DataLoader`` with workers: batch ``k`` is micro-batch
+    ``k % grad_accum`` of step ``start + k // grad_accum``, exactly what the job would collate
+    itself (``step_indices``), prepared ahead while the device computes."""
+
+    def __init__(
+        self, items, features, pad_id: int, *, seed: int, batch_size: int, grad_accum: int, start: int, steps: int
+    ):
+        self.items, self.features, self.pad_id = items, features, pad_id
+        self.seed, self.batch_size, self.grad_accum = int(seed), int(batch_size), int(grad_accum)
+        self.start, self.steps = int(start), int(steps)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start) * self.grad_accum
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        step, m = divmod(int(k), self.grad_accum)
+        idx = step_indices(len(self.items), self.seed, self.start + step, self.batch_size * self.grad_accum)
+        chunk = [self.items[i] for i in idx[m * self.batch_size : (m + 1) * self.batch_size]]
+        return collate(chunk, self.features, self.pad_id)

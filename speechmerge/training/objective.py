@@ -56,16 +56,20 @@ def evaluate_items(
     pad_id: int,
     batch_size: int,
     autocast: bool = False,
+    device=None,
+    amp_dtype=torch.bfloat16,
 ) -> tuple[float, float]:
-    """Token-mean CE and token accuracy of ``whisper`` on ``items``."""
+    """Token-mean CE and token accuracy of ``whisper`` on ``items``, on ``device`` (None: the
+    CPU), under ``amp_dtype`` autocast when ``autocast``."""
+    device_type = torch.device(device).type if device is not None else "cpu"
     was_training = whisper.training
     whisper.eval()
     total = correct = 0.0
     n = 0
     try:
         for s in range(0, len(items), batch_size):
-            batch = batching.collate(items[s : s + batch_size], features, pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            batch = batching.to_device(batching.collate(items[s : s + batch_size], features, pad_id), device)
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=autocast):
                 loss_sum, corr, k = target_loss(whisper, batch)
             total += float(loss_sum)
             correct += float(corr)

@@ -41,6 +41,10 @@ from torch import nn
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
+#: the shared factors' submodule name on the adapted model (until merge)
+FACTORS_NAME = "s2lora_factors"
+
+
 def shape_key(out_features: int, in_features: int) -> str:
     return f"{out_features}x{in_features}"
 
@@ -48,14 +52,14 @@ def shape_key(out_features: int, in_features: int) -> str:
 class SharedFactors(nn.Module):
     """The shared A_s (r x in) and B_s (out x r) for every adapted weight shape s."""
 
-    def __init__(self, shapes: Iterable[tuple[int, int]], r: int):
+    def __init__(self, shapes: Iterable[tuple[int, int]], r: int, device=None):
         super().__init__()
         self.r = r
         self.A = nn.ParameterDict()
         self.B = nn.ParameterDict()
         for out_f, in_f in sorted(set(shapes)):
             key = shape_key(out_f, in_f)
-            a, b = torch.empty(r, in_f), torch.empty(out_f, r)
+            a, b = torch.empty(r, in_f, device=device), torch.empty(out_f, r, device=device)
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             nn.init.kaiming_uniform_(b, a=math.sqrt(5))
             self.A[key] = nn.Parameter(a)
@@ -70,7 +74,7 @@ class S2LoRALinear(nn.Module):
         self.base = base
         self.key = shape_key(base.out_features, base.in_features)
         self.scale = float(scale)
-        self.coef = nn.Parameter(torch.zeros(factors.r))
+        self.coef = nn.Parameter(torch.zeros(factors.r, device=base.weight.device))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # Plain attribute, not a submodule: the shared factors must not be registered (and
         # saved) once per layer.
@@ -119,7 +123,11 @@ class S2LoRA:
             raise ValueError(f"S2-LoRA: no nn.Linear named one of {sorted(targets)} in the model")
         for p in model.parameters():
             p.requires_grad_(False)
-        self.factors = SharedFactors([(m.out_features, m.in_features) for _, m in found], self.r)
+        device = found[0][1].weight.device
+        self.factors = SharedFactors([(m.out_features, m.in_features) for _, m in found], self.r, device=device)
+        # registered once, on the model, so that model.to(device) moves the shared factors too
+        # (each layer only refers to them); removed again by merge()
+        model.add_module(FACTORS_NAME, self.factors)
         self.layers: dict[str, S2LoRALinear] = {}
         scale = self.alpha / self.r
         for name, mod in found:
@@ -172,6 +180,8 @@ class S2LoRA:
             base.weight += layer.delta_weight().to(base.weight.dtype)
             _set_submodule(self.model, name, base)
         self.layers = {}
+        if FACTORS_NAME in self.model._modules:
+            del self.model._modules[FACTORS_NAME]
         return self.model
 
 

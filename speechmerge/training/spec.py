@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from speechmerge.numerics import PRECISIONS
+from speechmerge.devices import check_name
+from speechmerge.numerics import TRAIN_PRECISIONS
 from speechmerge.training.peft import get_peft_method, method_hparams, peft_method_names
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class TrainSpec:
     precision: str = "float32"  # float32 | bfloat16 (autocast, float32 master weights) | auto (speechmerge.numerics)
     attn_implementation: str = "auto"  # auto | eager | sdpa (auto: see choose_attention)
     keep_checkpoints: bool = False  # keep checkpoint_dir after a successful run
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (speechmerge.devices)
+    jobs_per_gpu: int = 1  # GPU slots per GPU (gpu.jobs_per_gpu)
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass
+    dataloader_workers: int = 0  # processes preparing batches ahead (0: the job itself)
     config_hash: str | None = None
 
     @classmethod
@@ -67,8 +72,11 @@ class TrainSpec:
             raise ValueError(f"{where}: lr_schedule must be linear, cosine or constant")
         if self.attn_implementation not in ("auto", "eager", "sdpa"):
             raise ValueError(f"{where}: attn_implementation must be auto, eager or sdpa")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"{where}: precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"{where}: precision must be one of {list(TRAIN_PRECISIONS)}, got {self.precision!r}")
+        check_name(self.device, f"{where}: device")
+        if int(self.dataloader_workers) < 0 or int(self.jobs_per_gpu) < 1:
+            raise ValueError(f"{where}: dataloader_workers must be >= 0 and jobs_per_gpu >= 1")
         h = method_hparams(self.method, self.peft)  # unknown keys and bad values fail early
         get_peft_method(self.method).check_steps(h, int(self.steps))
 

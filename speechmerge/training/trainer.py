@@ -39,6 +39,7 @@ from typing import Sequence
 import torch
 
 from speechmerge.data.io import skipped_audio
+from speechmerge.devices import gpu_info, job_device
 from speechmerge.numerics import resolve_precision
 from speechmerge.training import batching
 from speechmerge.training.checkpoints import (
@@ -143,6 +144,7 @@ class Trainer:
         self.dev_paths = [str(p) for p in dev_paths]
         self.t_start = time.time()
 
+        self.device = job_device(spec.device, jobs_per_gpu=spec.jobs_per_gpu)
         whisper, processor = load_whisper(self.base_dir)
         whisper = whisper.float()
         self.attn = choose_attention(spec.attn_implementation, int(whisper.config.max_source_positions))
@@ -177,9 +179,14 @@ class Trainer:
         torch.manual_seed(spec.seed)
         self.method = build_method(spec.method, whisper, spec.peft, spec.steps)
         self.whisper = self.method.whisper
+        self.whisper.to(self.device)  # built on the host (same initial values anywhere), then moved
         self.whisper.train()
-        sparse_token_embedding(self.whisper)
+        if self.device.type == "cpu":  # CPU speed-ups (tests/test_vocab_head.py: the same bits)
+            sparse_token_embedding(self.whisper)
         contiguous_encoder_states(self.whisper)
+        if spec.gradient_checkpointing:
+            # non-reentrant: gradients reach PEFT weights whose layer inputs need none
+            self.whisper.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.params = self.method.named_trainable()
         self.n_trainable = sum(p.numel() for p in self.params.values())
         decay = [p for p in self.params.values() if p.ndim >= 2]
@@ -191,8 +198,12 @@ class Trainer:
         ]
         # fused: one pass over param/grad/moments per tensor (2-3x faster than foreach on CPU)
         self.optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
-        self.precision = resolve_precision(spec.precision)
-        self.autocast = self.precision == "bfloat16"
+        self.precision = resolve_precision(spec.precision, where="training.precision", device=self.device)
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision, torch.bfloat16)
+        self.autocast = self.precision != "float32"
+        # float16 only: a loss scale keeps small gradients from underflowing (skipped steps on overflow)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "float16" else None
+        self._batches = None  # a DataLoader's iterator while run() trains with workers
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda k: lr_factor(k, warmup=spec.warmup_steps, total=spec.steps, schedule=spec.lr_schedule),
@@ -231,7 +242,10 @@ class Trainer:
             save_tensors(tmp / "optimizer.safetensors", opt_t)
             extra_t, extra_meta = self.method.extra_state()
             save_tensors(tmp / "method.safetensors", extra_t)
-            save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
+            rng = {"torch": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(self.device)
+            save_tensors(tmp / "rng.safetensors", rng)
             state = {
                 "fingerprint": self.fingerprint,
                 "step": self.step,
@@ -284,7 +298,10 @@ class Trainer:
         )
         self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_extra_state(load_tensors(ckpt / "method.safetensors"), state["method"])
-        torch.set_rng_state(load_tensors(ckpt / "rng.safetensors")["torch"])
+        rng = load_tensors(ckpt / "rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step, self.rows, self.best = state["step"], state["rows"], state["best"]
         self.train_time, self.samples_seen = state["train_time"], state["samples_seen"]
         self.resumed_from = str(ckpt)
@@ -301,11 +318,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         autocast = self.autocast
+        scaler = self.scaler
         for m in range(spec.grad_accum):
-            batch = batching.collate(
-                items[m * spec.batch_size : (m + 1) * spec.batch_size], self.train.features, self.pad_id
-            )
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if self._batches is not None:  # prepared ahead by DataLoader workers (the same batch)
+                batch = next(self._batches)
+            else:
+                batch = batching.collate(
+                    items[m * spec.batch_size : (m + 1) * spec.batch_size], self.train.features, self.pad_id
+                )
+            batch = batching.to_device(batch, self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=autocast):
                 loss_sum, _, _ = target_loss(self.whisper, batch, accuracy=False)
             value = float(loss_sum.detach())
             if not math.isfinite(value):
@@ -314,21 +336,28 @@ class Trainer:
                     f"{self.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
                     "lower the learning rate or check the data"
                 )
-            (loss_sum / n_tok).backward()
+            loss = loss_sum / n_tok
+            (scaler.scale(loss) if scaler else loss).backward()
             total += value
         reg = self.method.regulariser()
         reg_value = None
         if reg is not None:
-            reg.backward()
+            (scaler.scale(reg) if scaler else reg).backward()
             reg_value = float(reg.detach())
+        if scaler:
+            scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), spec.max_grad_norm, foreach=True)
-        if not torch.isfinite(grad_norm):
+        if not torch.isfinite(grad_norm) and scaler is None:
             raise TrainingDiverged(
                 f"job {spec.experiment}/{spec.job}: gradient norm is {float(grad_norm)} at step "
                 f"{self.step + 1}; lower the learning rate or check the data"
             )
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        if scaler:  # a step whose gradients overflowed is skipped and the scale lowered
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
         self.method.after_optimizer_step(self.step)
         self.scheduler.step()
         self.step += 1
@@ -337,7 +366,16 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float]:
         bs = self.spec.eval_batch_size or self.spec.batch_size
-        return evaluate_items(self.whisper, self.dev.items, self.dev.features, self.pad_id, bs, autocast=self.autocast)
+        return evaluate_items(
+            self.whisper,
+            self.dev.items,
+            self.dev.features,
+            self.pad_id,
+            bs,
+            autocast=self.autocast,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+        )
 
     def _is_eval_step(self) -> bool:
         every = self.spec.eval_every
@@ -356,6 +394,8 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        loader = self._loader()
+        self._batches = iter(loader) if loader is not None else None
         try:
             while self.step < spec.steps:
                 t0 = time.perf_counter()
@@ -367,7 +407,8 @@ class Trainer:
                     if dev_loss < self.best["dev_loss"] or self.best["step"] is None:
                         self.best = {"step": self.step, "dev_loss": dev_loss, "dev_acc": dev_acc}
                         if spec.select_best:
-                            self.best_state = {n: p.detach().clone() for n, p in self.params.items()}
+                            # kept in host memory: a large model's copy does not take GPU memory
+                            self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
                 row["elapsed"] = round(time.time() - self.t_start, 3)
                 self.rows.append(row)
                 bar.update(1)
@@ -379,7 +420,36 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+            self._batches = None  # ends the workers
         return True
+
+    def _loader(self):
+        """A ``DataLoader`` preparing the steps' micro-batches ahead in
+        ``spec.dataloader_workers`` processes (pinned memory on CUDA), or None (the job collates
+        each batch itself). Either way each step gets the same batches."""
+        workers = int(self.spec.dataloader_workers or 0)
+        if workers < 1 or self.step >= self.spec.steps:
+            return None
+        spec = self.spec
+        data = batching.StepBatches(
+            self.train.items,
+            self.train.features,
+            self.pad_id,
+            seed=spec.seed,
+            batch_size=spec.batch_size,
+            grad_accum=spec.grad_accum,
+            start=self.step,
+            steps=spec.steps,
+        )
+        return torch.utils.data.DataLoader(
+            data,
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2,
+            persistent_workers=False,
+        )
 
     # --- output -------------------------------------------------------------------------
     def finish(self, out_dir) -> dict:
@@ -390,7 +460,7 @@ class Trainer:
                     p.copy_(self.best_state[n])
         facts = self.method.finalize()
         ranks = self.method.rank_allocation()
-        merged = self.method.merged()
+        merged = self.method.merged().to("cpu")
         merged.eval()
         for p in merged.parameters():
             p.requires_grad_(False)
@@ -421,6 +491,9 @@ class Trainer:
             "samples_per_s": round(self.samples_seen / self.train_time, 4) if self.train_time else None,
             "threads": torch.get_num_threads(),
             "precision": self.precision,
+            "device": str(self.device),
+            **({"gpu": gpu_info()} if self.device.type == "cuda" else {}),
+            "gradient_checkpointing": bool(spec.gradient_checkpointing),
             "attn_implementation": self.attn,
             "best_step": self.best["step"],
             "best_dev_loss": self.best["dev_loss"],
