@@ -134,14 +134,25 @@ def machine() -> dict:
         except Exception:  # older torch
             rec["torch_cpu_capability"] = None
         rec["device"] = "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu"
+        if rec["device"] == "cuda":
+            from speechmerge.devices import gpu_info
+
+            rec["gpu"] = gpu_info()
     return rec
 
 
 def describe(machine_rec: Mapping) -> str:
-    """One line for a table footnote: CPU, its code path, threads."""
+    """One line for a table footnote: CPU and its code path, or the GPU with its driver, CUDA and
+    cuDNN versions."""
     env = machine_rec.get("numerics_env") or {}
     path = machine_rec.get("torch_cpu_capability") or "?"
     pinned = "AVX2 code path pinned" if env.get("MKL_CBWR") == "AVX2" else "native code path"
     flags = "/".join(f for f in machine_rec.get("cpu_flags", []) if f.startswith(("avx512", "amx")))
     cpu = machine_rec.get("cpu", "?") + (f" ({flags})" if flags else "")
+    gpu = machine_rec.get("gpu")
+    if gpu:  # the GPU computed; the CPU only fed it
+        return (
+            f"{gpu.get('name')} ({gpu.get('memory_gb')} GB; driver {gpu.get('driver') or '?'}, CUDA "
+            f"{gpu.get('cuda') or '?'}, cuDNN {gpu.get('cudnn') or '?'}) with {cpu}"
+        )
     return f"{cpu}; {pinned} (kernels {path})"

@@ -250,3 +250,11 @@ def test_footnote_names_training_and_decoding_precision(tmp_path):
     # a merge study trains nothing: the footnote still says how it decoded
     prov = run_provenance({"seed": 0}, [score], {})
     assert "precision: no training, decoding bfloat16 weights" in footnote(prov)
+
+
+def test_a_gpu_is_named_in_the_footnote_with_its_versions():
+    rec = {"cpu": "AMD EPYC", "cpu_flags": [], "torch_cpu_capability": "AVX2", "numerics_env": {},
+           "gpu": {"name": "NVIDIA H100 80GB HBM3", "memory_gb": 79.1, "driver": "550.54", "cuda": "12.4",
+                   "cudnn": 90100}}  # fmt: skip
+    assert describe(rec) == ("NVIDIA H100 80GB HBM3 (79.1 GB; driver 550.54, CUDA 12.4, cuDNN 90100) with AMD EPYC")
+    assert "GB" not in describe({**rec, "gpu": None})

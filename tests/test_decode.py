@@ -425,13 +425,20 @@ def test_dropping_ended_rows_changes_no_token(scheduled):
         ends = [int((r == eos).nonzero()[0]) if (r == eos).any() else None for r in ref]
         assert ends == [e if e is not None and e < bound else None for e in END_AT]  # the harness works
         for compact in (None, 0.75, 0.5, 0.01):
-            got = G.greedy_generate(model, states, prompts, max_new_tokens=bound, compact=compact)
-            assert torch.equal(got, ref), (bound, compact, got, ref)
+            # sync_every: the host checks for ended rows every token (the CPU) or every 8 (a GPU)
+            for sync_every in (1, 3, 8):
+                got = G.greedy_generate(
+                    model, states, prompts, max_new_tokens=bound, compact=compact, sync_every=sync_every
+                )
+                assert torch.equal(got, ref), (bound, compact, sync_every, got, ref)
     # every row ended: the last row's end step is dropped, as generate does
-    ended = G.greedy_generate(model, states[[0, 1, 6]], prompts[[0, 1, 6]], max_new_tokens=30)
-    assert ended.shape[1] == 5 and torch.equal(
-        ended, _generate_ref(model, states[[0, 1, 6]], ["de", "es", "fr"], "transcribe", 30)
-    )
+    for sync_every in (1, 3, 8):
+        ended = G.greedy_generate(
+            model, states[[0, 1, 6]], prompts[[0, 1, 6]], max_new_tokens=30, sync_every=sync_every
+        )
+        assert ended.shape[1] == 5 and torch.equal(
+            ended, _generate_ref(model, states[[0, 1, 6]], ["de", "es", "fr"], "transcribe", 30)
+        )
 
 
 def test_greedy_rows_shrink_as_they_end(scheduled):

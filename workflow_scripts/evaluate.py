@@ -36,6 +36,8 @@ records, scores = evaluate_testsets(
     dtype=spec.get("dtype", "float32"),
     on_long_utterance=spec.get("on_long_utterance", "truncate"),
     skip_over_s=spec.get("skip_over_s"),
+    device=spec.get("device"),
+    jobs_per_gpu=int(spec.get("jobs_per_gpu", 1)),
     progress=True,
 )
 write_hypotheses(records, snakemake.output.hyps)  # noqa: F821

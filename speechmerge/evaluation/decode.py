@@ -135,7 +135,7 @@ def check_prompts(model, languages: Sequence[str], task: str, *, testset: str = 
         )
 
 
-def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
+def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int, device=None):
     """Batched log-mel features [B, n_mels, n_frames] (Whisper's extractor, torch STFT).
 
     Waves are zero-padded / truncated to ``n_frames * hop_length`` samples first, which equals
@@ -147,7 +147,7 @@ def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
     fe = processor.feature_extractor
     n_samples = n_frames * fe.hop_length
     if hasattr(processor, "log_mel"):  # speechmerge.models.inference.Frontend: the same values
-        return processor.log_mel(waves, n_samples)
+        return processor.log_mel(waves, n_samples, device=device)
     out = fe(
         [np.asarray(w, dtype=np.float32) for w in waves],
         sampling_rate=SAMPLE_RATE,
@@ -159,7 +159,7 @@ def log_mel(processor, waves: Sequence[np.ndarray], n_frames: int):
     feats = out["input_features"]
     if feats.shape[-1] != n_frames:
         raise RuntimeError(f"feature extractor returned {feats.shape[-1]} frames, expected {n_frames}")
-    return feats.to(torch.float32)
+    return feats.to(device=device, dtype=torch.float32)
 
 
 def length_order(durations: Sequence[float], sort: bool = True) -> list[int]:
@@ -265,7 +265,7 @@ def decode_tasks(
             if max_tokens_per_second:
                 longest = max(float(durations[i]) for i in idx)
                 bound = min(bound, max(1, math.ceil(max_tokens_per_second * longest) + int(token_margin)))
-            feats = log_mel(processor, [waves[i] for i in idx], n_frames).to(device, dtype)
+            feats = log_mel(processor, [waves[i] for i in idx], n_frames, device=device).to(device, dtype)
             states = model.get_encoder()(feats).last_hidden_state
             outputs, n_steps = _generate(
                 model,

@@ -284,6 +284,7 @@ def _evaluate_spooled(
                 "max_new_tokens": res.max_new_tokens,
                 "max_tokens_per_second": res.max_tokens_per_second,
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                **({"device": str(dev)} if (dev := next(model.parameters()).device).type != "cpu" else {}),
                 "n_truncated": sum(res.truncated[i] for i in rows),
                 **({"n_skipped": n_skipped, "skip_over_s": skip_over_s} if n_skipped else {}),
                 "n_hit_max_new_tokens": sum(res.hit_bound[task][i] for i in rows),
@@ -308,14 +309,33 @@ def _evaluate_spooled(
     return all_records, results
 
 
-def torch_dtype(name: str | None):
-    """The weights' dtype for decoding: ``float32``, ``bfloat16`` or ``auto`` (bfloat16 where
-    the CPU has bf16 dot products; ``speechmerge.numerics.resolve_precision``)."""
+def torch_dtype(name: str | None, device=None):
+    """The weights' dtype for decoding: ``float32``, ``bfloat16``, ``float16`` (CUDA only) or
+    ``auto`` (bfloat16 where the CPU has bf16 dot products, or on a GPU that computes bf16;
+    ``speechmerge.numerics.resolve_precision``)."""
     import torch
 
     from speechmerge.numerics import resolve_precision
 
-    return getattr(torch, resolve_precision(name, where="evaluation.dtype"))
+    return getattr(torch, resolve_precision(name, where="evaluation.dtype", device=device))
+
+
+def load_decoding_model(model_dir, weights, decoding: Mapping[str, Any] | None):
+    """``(model, processor)`` as the ``evaluation`` settings say: on their device (a GPU slot
+    claimed for this job with ``cuda``), in their dtype, for their beam size."""
+    from speechmerge.devices import job_device
+    from speechmerge.models.inference import load_decoder
+
+    dec = decoding or {}
+    device = job_device(dec.get("device"), jobs_per_gpu=int(dec.get("jobs_per_gpu", 1)))
+    dtype = torch_dtype(dec.get("dtype"), device)
+    return load_decoder(
+        model_dir,
+        weights,
+        dtype=dtype,
+        beam_size=int(dec.get("beam_size", 1)),
+        device=None if device.type == "cpu" else device,
+    )
 
 
 def _provenance(config_hash, model_dir, weights, **extra):
@@ -348,17 +368,19 @@ def evaluate_testsets(
     dtype: str = "float32",
     on_long_utterance: str = "truncate",
     skip_over_s: float | None = None,
+    device: str | None = None,
+    jobs_per_gpu: int = 1,
 ) -> tuple[list[dict], dict[str, Any]]:
-    """Load the model once and evaluate it on several test sets.
+    """Load the model once (on ``device``: cpu, cuda, cuda:N, auto) and evaluate it on several test sets.
 
     ``testsets``: dicts with ``path`` (parquet), ``testset`` (name), ``task`` and optionally
     ``subset`` and ``language``. Returns all hypothesis records (each with a ``testset`` field)
     and ``{"model", "experiment", "results": [one scores record per test set], "provenance"}``.
     """
-    from speechmerge.models.inference import load_decoder
-
     model_dir = model_dir_of(model_dir)
-    model, processor = load_decoder(model_dir, weights, dtype=torch_dtype(dtype), beam_size=beam_size)
+    model, processor = load_decoding_model(
+        model_dir, weights, {"dtype": dtype, "beam_size": beam_size, "device": device, "jobs_per_gpu": jobs_per_gpu}
+    )
     all_records, results = _evaluate_loaded(
         model,
         processor,

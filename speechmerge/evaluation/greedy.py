@@ -47,6 +47,10 @@ def prompt_ids(generation_config, language: str, task: str) -> list[int]:
     ]
 
 
+#: on a GPU, tokens decoded between two checks of whether any row still runs
+SYNC_EVERY = 8
+
+
 def _suppress_mask(tokens: Sequence[int] | None, vocab: int, device) -> torch.Tensor:
     mask = torch.zeros(vocab, dtype=torch.bool, device=device)
     if tokens:
@@ -63,6 +67,7 @@ def greedy_generate(
     max_new_tokens: int,
     compact: float | None = 0.75,
     state_rows: torch.Tensor | None = None,
+    sync_every: int | None = None,
 ) -> torch.Tensor:
     """Generated tokens ``[rows, T]`` (T <= ``max_new_tokens``; the prompt is not included).
 
@@ -70,7 +75,9 @@ def greedy_generate(
     each row) ``[utterances, positions, d_model]``: rows of one utterance (its tasks) then share
     the cross-attention keys and values, projected once. ``prompts``: ``[rows, prompt_len]`` ids.
     ``compact``: drop ended rows once the running ones are at most this fraction of the batch
-    being decoded (``None``: never, the batch runs whole as in ``generate``).
+    being decoded (``None``: never, the batch runs whole as in ``generate``). ``sync_every``: how
+    often the host checks for ended rows (None: every token on the CPU, ``SYNC_EVERY`` on a GPU;
+    the tokens are the same).
     """
     rows = prompts.shape[0]
     own_cache = hasattr(model, "new_cache")  # speechmerge.models.inference.WhisperDecoderModel
@@ -104,6 +111,11 @@ def greedy_generate(
     row_of = torch.arange(rows, device=device)  # the output row of each row being decoded
     running = torch.ones(rows, dtype=torch.bool, device=device)
     states, cur, n_steps = encoder_states, prompts, int(max_new_tokens)
+    # how often the host asks whether any row still runs: every token on the CPU (free there);
+    # every SYNC_EVERY tokens on a GPU, so the GPU is not waited for token by token (rows that
+    # ended meanwhile only produce padding, and the steps after the last end are cut off)
+    every = int(sync_every) if sync_every else (1 if device.type == "cpu" else SYNC_EVERY)
+    alive = torch.zeros((), dtype=torch.long, device=device)  # steps after which a row still ran
     for step in range(int(max_new_tokens)):
         hidden = decoder(
             input_ids=cur, encoder_hidden_states=states, past_key_values=cache, use_cache=True
@@ -112,9 +124,15 @@ def greedy_generate(
         nxt = torch.where(running, logits.argmax(-1), torch.full_like(row_of, pad))
         out[row_of, step] = nxt
         running &= nxt != eos
+        if every > 1:
+            alive += running.any().long()
+            if (step + 1) % every and step + 1 < int(max_new_tokens):
+                cur = nxt[:, None]
+                continue
         n_running = int(running.sum())
         if n_running == 0:
-            n_steps = step  # like generate: the step on which the last row ended is not returned
+            # like generate: the step on which the last row ended is not returned
+            n_steps = step if every == 1 else int(alive)
             break
         if compact is not None and n_running <= compact * running.numel():
             keep = running.nonzero().squeeze(1)

@@ -175,11 +175,10 @@ def select_merge(
 ) -> dict[str, Any]:
     """Merge every grid point, decode the dev sets with each, write the best point's merged
     weights to ``out_path``; returns the merge info with the dev curve (``selection``)."""
-    from speechmerge.evaluation.evaluate_model import torch_dtype
+    from speechmerge.evaluation.evaluate_model import load_decoding_model
     from speechmerge.merging.engine import _metadata, output_specs, peak_rss_mb
     from speechmerge.merging.grid import expand_grid, merge_grid, point_weights
     from speechmerge.merging.safetensors_io import Checkpoint, SafetensorsWriter
-    from speechmerge.models.inference import load_decoder
     from speechmerge.models.loading import load_state_dict_strict
     from speechmerge.utils import atomic_path, provenance
 
@@ -194,9 +193,7 @@ def select_merge(
     )
     log.info("%s: %d grid points from %d merge(s) in %.1f s", variant, len(points), len(deltas), info["merge_wall_s"])
     dec = decoding or {}
-    model, processor = load_decoder(
-        model_dir, dtype=torch_dtype(dec.get("dtype")), beam_size=int(dec.get("beam_size", 1))
-    )
+    model, processor = load_decoding_model(model_dir, None, dec)
     curve = []
     for k, gp in enumerate(grid_points):
         weights = dict(point_weights(base_sd, deltas[gp.group], gp.scale))
@@ -286,8 +283,7 @@ def evaluate_experts_dev(
 ) -> tuple[list[dict], dict[str, Any]]:
     """Decode each expert (``{"model", "devsets"}``) on its own dev sets with one loaded model
     whose weights are swapped; ``devset_paths`` lists the dev files expert by expert."""
-    from speechmerge.evaluation.evaluate_model import torch_dtype
-    from speechmerge.models.inference import load_decoder
+    from speechmerge.evaluation.evaluate_model import load_decoding_model
     from speechmerge.models.loading import load_state_dict_strict, read_state_dict
     from speechmerge.utils import provenance
 
@@ -298,9 +294,7 @@ def evaluate_experts_dev(
             f"{len(experts)} experts with {n_sets} dev sets"
         )
     dec = decoding or {}
-    model, processor = load_decoder(
-        model_dir, dtype=torch_dtype(dec.get("dtype")), beam_size=int(dec.get("beam_size", 1))
-    )
+    model, processor = load_decoding_model(model_dir, None, dec)
     records, results, k = [], [], 0
     for expert, w in zip(experts, weights):
         load_state_dict_strict(model, read_state_dict(w), str(w))

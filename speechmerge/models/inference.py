@@ -328,18 +328,23 @@ class Frontend:
 
         self.tokenizer = Tokenizer.from_file(str(tok))
 
-    def log_mel(self, waves: Sequence[np.ndarray], n_samples: int) -> torch.Tensor:
-        """``(len(waves), n_mels, n_samples // hop)`` float32: each wave zero-padded or cut to
-        ``n_samples``, the clips of one call computed as one batch."""
+    def log_mel(self, waves: Sequence[np.ndarray], n_samples: int, device=None) -> torch.Tensor:
+        """``(len(waves), n_mels, n_samples // hop)`` float32 on ``device`` (None: the CPU): each
+        wave zero-padded or cut to ``n_samples``, the clips of one call computed as one batch
+        (on the device: the STFT and the mel projection run where the model is)."""
         f = self.feature_extractor
         batch = np.zeros((len(waves), n_samples), dtype=np.float32)
         for i, w in enumerate(waves):
             w = np.asarray(w, dtype=np.float32).reshape(-1)[:n_samples]
             batch[i, : len(w)] = w
         wave = torch.from_numpy(batch)
-        stft = torch.stft(wave, f.n_fft, f.hop_length, window=torch.hann_window(f.n_fft), return_complex=True)
+        mel = self.mel_filters
+        if device is not None and torch.device(device).type != "cpu":
+            wave, mel = wave.pin_memory().to(device, non_blocking=True), mel.to(device)
+        window = torch.hann_window(f.n_fft, device=wave.device)
+        stft = torch.stft(wave, f.n_fft, f.hop_length, window=window, return_complex=True)
         power = (stft[..., :-1].abs() ** 2).contiguous()
-        log_spec = torch.clamp(self.mel_filters.T @ power, min=1e-10).log10()
+        log_spec = torch.clamp(mel.T @ power, min=1e-10).log10()
         top = log_spec.max(dim=2, keepdim=True)[0].max(dim=1, keepdim=True)[0]
         log_spec = torch.maximum(log_spec, top - 8.0)
         return (log_spec + 4.0) / 4.0
@@ -367,7 +372,11 @@ def _feature_config(model_dir: Path) -> dict:
 
 
 def load_for_decoding(
-    model_dir: str | os.PathLike, weights: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32
+    model_dir: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
 ) -> tuple[WhisperDecoderModel, Frontend]:
     """The model (``dtype``, float32 by default; eval mode) and front end of ``model_dir``;
     ``weights`` (a full state dict in safetensors) replaces the directory's own weights, checked
@@ -393,6 +402,8 @@ def load_for_decoding(
     if left:
         raise ValueError(f"{source}: tensor {left[0]} was not loaded")
     model.eval()
+    if device is not None:
+        model.to(device)
     return model, Frontend(model_dir)
 
 
@@ -402,11 +413,14 @@ def load_decoder(
     *,
     dtype: torch.dtype = torch.float32,
     beam_size: int = 1,
+    device=None,
 ):
-    """``(model, processor)`` for decoding: this module's model for greedy decoding (every
-    default; float32 or bfloat16 weights), transformers' for beam search (``generate``)."""
+    """``(model, processor)`` for decoding on ``device`` (None: the CPU): this module's model for
+    greedy decoding (every default; float32, bfloat16 or float16 weights), transformers' for beam
+    search (``generate``)."""
     if beam_size == 1:
-        return load_for_decoding(model_dir, weights, dtype=dtype)
+        return load_for_decoding(model_dir, weights, dtype=dtype, device=device)
     from speechmerge.models.loading import load_whisper
 
-    return load_whisper(model_dir, weights, dtype=dtype)
+    model, processor = load_whisper(model_dir, weights, dtype=dtype)
+    return (model.to(device) if device is not None else model), processor
