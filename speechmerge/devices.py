@@ -105,6 +105,7 @@ def job_device(name: str | None, *, jobs_per_gpu: int = 1):
 
 
 _HELD: list = []  # lock files held for the process's lifetime
+_CLAIMED: dict[str, int] = {}  # the GPU this process claimed (one slot per job, however often asked)
 
 
 def claim_gpu(n_gpus: int, jobs_per_gpu: int = 1, lock_dir: str | os.PathLike | None = None) -> int:
@@ -113,6 +114,8 @@ def claim_gpu(n_gpus: int, jobs_per_gpu: int = 1, lock_dir: str | os.PathLike | 
     import fcntl
     import time
 
+    if "gpu" in _CLAIMED:
+        return _CLAIMED["gpu"]
     folder = Path(lock_dir or os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "speechmerge-gpu-locks")
     folder.mkdir(parents=True, exist_ok=True)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "_") or "none"
@@ -128,6 +131,7 @@ def claim_gpu(n_gpus: int, jobs_per_gpu: int = 1, lock_dir: str | os.PathLike | 
                 fh.write(f"{os.getpid()}\n")
                 fh.flush()
                 _HELD.append(fh)
+                _CLAIMED["gpu"] = gpu
                 return gpu
         time.sleep(2.0)
 

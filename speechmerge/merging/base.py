@@ -67,6 +67,10 @@ class MergeMethod:
     grid_source: ClassVar[str] = ""
     # A parameter Δ is proportional to (Δ(λ) = λ · Δ(1), e.g. a final scaling λ), or None.
     scale_param: ClassVar[str | None] = None
+    # Whether merge_tensor may run on a GPU (merging.device): the SVD / Newton-Schulz methods, whose
+    # factorisations dominate; it must create every tensor where its inputs are. Element-wise
+    # methods (and those drawing random masks on the host) stay on the CPU.
+    device_capable: ClassVar[bool] = False
 
     def __init__(self, **hparams: Any) -> None:
         unknown = sorted(set(hparams) - set(self.defaults))

@@ -1,7 +1,7 @@
 """``python -m speechmerge merge`` and ``python -m speechmerge list-methods``.
 
     python -m speechmerge merge --method ties --base DIR --experts DIR [DIR ...] --out DIR \\
-        [--set key=value ...] [--seed N] [--delta-only] [--threads N] [--overwrite]
+        [--set key=value ...] [--seed N] [--delta-only] [--threads N] [--device cpu|cuda|auto] [--overwrite]
 
 Base and experts are Whisper checkpoints in Hugging Face format (directories with
 ``model.safetensors`` or a sharded index); the experts are full fine-tuned models, their task
@@ -59,10 +59,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     try:
-        info = merge_models(args.base, args.experts, method, args.out, seed=args.seed,
-                            delta_only=args.delta_only, progress=not args.quiet,
-                            overwrite=args.overwrite)  # fmt: skip
-    except (ValueError, OSError) as err:  # OSError: --out not writable, a full disk, a concurrent writer
+        from speechmerge.devices import job_device
+        from speechmerge.merging.engine import on_device
+
+        with on_device(job_device(args.device)):
+            info = merge_models(args.base, args.experts, method, args.out, seed=args.seed,
+                                delta_only=args.delta_only, progress=not args.quiet,
+                                overwrite=args.overwrite)  # fmt: skip
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: --out not writable, a full disk, a concurrent writer
         print(f"error: {_describe(err, args.out)}", file=sys.stderr)
         return 1
     print(f"{info['method']} of {len(info['experts'])} experts -> {info['out_path']} ({info['wall_s']:.1f} s)")
@@ -109,6 +113,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of randomised methods (DARE)")
     p.add_argument("--delta-only", action="store_true", help="write the merged task vector, not the model")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default), cuda, cuda:N or auto: where the SVD / Newton-Schulz methods factorise each tensor",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_merge)
 

@@ -32,6 +32,7 @@ and dtype is known from the base). Nothing of the merged model is held in memory
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -193,13 +194,37 @@ def _rows_shape(shape: torch.Size, rows: slice | None) -> tuple[int, ...]:
     return (rows.stop - rows.start, *shape[1:])
 
 
+_DEVICE: torch.device | None = None  # merging.device while ``on_device`` is active (None: the CPU)
+
+
+@contextlib.contextmanager
+def on_device(device):
+    """Within the block, methods that may (``device_capable``: the SVD / Newton-Schulz ones) merge
+    each tensor on ``device``: the base tensor and one tensor per expert are copied there, the
+    merged tensor back, so the streaming bounds hold on the device too (one tensor at a time).
+    ``None`` or a CPU device: everything as before."""
+    global _DEVICE
+    prev = _DEVICE
+    _DEVICE = None if device is None or torch.device(device).type == "cpu" else torch.device(device)
+    try:
+        yield
+    finally:
+        _DEVICE = prev
+
+
 def merged_deltas(
     method: MergeMethod, src: TensorSource, ctx: TensorContext
 ) -> Iterator[tuple[slice | None, torch.Tensor]]:
-    """(rows, Δ rows) for one tensor: chunk by chunk if the method streams, else all at once."""
+    """(rows, Δ rows) for one tensor: chunk by chunk if the method streams, else all at once
+    (on the merging device for a ``device_capable`` method, see ``on_device``)."""
     stream = getattr(method, "merge_stream", None)
     if stream is None:
-        delta = method.merge_tensor(src.base(), src.deltas(), ctx)
+        if _DEVICE is not None and getattr(method, "device_capable", False):
+            base, deltas = src.base().to(_DEVICE), [d.to(_DEVICE) for d in src.deltas()]
+            delta = method.merge_tensor(base, deltas, ctx).to("cpu")
+            del base, deltas
+        else:
+            delta = method.merge_tensor(src.base(), src.deltas(), ctx)
         if tuple(delta.shape) != tuple(src.shape):
             raise RuntimeError(
                 f"merge method {method.name!r} returned shape {tuple(delta.shape)} for tensor {ctx.key!r}, "

@@ -123,16 +123,20 @@ def _svd_by_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     lam, v = lam[order], v[:, order]
     s = lam.clamp_min(0).sqrt()
     keep = s > s[0] * max(m.shape) * torch.finfo(m.dtype).eps if s.numel() and s[0] > 0 else s > 0
-    u = torch.zeros(m.shape[0], s.numel(), dtype=m.dtype)
+    u = torch.zeros(m.shape[0], s.numel(), dtype=m.dtype, device=m.device)
     u[:, keep] = (m @ v[:, keep]) / s[keep]
     if not bool(keep.all()):  # complete U's columns for the null space: orthonormal, orthogonal to the rest
         q, _ = torch.linalg.qr(
             torch.cat(
                 [
                     u[:, keep],
-                    torch.randn(
-                        m.shape[0], int((~keep).sum()), dtype=m.dtype, generator=torch.Generator().manual_seed(0)
-                    ),
+                    torch.randn(  # drawn on the host (the same numbers on any device), then moved
+                        m.shape[0],
+                        int((~keep).sum()),
+                        dtype=m.dtype,
+                        device="cpu",
+                        generator=torch.Generator().manual_seed(0),
+                    ).to(m.device),
                 ],
                 dim=1,
             )
@@ -229,7 +233,7 @@ def boost_threshold_index(sigma: torch.Tensor, beta: float) -> int:
     if n == 0 or total == 0 or beta >= 1.0:
         return max(n - 1, 0)
     cum = torch.cumsum(energy, 0) / total
-    j = int(torch.searchsorted(cum, torch.tensor([float(beta)], dtype=torch.float64))[0])
+    j = int(torch.searchsorted(cum, torch.tensor([float(beta)], dtype=torch.float64, device=cum.device))[0])
     return min(j, n - 1)
 
 

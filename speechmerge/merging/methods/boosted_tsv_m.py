@@ -42,6 +42,7 @@ class BoostedTSVM(TSVMNewtonSchulz):
 
     name = "boosted_tsv_m"
     label = "BoostedTSV-M"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVMNewtonSchulz.defaults, "beta": 0.3, "energy": "kept"}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (BoostedTSV-M; boosting rule reconstructed)"

@@ -45,6 +45,7 @@ class IsoC(MatrixOrElementwiseMethod):
 
     name = "iso_c"
     label = "Iso-C"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2502.04959"
     defaults = {"scaling": 1.0, "non_matrix": "mean"}
     source = "Marczak et al. 2025, arXiv 2502.04959 (Iso-C); FusionBench iso_utils.iso_c"

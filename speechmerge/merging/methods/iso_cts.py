@@ -85,6 +85,7 @@ class IsoCTS(MatrixOrElementwiseMethod):
 
     name = "iso_cts"
     label = "Iso-CTS"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2502.04959"
     defaults = {"scaling": 1.0, "common_space_fraction": 0.8, "orthogonalizer": "polar", "non_matrix": "mean"}
     source = "Marczak et al. 2025, arXiv 2502.04959 (Iso-CTS); FusionBench iso_utils.iso_cts"

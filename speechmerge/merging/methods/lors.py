@@ -86,6 +86,7 @@ class LoRS(_PrunedTaskArithmetic):
 
     name = "lors"
     label = "LoRS-Merging"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None, "keep_fraction": 0.2}
     source = "Zhao et al. 2025, arXiv 2502.17380 (LoRS-Merging); qmgzhao/LoRS-Merging merge_fft-lors-merge.py"

@@ -25,6 +25,7 @@ class LoRSLowRank(_PrunedTaskArithmetic):
 
     name = "lors_lowrank"
     label = "LoRS low-rank only"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2502.17380"
     defaults: dict[str, Any] = {"scaling": None, "rank_fraction": 0.01, "rank": None}
     source = "Zhao et al. 2025, arXiv 2502.17380; qmgzhao/LoRS-Merging merge_fft-svp-merge.py"

@@ -100,6 +100,7 @@ class TSVM(MatrixOrElementwiseMethod):
 
     name = "tsv_m"
     label = "TSV-M"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2412.00081"
     defaults: dict[str, Any] = {"scaling": 1.0, "non_matrix": "mean"}
     source = "Gargiulo et al. 2025, arXiv 2412.00081 (TSV-M); AntoAndGar/task_singular_vectors TSVM_utils"

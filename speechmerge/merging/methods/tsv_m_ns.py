@@ -39,6 +39,7 @@ class TSVMNewtonSchulz(TSVM):
 
     name = "tsv_m_ns"
     label = "TSV-M w/ NS"
+    device_capable = True
     reference_url = "https://arxiv.org/abs/2603.05354"
     defaults: dict[str, Any] = {**TSVM.defaults, "ns_steps": 5, "ns_coefficients": list(NS_PRESETS["muon"])}
     source = "Carvalho et al. 2026, arXiv 2603.05354 (TSV-M w/ NS); Muon Newton–Schulz quintic (K. Jordan 2024)"
