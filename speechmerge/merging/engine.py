@@ -122,7 +122,7 @@ class MemorySink:
         for key, spec in specs.items():
             parts = self.pieces.get(key, [])
             if not parts:
-                out[key] = torch.empty(spec.shape, dtype=spec.torch_dtype)
+                out[key] = torch.empty(spec.shape, dtype=spec.torch_dtype, device="cpu")
             else:
                 out[key] = (parts[0] if len(parts) == 1 else torch.cat(parts, 0)).reshape(spec.shape)
         return out
@@ -269,13 +269,17 @@ def run_merge(
             sink.write(key, torch.zeros_like(raw) if delta_only else raw)
             continue
         if math.prod(spec.shape) == 0:
-            sink.write(key, torch.empty(spec.shape, dtype=out_specs[key].torch_dtype))
+            sink.write(key, torch.empty(spec.shape, dtype=out_specs[key].torch_dtype, device="cpu"))
             continue
         src = make_source(key)
         ctx = TensorContext(key, is_matrix(key, torch.empty(spec.shape, device="meta")), seed)
         out_dtype = out_specs[key].torch_dtype
         for rows, delta in merged_deltas(method, src, ctx):
-            lo, hi = torch.aminmax(delta) if delta.numel() else (torch.zeros(()), torch.zeros(()))
+            lo, hi = (
+                torch.aminmax(delta)
+                if delta.numel()
+                else (torch.zeros((), device="cpu"), torch.zeros((), device="cpu"))
+            )
             if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):  # NaN and ±inf show in the extremes
                 raise ValueError(f"merge method {method.name!r} produced non-finite values in tensor {key!r}")
             piece = delta if delta_only else src.base(rows) + delta

@@ -110,7 +110,7 @@ def merge_grid(
             base_sd[key] = base.read(key)
             if not spec.is_float or math.prod(spec.shape) == 0:
                 for d in deltas:
-                    d[key] = torch.zeros(spec.shape, dtype=specs[key].torch_dtype)
+                    d[key] = torch.zeros(spec.shape, dtype=specs[key].torch_dtype, device="cpu")
                 continue
             src = FileSource(key, base, inputs, False)
             if len(groups) > 1:  # read each expert tensor once, whole, for every merge of the grid
@@ -139,7 +139,7 @@ def _merged_tensor(method: MergeMethod, src, ctx: TensorContext, shape, method_n
     pieces = [(rows, delta) for rows, delta in merged_deltas(method, src, ctx)]
     full = pieces[0][1] if len(pieces) == 1 else torch.cat([p for _, p in pieces], 0)
     full = full.reshape(shape)
-    lo, hi = torch.aminmax(full) if full.numel() else (torch.zeros(()), torch.zeros(()))
+    lo, hi = torch.aminmax(full) if full.numel() else (torch.zeros((), device="cpu"), torch.zeros((), device="cpu"))
     if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
         raise ValueError(
             f"merge method {method_name!r} ({method.hparams}) produced non-finite values in tensor {ctx.key!r}"

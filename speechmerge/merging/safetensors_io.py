@@ -54,7 +54,7 @@ class TensorSpec:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * torch.empty((), dtype=self.torch_dtype).element_size()
+        return math.prod(self.shape) * torch.empty((), dtype=self.torch_dtype, device="cpu").element_size()
 
 
 def _parse_header(path: Path) -> tuple[dict[str, TensorSpec], dict[str, str], dict[str, int]]:
@@ -147,7 +147,7 @@ class Checkpoint:
             r1 = max(r0, r1)
             offset += r0 * (spec.nbytes // shape[0])
             shape = (r1 - r0, *shape[1:])
-        out = torch.empty(shape, dtype=spec.torch_dtype)
+        out = torch.empty(shape, dtype=spec.torch_dtype, device="cpu")
         buf = writable_bytes(out)
         file = self._file_of[key]
         handle = self._handles.get(file)

@@ -37,7 +37,7 @@ def kth_smallest_(buf: torch.Tensor, ks: Sequence[int]) -> list[float]:
 
 def abs_values(src: TensorSource, i: int) -> torch.Tensor:
     """|τ_i| of the whole tensor, flattened, in one new buffer filled chunk by chunk."""
-    out = torch.empty(src.numel, dtype=torch.float32)
+    out = torch.empty(src.numel, dtype=torch.float32, device="cpu")  # a host buffer (numpy partitions it)
     pos = 0
     for rows in src.chunks():
         d = src.delta(i, rows).reshape(-1)
@@ -68,9 +68,9 @@ def gram(src: TensorSource, *, with_base: bool = False) -> tuple[torch.Tensor, f
     With ``with_base`` also <θ_0, θ_0> and the vector <θ_0, τ_i> (for weight-space methods).
     """
     n = src.n
-    G = torch.zeros(n, n, dtype=torch.float64)
+    G = torch.zeros(n, n, dtype=torch.float64, device="cpu")  # small: N x N, on the host
     bb = 0.0
-    bt = torch.zeros(n, dtype=torch.float64)
+    bt = torch.zeros(n, dtype=torch.float64, device="cpu")
     for rows in src.chunks():
         T = torch.stack([d.reshape(-1) for d in src.deltas(rows)]).double()
         G += T @ T.T
@@ -94,7 +94,7 @@ def cosine_matrix(G: torch.Tensor) -> torch.Tensor:
 def elect_sign(total: torch.Tensor, zero_sign: torch.Tensor | float) -> torch.Tensor:
     """sign(total) as ±1 floats; entries where total == 0 get ``zero_sign`` (±1)."""
     s = torch.sign(total)
-    return torch.where(s == 0, torch.as_tensor(zero_sign, dtype=s.dtype), s)
+    return torch.where(s == 0, torch.as_tensor(zero_sign, dtype=s.dtype, device=s.device), s)
 
 
 def agree_mask(t: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
@@ -125,7 +125,8 @@ def dare_drop(t: torch.Tensor, drop_rate: float, rescale: bool, gen: torch.Gener
     """
     if drop_rate == 0.0:
         return t.clone()
-    keep = torch.rand(t.shape, generator=gen, dtype=torch.float32) >= drop_rate
+    # drawn where the generator is (the host: the same numbers on any machine), compared where t is
+    keep = torch.rand(t.shape, generator=gen, dtype=torch.float32, device=gen.device).to(t.device) >= drop_rate
     out = t * keep
     if rescale:
         out /= 1.0 - drop_rate

@@ -37,11 +37,11 @@ def karcher_coefficients(G: torch.Tensor, alphas: list[float], max_iter: int, to
     norms = G.diagonal().clamp(min=0).sqrt()
     valid = [i for i in range(n) if float(norms[i]) > tol]
     if not valid:
-        return torch.zeros(n, dtype=torch.float64)
-    idx = torch.tensor(valid)
+        return torch.zeros(n, dtype=torch.float64, device=G.device)
+    idx = torch.tensor(valid, device=G.device)
     nv = norms[idx]
     C = G[idx][:, idx] / (nv[:, None] * nv[None, :])  # cosines between valid unit vectors
-    av = torch.tensor([alphas[i] for i in valid], dtype=torch.float64)
+    av = torch.tensor([alphas[i] for i in valid], dtype=torch.float64, device=G.device)
     av = av / av.sum()
 
     def norm(c: torch.Tensor) -> float:
@@ -73,7 +73,7 @@ def karcher_coefficients(G: torch.Tensor, alphas: list[float], max_iter: int, to
         if un > tol:
             c = c / un
     scale = sum(a * float(nm) for a, nm in zip(alphas, norms))
-    out = torch.zeros(n, dtype=torch.float64)
+    out = torch.zeros(n, dtype=torch.float64, device=G.device)
     out[idx] = scale * c / nv
     return out
 

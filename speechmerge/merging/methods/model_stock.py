@@ -40,7 +40,7 @@ def stock_ratio(cos: torch.Tensor, n: int) -> torch.Tensor:
 def mean_pairwise(C: torch.Tensor) -> torch.Tensor:
     """Mean of the strictly upper-triangular entries of the (..., N, N) cosine matrix."""
     n = C.shape[-1]
-    iu = torch.triu_indices(n, n, offset=1)
+    iu = torch.triu_indices(n, n, offset=1, device=C.device)
     return C[..., iu[0], iu[1]].mean(-1)
 
 

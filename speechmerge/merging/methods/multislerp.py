@@ -32,7 +32,7 @@ from speechmerge.merging.tensor_ops import gram, weighted_sum
 
 def multislerp_coefficients(G: torch.Tensor, w: list[float], eps: float) -> torch.Tensor | None:
     """Coefficients a (float64) with Δ = Σ a_i τ_i; None when ‖M‖ < eps (linear fallback)."""
-    wt = torch.tensor(w, dtype=torch.float64)
+    wt = torch.tensor(w, dtype=torch.float64, device=G.device)
     norms = G.diagonal().clamp(min=0).sqrt()
     inv = 1.0 / (norms + eps)
 

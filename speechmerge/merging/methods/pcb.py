@@ -92,7 +92,7 @@ class Pcb(StreamingMethod):
         lam = float(self.hparams["scaling"])
         if d == 0:
             for rows in src.chunks():
-                yield torch.zeros(src.base(rows).shape)
+                yield torch.zeros_like(src.base(rows))
             return
         c = float(self.hparams["clamp_ratio"])
         r = float(self.hparams["keep_fraction"]) if self.sparsify_here(ctx) else 1.0
@@ -107,7 +107,7 @@ class Pcb(StreamingMethod):
         # Pass 2: drop threshold q_i and max of β_i (β_i of one expert at a time).
         i_q = _index(d, d * (1 - r))
         for i in range(n):
-            beta = torch.empty(d, dtype=torch.float32)
+            beta = torch.empty(d, dtype=torch.float32, device="cpu")  # a host buffer (numpy partitions it)
             pos = 0
             for rows, t in zip(chunks, total):
                 b = balance(src.delta(i, rows), t, n, st.lo[i], st.hi[i])[0].reshape(-1)

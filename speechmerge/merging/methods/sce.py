@@ -65,7 +65,7 @@ class Sce(StreamingMethod):
         if rho >= 1.0:
             return None
         d = src.numel
-        var = torch.empty(d, dtype=torch.float32)
+        var = torch.empty(d, dtype=torch.float32, device="cpu")  # a host buffer (numpy partitions it)
         pos = 0
         for rows in src.chunks():
             v = variance(src.deltas(rows)).reshape(-1)
@@ -94,7 +94,7 @@ class Sce(StreamingMethod):
                 masks[j] = variance(ds) >= thr
             return [d * masks[j] for d in ds]
 
-        sq = torch.zeros(src.n, dtype=torch.float64)
+        sq = torch.zeros(src.n, dtype=torch.float64, device="cpu")
         for j, rows in enumerate(src.chunks()):
             sq += torch.stack([(t.double() ** 2).sum() for t in selected(j, rows)])
         if float(sq.sum()) == 0.0:
