@@ -1,6 +1,7 @@
 """Decoding throughput (utterances/s) of batched Whisper decoding, and stage shares of a run.
 
-Decoding mode (default): Whisper base at the model directory's context (the default run imports it
+Decoding mode (default; ``--device cuda`` on a GPU, RTFx = audio seconds / decoding seconds):
+Whisper base at the model directory's context (the default run imports it
 at 5 s), loaded as decoding jobs load it (``speechmerge.models.inference``, freed memory kept), utterances synthesised with eSpeak NG from the checked-in corpus (or read from a parquet
 split), every combination of batch size, length sorting, thread count, dtype and tokens-per-second
 bound given on the command line. ``--tasks transcribe translate`` decodes every utterance for
@@ -90,6 +91,14 @@ def bench_decoding(args) -> None:
     if args.parquet:
         waves, langs, refs = parquet_utterances(args.parquet, args.n)
         source = args.parquet
+    elif args.noise:  # no eSpeak NG needed: the cost of decoding does not depend on the audio
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        waves = [(0.1 * rng.standard_normal(int(16000 * args.max_seconds))).astype(np.float32) for _ in range(args.n)]
+        langs = [args.languages[i % len(args.languages)] for i in range(args.n)]
+        refs = ["-"] * args.n
+        source = f"noise, {args.max_seconds:g} s each"
     else:
         waves, langs, refs = synth_utterances(args.n, args.languages, args.max_seconds)
         source = f"eSpeak NG synthesis ({','.join(args.languages)})"
@@ -98,15 +107,22 @@ def bench_decoding(args) -> None:
         f"# {len(waves)} utterances from {source}; mean duration {sum(durs) / len(durs):.2f} s, "
         f"max {max(durs):.2f} s; model {model_dir}"
     )
-    print("threads dtype    batch order    tok/s tasks  utt/s  hyp/s   wall_s  dec_steps  at_bound  WER%")
-    models = {}
+    from speechmerge.devices import job_device
+
+    device = job_device(args.device)
+    audio_s = sum(durs)
+    print(f"# device {device}; {audio_s:.1f} s of audio")
+    print("threads dtype    batch order    tok/s tasks  utt/s  hyp/s   wall_s  RTFx  dec_steps  at_bound  WER%")
+    models, rows = {}, []
     tasks = tuple(args.tasks)
     for threads, dtype, bs, order, rate in itertools.product(
         args.threads, args.dtypes, args.batch_sizes, args.orders, args.rates
     ):
         torch.set_num_threads(threads)
         if dtype not in models:
-            models[dtype] = load_decoder(model_dir, dtype=getattr(torch, dtype))  # what decoding jobs load
+            models[dtype] = load_decoder(  # what decoding jobs load
+                model_dir, dtype=getattr(torch, dtype), device=None if device.type == "cpu" else device
+            )
         model, processor = models[dtype]
         decode_tasks(
             model, processor, waves[:2], langs[:2], [tasks] * 2, batch_size=2, max_new_tokens=4, progress=False
@@ -125,14 +141,28 @@ def bench_decoding(args) -> None:
             max_tokens_per_second=None if rate == 0 else rate,
             progress=False,
         )
-        w = wer(refs, [h or "" for h in r.by_task["transcribe"]], langs) if "transcribe" in r.by_task else float("nan")
+        scored = "transcribe" in r.by_task and not args.noise  # noise has no reference
+        w = wer(refs, [h or "" for h in r.by_task["transcribe"]], langs) if scored else float("nan")
+        rtfx = audio_s / r.seconds  # seconds of audio decoded per second (all tasks)
         print(
             f"{threads:>7} {dtype:<8} {bs:>5} {order:<8} {rate or '-':>5} {len(tasks):>5} "
-            f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} "
+            f"{len(waves) / r.seconds:>6.2f} {r.utt_per_s:>6.2f} {r.seconds:>8.1f} {rtfx:>5.0f} "
             f"{r.decoder_steps:>10} {r.n_hit_max_tokens:>9} {w:>6.1f}",
             flush=True,
         )
+        rows.append({"threads": threads, "dtype": dtype, "batch": bs, "order": order, "tasks": list(tasks),
+                     "utt_per_s": len(waves) / r.seconds, "hyp_per_s": r.utt_per_s, "seconds": r.seconds,
+                     "rtfx": rtfx, "wer": w})  # fmt: skip
     print(f"# end: {load_average()}")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(
+            json.dumps(
+                {"device": str(device), "model": str(model_dir), "n": len(waves), "audio_s": audio_s, "rows": rows},
+                indent=1,
+            )  # fmt: skip
+        )
 
 
 def compare_generate(args) -> None:
@@ -228,6 +258,7 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--model", default=str(ROOT / "resources/models/whisper-base"))
     ap.add_argument("--parquet", default=None, help="a dataset split to decode instead of synthesised speech")
+    ap.add_argument("--noise", action="store_true", help="decode noise of --max-seconds instead of synthesised speech")
     ap.add_argument("--n", type=int, default=48, help="number of utterances")
     ap.add_argument("--languages", nargs="+", default=["de", "es", "fr", "it", "nl"])
     ap.add_argument("--max-seconds", type=float, default=5.0, help="synthesised audio is cut to this length")
@@ -243,6 +274,8 @@ def main(argv=None) -> None:
         help="max tokens per second of the longest utterance of a batch (0 = no such bound)",
     )
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto: where decoding runs")
+    ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     ap.add_argument(
         "--tasks",
         nargs="+",

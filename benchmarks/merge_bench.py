@@ -116,16 +116,21 @@ def prepare(workdir: Path, n_max: int) -> tuple[Path, list[Path]]:
 def child(args: argparse.Namespace) -> None:
     import torch
 
+    from speechmerge.devices import job_device
     from speechmerge.merging import get_method
-    from speechmerge.merging.engine import merge_files
+    from speechmerge.merging.engine import merge_files, on_device
 
     torch.set_num_threads(args.threads)
     method = get_method(args.method)
     tvs = args.tvs
+    device = job_device(args.device)
+    if device.type == "cuda":  # CUDA's context and kernels loaded before the clock starts
+        torch.ones(1, device=device).sum().item()
     rss0 = rss_mb()
     t0 = time.perf_counter()
     if args.mode == "stream":
-        merge_files(args.base, tvs, method, args.out, seed=0, progress=False)
+        with on_device(device):
+            merge_files(args.base, tvs, method, args.out, seed=0, progress=False)
     else:
         naive_merge(args.base, tvs, method, args.out)
     wall = time.perf_counter() - t0
@@ -152,9 +157,11 @@ def naive_merge(base_path: str, tv_paths: list[str], method, out: str) -> None:
 # --- driver --------------------------------------------------------------------------------------
 
 
-def measure(mode: str, method: str, base: Path, tvs: list[Path], out: Path, threads: int, timeout: float) -> dict:
+def measure(
+    mode: str, method: str, base: Path, tvs: list[Path], out: Path, threads: int, timeout: float, device: str = "cpu"
+) -> dict:
     cmd = ["--child", mode, "--method", method, "--base", str(base), "--out", str(out),
-           "--threads", str(threads), "--tvs", *map(str, tvs)]  # fmt: skip
+           "--threads", str(threads), "--device", device, "--tvs", *map(str, tvs)]  # fmt: skip
     try:
         proc = run_child(cmd, threads, timeout)
     except subprocess.TimeoutExpired:
@@ -184,6 +191,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--workdir", type=Path, default=None, help="where inputs are written (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated inputs")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="merging.device of the streaming merges: cpu, cuda, cuda:N (the SVD / Newton-Schulz methods factorise there)",
+    )
+    ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
     # child mode (internal)
     ap.add_argument("--child", choices=["stream", "naive"], default=None, help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
@@ -228,11 +241,12 @@ def main() -> None:
     print("\nwall = merge seconds; mem = peak RSS above the process after imports, MB (models)\n")
     print("| method | N | stream wall s | stream mem MB (models) | naive wall s | naive mem MB (models) |")
     print("|---|---|---|---|---|---|", flush=True)
-    failures = []
+    failures, rows = [], []
     for n in args.n:
         for name in names:
             out = workdir / "merged.safetensors"
-            s = measure("stream", name, base, tvs[:n], out, args.threads, args.timeout)
+            s = measure("stream", name, base, tvs[:n], out, args.threads, args.timeout, args.device)
+            rows.append({"method": name, "n": n, "device": args.device, "stream": s})
             nv = measure("naive", name, base, tvs[:n], out, args.threads, args.timeout) if name in naive else None
             sw, sm = fmt(s, model_mb)
             nw, nm = fmt(nv, model_mb)
@@ -245,6 +259,8 @@ def main() -> None:
                 if (s["peak_mb"] - s["rss0_mb"]) / model_mb > TARGET_MODELS:
                     failures.append(f"{name} N={n}: peak {(s['peak_mb'] - s['rss0_mb']) / model_mb:.2f} models")
     print("\ntargets missed:" if failures else "\nall targets met", *failures, sep="\n  ")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": args.device, "model_mb": model_mb, "rows": rows}, indent=1))
     if not args.keep and args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

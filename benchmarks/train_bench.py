@@ -106,7 +106,14 @@ class Setup:
     """A model + method + optimizer configured like the trainer (or like the baseline)."""
 
     def __init__(
-        self, args, precision: str, attn: str, optimizer: str, head: str = "blocked", layout: str = "contiguous"
+        self,
+        args,
+        precision: str,
+        attn: str,
+        optimizer: str,
+        head: str = "blocked",
+        layout: str = "contiguous",
+        device=None,
     ):
         from speechmerge.numerics import resolve_precision
         from speechmerge.training.layout import contiguous_encoder_states
@@ -114,16 +121,18 @@ class Setup:
         from speechmerge.training.spec import choose_attention
         from speechmerge.training.vocab_head import sparse_token_embedding
 
+        self.device = torch.device(device or "cpu")
         self.model, self.src = load_model(args.model, args.seconds)
-        self.precision = resolve_precision(precision)
+        self.precision = resolve_precision(precision, device=self.device)
         self.attn = choose_attention(attn, int(self.model.config.max_source_positions))
         self.model.set_attn_implementation(self.attn)
         self.optimizer_kind = optimizer
         self.method = build_method(args.method, self.model, {}, total_steps=1000)
         self.whisper = self.method.whisper
+        self.whisper.to(self.device)  # as the trainer: built on the host, then moved
         self.whisper.train()
         self.head = head
-        if head == "blocked":
+        if head == "blocked" and self.device.type == "cpu":  # the trainer's CPU-only head
             sparse_token_embedding(self.whisper)
         if layout == "contiguous":
             contiguous_encoder_states(self.whisper)
@@ -132,7 +141,7 @@ class Setup:
         no_decay = [p for p in self.params if p.ndim < 2]
         groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
         self.opt = torch.optim.AdamW(groups, lr=1e-5, **{optimizer: True})
-        self.batch = make_batch(self.whisper, args.batch, args.tokens)
+        self.batch = {k: v.to(self.device) for k, v in make_batch(self.whisper, args.batch, args.tokens).items()}
         self.n_tok = int((self.batch["labels"] != -100).sum())
         self.label = f"{self.precision}, attn {self.attn}, AdamW {optimizer}, {head} head, {layout} encoder states"
 
@@ -145,14 +154,14 @@ class Setup:
 
     def fwd_bwd(self):
         self.opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
             loss_sum = self.loss()
         (loss_sum / self.n_tok).backward()
 
     def step(self, phases: dict | None = None) -> float:
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
             loss_sum = self.loss()
         t1 = time.perf_counter()
         (loss_sum / self.n_tok).backward()
@@ -162,6 +171,8 @@ class Setup:
             reg.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
         self.opt.step()
+        if self.device.type == "cuda":  # the step's kernels have run, not only been queued
+            torch.cuda.synchronize(self.device)
         t3 = time.perf_counter()
         if phases is not None:
             phases.setdefault("forward", []).append(t1 - t0)
@@ -388,7 +399,17 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=2, help="alternations for --compare")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step")
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda or cuda:N: samples/s of the chosen configuration on that device, the trainer's set-up "
+        "moved there (what benchmarks/gpu_check.sh runs); without it, the CPU measurements above",
+    )
+    ap.add_argument("--json", default=None, help="with --device: also write the figures to this JSON file")
     args = ap.parse_args()
+    if args.device is not None:
+        device_run(args)
+        return
     if args.jobs > 1 and (args.compare or args.compare_head or args.compare_layout or args.profile):
         ap.error("--jobs measures the chosen configuration only: drop --compare*, --profile")
     pin_code_path(args.cpu_isa)
@@ -396,6 +417,44 @@ def main() -> None:
 
     with deterministic_algorithms():  # as speechmerge.training.train runs the trainer
         run(args)
+
+
+def device_run(args) -> None:
+    """samples/s of the chosen configuration on ``--device``: a warm-up step, then ``--steps``
+    timed steps (each synchronised on a GPU), the trainer's set-up moved to the device."""
+    import json
+
+    from speechmerge.devices import gpu_info, job_device
+
+    torch.set_num_threads(args.threads)
+    device = job_device(args.device)
+    cuda = device.type == "cuda"
+    setup = Setup(args, args.precision, args.attn, args.optimizer, args.head, args.layout, device=device)
+    setup.step()  # warm-up: kernels chosen, memory pools filled
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [setup.step() for _ in range(args.steps)]
+    best, mean = min(times), statistics.mean(times)
+    rec = {
+        "device": str(device),
+        "gpu": gpu_info() if cuda else None,
+        "model": setup.src,
+        "context_s": setup.model.config.max_source_positions * 2 / 100,
+        "batch": args.batch,
+        "precision": setup.precision,
+        "attn": setup.attn,
+        "method": args.method,
+        "step_s_best": best,
+        "step_s_mean": mean,
+        "samples_per_s": args.batch / mean,
+        "peak_gpu_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+    }
+    print(
+        f"{setup.label} on {device}: {rec['samples_per_s']:.2f} samples/s (mean of {args.steps} steps, "
+        f"best {best:.3f} s/step)" + (f", peak GPU memory {rec['peak_gpu_mem_gb']:.1f} GB" if cuda else "")
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rec, indent=1))
 
 
 def run(args) -> None:

@@ -89,6 +89,8 @@ def _torch_build() -> str:
 def job_device(name: str | None, *, jobs_per_gpu: int = 1):
     """The ``torch.device`` a job computes on: ``cpu``; ``cuda:N`` as given; ``cuda`` a GPU slot
     claimed for this job (``claim_gpu``); ``auto`` the same where CUDA is there, else the CPU."""
+    # cuBLAS gives the same results run to run only with a fixed workspace (read when CUDA starts)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
     name = check_name(name or DEFAULT_DEVICE, "device")

