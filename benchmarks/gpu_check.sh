@@ -4,7 +4,7 @@
 #   2. train_bench: Whisper base's shapes at 30 s, bfloat16 autocast, batch 32 (samples/s),
 #   3. decode_bench: RTFx (audio seconds / decoding seconds) at batches 16 to 256,
 #   4. merge_bench: 10 experts of Whisper base's size, the SVD / Newton-Schulz methods on the GPU,
-#      two of them also on the CPU,
+#      TSV-M also on the CPU,
 #   5. the smoke preset end to end with device: cuda (four GPU jobs sharing the GPU),
 # and writes every figure to one JSON file, $OUT/gpu_check.json (OUT default: benchmarks/out/gpu).
 #
@@ -44,7 +44,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   MERGE_N=2; MERGE_GPU="tsv_m lors"; MERGE_CPU="lors"; SIZE=tiny
 else
   TRAIN_BATCH=32; TRAIN_STEPS=10; CONTEXT=30; DEC_N=1024; DEC_BATCHES="16 32 64 128 256"; DEC_TOKENS=16
-  MERGE_N=10; MERGE_GPU="iso_c iso_cts tsv_m tsv_m_ns boosted_tsv_m lors lors_lowrank"; MERGE_CPU="tsv_m lors"; SIZE=base
+  MERGE_N=10; MERGE_GPU="iso_c iso_cts tsv_m tsv_m_ns boosted_tsv_m lors lors_lowrank"; MERGE_CPU="tsv_m"; SIZE=base
 fi
 threads=$(nproc)
 status=0
