@@ -86,6 +86,27 @@ def draw_hours(duration_of: Callable[[int], float], n: int, hours: float, seed: 
     return sorted(chosen)
 
 
+def draw_present_hours(
+    numbered: list[tuple[int, dict]],
+    path_of: Callable[[dict], Path],
+    *,
+    hours: float,
+    seed: int,
+    where: str,
+    where_of: Callable[[int], str],
+    on_bad_audio: str,
+    skipped: list | None,
+) -> list[tuple[int, dict]]:
+    """``hours`` of the ``(row index, row)`` pairs whose clip exists (``drop_missing``), drawn by
+    ``seed`` with durations from the clips' headers (``draw_hours``), in their original order;
+    ``where`` names the split's file and key in errors."""
+    present = drop_missing(numbered, path_of, where_of=where_of, on_bad_audio=on_bad_audio, skipped=skipped)
+    keep = draw_hours(
+        lambda k: header_seconds(path_of(present[k][1]), where=where), len(present), hours, seed, where=where
+    )
+    return [present[k] for k in keep]
+
+
 def drop_missing(
     numbered: list[tuple[int, dict]],
     path_of: Callable[[dict], Path],

@@ -21,7 +21,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from speechmerge.data.adapters import AdapterError, _record, check_on_bad_audio, decode_or_skip, take_first
-from speechmerge.data.readers.base import LocalReader, draw_hours, drop_missing, header_seconds, register
+from speechmerge.data.readers.base import LocalReader, draw_present_hours, register
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 REQUIRED = ("client_id", "path", "sentence")
@@ -31,6 +31,18 @@ LOCALES = {"sv": "sv-SE", "zh": "zh-CN"}
 
 def locale_dir(root: Path, language: str) -> Path:
     return Path(root) / LOCALES.get(language, language)
+
+
+def _rows(tsv: Path) -> list[dict]:
+    """The rows of a split TSV (header checked for the columns the reader needs)."""
+    with open(tsv, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise AdapterError(
+                f"{tsv}: no column(s) {missing} (header: {reader.fieldnames}); is this a Common Voice TSV?"
+            )
+        return list(reader)
 
 
 def check_layout(root: Path, language: str, split: str) -> None:
@@ -74,15 +86,7 @@ def iter_records(
     check_layout(Path(root), language, split)
     loc = locale_dir(Path(root), language)
     tsv = loc / SPLIT_FILES[split]
-    with open(tsv, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise AdapterError(
-                f"{tsv}: no column(s) {missing} (header: {reader.fieldnames}); is this a Common Voice TSV?"
-            )
-        rows = list(reader)
-    numbered = list(enumerate(rows))  # (row index, row)
+    numbered = list(enumerate(_rows(tsv)))  # (row index, row)
     if exclude_speakers:  # data.speakers: disjoint (speakers of the later splits left out)
         numbered = [(i, r) for i, r in numbered if (r.get("client_id") or "").strip() not in exclude_speakers]
     numbered = take_first(numbered, max_examples, source=tsv, split=split)
@@ -91,21 +95,16 @@ def iter_records(
         return loc / "clips" / (row.get("path") or "").strip()
 
     if hours is not None:  # drawn among the clips that exist (a missing one: error, or skipped)
-        present = drop_missing(
+        numbered = draw_present_hours(
             numbered,
             clip_of,
+            hours=hours,
+            seed=seed,
+            where=f"{tsv} (data.{split}.hours)",
             where_of=lambda i: f"{tsv} row {i + 1} (line {i + 2})",
             on_bad_audio=on_bad_audio,
             skipped=skipped,
         )
-        keep = draw_hours(
-            lambda k: header_seconds(clip_of(present[k][1]), where=f"{tsv} (data.{split}.hours)"),
-            len(present),
-            hours,
-            seed,
-            where=f"{tsv} (data.{split}.hours)",
-        )
-        numbered = [present[k] for k in keep]
     seen = {}
     for i, row in tqdm(numbered, desc=f"common voice {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1} (line {i + 2})"
@@ -151,13 +150,8 @@ def index_files(root: str | Path, language: str, split: str) -> list[Path]:
 
 def speakers(root: str | Path, language: str, split: str) -> set[str]:
     """The speakers (``client_id``) of one split's TSV."""
-    tsv = locale_dir(Path(root), language) / SPLIT_FILES[split]
-    with open(tsv, encoding="utf-8", newline="") as fh:
-        return {
-            (r.get("client_id") or "").strip()
-            for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if (r.get("client_id") or "").strip()
-        }
+    rows = _rows(locale_dir(Path(root), language) / SPLIT_FILES[split])
+    return {who for r in rows if (who := (r.get("client_id") or "").strip())}
 
 
 def read(root: str | Path, **kwargs) -> list[dict]:

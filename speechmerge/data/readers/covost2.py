@@ -24,7 +24,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 from speechmerge.data.adapters import AdapterError, _record, check_on_bad_audio, decode_or_skip, take_first
-from speechmerge.data.readers.base import LocalReader, draw_hours, drop_missing, header_seconds, register
+from speechmerge.data.readers.base import LocalReader, draw_present_hours, register
 from speechmerge.data.readers.common_voice import LOCALES
 
 SPLIT_VALUES = {"train": ("train", "train_covost"), "dev": ("dev",), "test": ("test",)}
@@ -117,17 +117,16 @@ def iter_records(
         return loc / "clips" / row["path"]
 
     if hours is not None:  # drawn among the clips that exist (a missing one: error, or skipped)
-        present = drop_missing(
-            rows, clip_of, where_of=lambda i: f"{tsv} row {i + 1}", on_bad_audio=on_bad_audio, skipped=skipped
-        )
-        keep = draw_hours(
-            lambda k: header_seconds(clip_of(present[k][1]), where=f"{tsv} (data.{split}.hours)"),
-            len(present),
-            hours,
-            seed,
+        rows = draw_present_hours(
+            rows,
+            clip_of,
+            hours=hours,
+            seed=seed,
             where=f"{tsv} (data.{split}.hours)",
+            where_of=lambda i: f"{tsv} row {i + 1}",
+            on_bad_audio=on_bad_audio,
+            skipped=skipped,
         )
-        rows = [present[k] for k in keep]
     for i, row in tqdm(rows, desc=f"covost2 {loc.name} {split}", unit="utt", disable=not progress):
         where = f"{tsv} row {i + 1}"
         audio = clip_of(row)

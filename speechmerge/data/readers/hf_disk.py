@@ -94,7 +94,20 @@ def check_layout(root: Path, language: str, split: str) -> None:
     data_files(split_dir(root, language, split))
 
 
+def _arrow_reader(source):
+    """A reader of an ``.arrow`` file: an Arrow stream as ``datasets`` writes them, else the
+    Arrow file format."""
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source)
+
+
 def _batches(kind: str, files: list[Path]) -> Iterator:
+    """The files' record batches in order, ``BATCH_ROWS`` rows at most each."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -103,15 +116,14 @@ def _batches(kind: str, files: list[Path]) -> Iterator:
             yield from pq.ParquetFile(str(f)).iter_batches(batch_size=BATCH_ROWS)
             continue
         with pa.memory_map(str(f)) as source:
-            try:
-                reader = pa.ipc.open_stream(source)  # datasets writes Arrow streams
-            except pa.ArrowInvalid:
-                reader = pa.ipc.open_file(source)
-                for i in range(reader.num_record_batches):
-                    yield from reader.get_batch(i).to_batches(max_chunksize=BATCH_ROWS)
-                continue
-            for batch in reader:
-                yield from batch.to_batches(max_chunksize=BATCH_ROWS) if hasattr(batch, "to_batches") else [batch]
+            reader = _arrow_reader(source)
+            if isinstance(reader, pa.ipc.RecordBatchFileReader):
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            else:
+                batches = iter(reader)
+            for batch in batches:
+                for start in range(0, batch.num_rows, BATCH_ROWS):
+                    yield batch.slice(start, BATCH_ROWS)
 
 
 def corpus_of(columns: list[str], where: str) -> str:
@@ -137,10 +149,7 @@ def _columns(kind: str, files: list[Path]) -> list[str]:
     if kind == "parquet":
         return pq.read_schema(str(files[0])).names
     with pa.memory_map(str(files[0])) as source:
-        try:
-            return pa.ipc.open_stream(source).schema.names
-        except pa.ArrowInvalid:
-            return pa.ipc.open_file(source).schema.names
+        return _arrow_reader(source).schema.names
 
 
 def _seconds(cell, row: dict, where: str) -> float:
@@ -267,11 +276,7 @@ def speakers(root: str | Path, language: str, split: str) -> set[str]:
     kind, files = data_files(folder)
     if "client_id" not in _columns(kind, files):
         return set()
-    out = set()
-    for f in files:
-        for batch in _batches(kind, [f]):
-            out.update(str(v) for v in batch.column("client_id").to_pylist() if v)
-    return out
+    return {str(v) for batch in _batches(kind, files) for v in batch.column("client_id").to_pylist() if v}
 
 
 def read(root: str | Path, **kwargs) -> list[dict]:
