@@ -36,8 +36,6 @@ SAFETY = 3.0
 GPU_SPEEDUP = 20.0
 #: no job asks for more than 48 h (longer jobs: ``--set-resources finetune:runtime=...``).
 MAX_RUNTIME_MIN = 48 * 60
-#: rules that run a model on the configured device (the others never ask for a GPU).
-GPU_RULES = ("finetune", "evaluate", "evaluate_experts_dev", "merge")
 
 #: Whisper sizes: (encoder layers, decoder layers, d_model); the random sizes of
 #: ``speechmerge.models.random_init.RANDOM_SIZES`` (checked equal by the tests).
@@ -107,8 +105,9 @@ def _context_s(config: Mapping) -> float:
     return float((config.get("audio") or {}).get("max_seconds") or 30)
 
 
-#: which stage's device a rule computes on (speechmerge.devices); a merge that selects on dev
-#: decodes on the evaluation device as well
+#: the rules that run a model, and which stage's device each computes on (speechmerge.devices;
+#: a merge that selects on dev decodes on the evaluation device as well); the others never ask
+#: for a GPU
 RULE_STAGE = {
     "finetune": "training",
     "evaluate": "evaluation",
@@ -144,12 +143,8 @@ def on_gpu(config: Mapping, rule: str, *, selects: bool = False) -> bool:
     return _uses_gpu(_stage_setting(config, RULE_STAGE[rule]))
 
 
-def _on_gpu(config: Mapping) -> bool:
-    return _uses_gpu(str(config.get("device", "cpu")))
-
-
-def _minutes(seconds: float, config: Mapping, floor: int = 5, gpu: bool | None = None) -> int:
-    if _on_gpu(config) if gpu is None else gpu:
+def _minutes(seconds: float, floor: int = 5, *, gpu: bool) -> int:
+    if gpu:
         seconds /= GPU_SPEEDUP
     return int(min(MAX_RUNTIME_MIN, floor + math.ceil(SAFETY * seconds / 60)))
 
@@ -230,7 +225,7 @@ def estimate(
     model when it is not the run's (an experiment's own ``base_model``).
     """
     size = model_size(base_spec or config["base_model"]["spec"])
-    g = rule in GPU_RULES and on_gpu(config, rule, selects=bool(n_points))
+    g = on_gpu(config, rule, selects=bool(n_points))
     ctx = float(context_s) if context_s else _context_s(config)
     w = size.weights_mb
     audio_mb = _rows(datasets) * ctx * 16000 * 4 / 1e6 if datasets else 0.0
@@ -249,7 +244,7 @@ def estimate(
         steps = int(job.get("steps", 1))
         dev_passes = steps // max(1, int(job.get("eval_every", steps) or steps)) + 1
         secs = steps * batch * per_sample + dev_passes * _rows(dev) * per_sample / 3
-        runtime = _minutes(secs, config, gpu=g)
+        runtime = _minutes(secs, gpu=g)
     elif rule in ("evaluate", "evaluate_experts_dev"):
         mem = (
             OVERHEAD_MB
@@ -257,7 +252,7 @@ def estimate(
             + TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
             + held_mb
         )
-        runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, config, gpu=g)
+        runtime = _minutes(_rows(datasets) * n_tasks * DECODE_S_PER_UTT * size.scale * ctx / 5, gpu=g)
     elif rule == "merge" and n_points:
         # dev selection: θ₀, one float32 delta per distinct merge, a point's weights and the loaded
         # model in memory (+ whole expert tensors with several merges), then decoding like evaluate
@@ -265,30 +260,30 @@ def estimate(
         mem += TRAIN_ACT_MB / 8 * int((config.get("evaluation") or {}).get("batch_size", 64)) * ctx * size.width
         secs = n_merges * max(1, n_experts) * 30 * size.scale
         secs += n_points * _rows(datasets) * DECODE_S_PER_UTT * size.scale * ctx / 5
-        runtime = _minutes(secs, config, gpu=g)
+        runtime = _minutes(secs, gpu=g)
     elif rule == "merge":
         # streamed tensor by tensor: the base, the output and one tensor per expert at a time
         mem = OVERHEAD_MB + 3 * w
-        runtime = _minutes(max(1, n_experts) * 30 * size.scale, config, gpu=g)
+        runtime = _minutes(max(1, n_experts) * 30 * size.scale, gpu=g)
     elif rule == "taskvector_cosines":
         # every expert, the base and θ₀ are open at once (memory-mapped tensors stay resident)
         mem = OVERHEAD_MB + (max(2, n_experts) + 3) * w
-        runtime = _minutes(max(2, n_experts) * 10 * size.scale, config, gpu=g)
+        runtime = _minutes(max(2, n_experts) * 10 * size.scale, gpu=g)
     elif rule in ("task_vector", "import_model", "import_expert"):
         mem = OVERHEAD_MB + 3 * w
-        runtime = _minutes(20 * size.scale, config, gpu=g)
+        runtime = _minutes(20 * size.scale, gpu=g)
     elif rule == "synthesize_corpus":
         # synthesised speech is rendered whole; recorded speech streams a record at a time
         synth = all(d.get("source", "synth") == "synth" for d in datasets)
         mem = OVERHEAD_MB / 2 + 4 * (audio_mb if synth else held_mb)
-        runtime = _minutes(_rows(datasets) * 0.1, config, floor=5, gpu=False)
+        runtime = _minutes(_rows(datasets) * 0.1, floor=5, gpu=False)
     elif rule == "report":
         mem = OVERHEAD_MB + 2 * w
         runtime = 20
     elif rule == "audio_checksum":
         # reads each audio file of a manifest split once (SHA-256)
         mem = OVERHEAD_MB / 2
-        runtime = _minutes(_rows(datasets) * 0.05, config, gpu=g)
+        runtime = _minutes(_rows(datasets) * 0.05, gpu=g)
     elif rule == "report_tables":
         mem, runtime = OVERHEAD_MB / 2, 5
     else:

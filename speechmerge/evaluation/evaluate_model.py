@@ -162,88 +162,28 @@ def _evaluate_loaded(
     ``de-translate``) is read and encoded once. Utterances longer than the encoder context are
     handled by ``on_long_utterance`` (``_long_utterances``).
     """
+    import torch
+
     from speechmerge.data.spool import WaveSpool
 
+    context_s = model.config.max_source_positions * 2 / 100.0
     with WaveSpool.temporary() as spool:  # the audio waits on disk; memory holds one batch
-        return _evaluate_spooled(
+        waves, prompts, durations, tasks, loaded = _gather(testsets, spool, context_s, on_long_utterance, skip_over_s)
+        names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
+        res = decoding.decode_tasks(
             model,
             processor,
-            model_dir,
-            testsets,
-            spool,
+            spool.take(waves),
+            prompts,
+            tasks,
             batch_size=batch_size,
             beam_size=beam_size,
             max_new_tokens=max_new_tokens,
-            model_name=model_name,
-            experiment=experiment,
-            n_boot=n_boot,
-            seed=seed,
-            progress=progress,
+            durations=durations,
             max_tokens_per_second=max_tokens_per_second,
-            on_long_utterance=on_long_utterance,
-            skip_over_s=skip_over_s,
+            testset=f"{model_name} on {len(names)} test set(s)",
+            progress=progress,
         )
-
-
-def _evaluate_spooled(
-    model,
-    processor,
-    model_dir: Path,
-    testsets: Sequence[Mapping[str, Any]],
-    spool,
-    *,
-    batch_size: int,
-    beam_size: int,
-    max_new_tokens: int,
-    model_name: str,
-    experiment: str | None,
-    n_boot: int,
-    seed: int,
-    progress: bool,
-    max_tokens_per_second: float | None,
-    on_long_utterance: str,
-    skip_over_s: float | None,
-) -> tuple[list[dict], list[dict[str, Any]]]:
-    import torch
-
-    context_s = model.config.max_source_positions * 2 / 100.0
-    waves, prompts, durations, tasks = [], [], [], []  # waves: rows of the spool
-    where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
-    loaded, read = [], {}
-    for spec in testsets:
-        examples, langs = _read_testset(spec, read, spool)
-        kept, n_skipped = _long_utterances(spec, examples, context_s, on_long_utterance, skip_over_s)
-        if n_skipped:
-            ids = {e.id for e in kept}
-            langs = [lang for e, lang in zip(examples, langs) if e.id in ids]
-            examples = kept
-        rows = []
-        for k, (e, lang) in enumerate(zip(examples, langs)):
-            key = (str(spec["path"]), k)
-            if key not in where:
-                where[key] = len(waves)
-                waves.append(e.row)
-                prompts.append(lang)
-                durations.append(e.duration)
-                tasks.append(set())
-            tasks[where[key]].add(spec["task"])
-            rows.append(where[key])
-        loaded.append((spec, examples, rows, n_skipped))
-    names = sorted({s.get("testset") or Path(s["path"]).stem for s in testsets})
-    res = decoding.decode_tasks(
-        model,
-        processor,
-        spool.take(waves),
-        prompts,
-        tasks,
-        batch_size=batch_size,
-        beam_size=beam_size,
-        max_new_tokens=max_new_tokens,
-        durations=durations,
-        max_tokens_per_second=max_tokens_per_second,
-        testset=f"{model_name} on {len(names)} test set(s)",
-        progress=progress,
-    )
     log.info(
         "%s: %d hypotheses of %d utterances in %.1f s (%.2f hyp/s, %d decoder steps)",
         model_name,
@@ -307,6 +247,35 @@ def _evaluate_spooled(
         all_records += records
         results.append(scores)
     return all_records, results
+
+
+def _gather(testsets, spool, context_s: float, on_long_utterance: str, skip_over_s: float | None):
+    """Read every test set into ``spool`` (a file named by several is read once) and list what
+    one ``decode_tasks`` call decodes: (spool rows, prompt languages, durations, tasks per
+    utterance, and per test set ``(spec, utterances, their indices, n skipped)``)."""
+    waves, prompts, durations, tasks = [], [], [], []  # waves: rows of the spool
+    where: dict[tuple[str, int], int] = {}  # (path, row) -> utterance index
+    loaded, read = [], {}
+    for spec in testsets:
+        examples, langs = _read_testset(spec, read, spool)
+        kept, n_skipped = _long_utterances(spec, examples, context_s, on_long_utterance, skip_over_s)
+        if n_skipped:
+            ids = {e.id for e in kept}
+            langs = [lang for e, lang in zip(examples, langs) if e.id in ids]
+            examples = kept
+        rows = []
+        for k, (e, lang) in enumerate(zip(examples, langs)):
+            key = (str(spec["path"]), k)
+            if key not in where:
+                where[key] = len(waves)
+                waves.append(e.row)
+                prompts.append(lang)
+                durations.append(e.duration)
+                tasks.append(set())
+            tasks[where[key]].add(spec["task"])
+            rows.append(where[key])
+        loaded.append((spec, examples, rows, n_skipped))
+    return waves, prompts, durations, tasks, loaded
 
 
 def torch_dtype(name: str | None, device=None):

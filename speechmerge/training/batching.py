@@ -260,6 +260,14 @@ def step_indices(n: int, seed: int, step: int, per_step: int) -> list[int]:
     return out
 
 
+def micro_batches(items: Sequence[Item], seed: int, step: int, batch_size: int, grad_accum: int) -> list[list[Item]]:
+    """The items of optimizer step ``step`` (``step_indices``), cut into ``grad_accum``
+    micro-batches of ``batch_size``."""
+    idx = step_indices(len(items), seed, step, batch_size * grad_accum)
+    chosen = [items[i] for i in idx]
+    return [chosen[m * batch_size : (m + 1) * batch_size] for m in range(grad_accum)]
+
+
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     """A collated batch on ``device``: on CUDA through pinned host memory, without waiting for
     the copy (the GPU's stream orders it); on the CPU the same tensors."""
@@ -286,6 +294,5 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         step, m = divmod(int(k), self.grad_accum)
-        idx = step_indices(len(self.items), self.seed, self.start + step, self.batch_size * self.grad_accum)
-        chunk = [self.items[i] for i in idx[m * self.batch_size : (m + 1) * self.batch_size]]
-        return collate(chunk, self.features, self.pad_id)
+        chunks = micro_batches(self.items, self.seed, self.start + step, self.batch_size, self.grad_accum)
+        return collate(chunks[m], self.features, self.pad_id)

@@ -311,10 +311,8 @@ class Trainer:
     # --- one optimizer step -----------------------------------------------------------------
     def train_step(self) -> dict:
         spec = self.spec
-        per_step = spec.batch_size * spec.grad_accum
-        idx = batching.step_indices(len(self.train.items), spec.seed, self.step, per_step)
-        items = [self.train.items[i] for i in idx]
-        n_tok = sum(it.n_targets for it in items)
+        chunks = batching.micro_batches(self.train.items, spec.seed, self.step, spec.batch_size, spec.grad_accum)
+        n_tok = sum(it.n_targets for chunk in chunks for it in chunk)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         autocast = self.autocast
@@ -323,9 +321,7 @@ class Trainer:
             if self._batches is not None:  # prepared ahead by DataLoader workers (the same batch)
                 batch = next(self._batches)
             else:
-                batch = batching.collate(
-                    items[m * spec.batch_size : (m + 1) * spec.batch_size], self.train.features, self.pad_id
-                )
+                batch = batching.collate(chunks[m], self.train.features, self.pad_id)
             batch = batching.to_device(batch, self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=autocast):
                 loss_sum, _, _ = target_loss(self.whisper, batch, accuracy=False)
@@ -361,7 +357,7 @@ class Trainer:
         self.method.after_optimizer_step(self.step)
         self.scheduler.step()
         self.step += 1
-        self.samples_seen += len(items)
+        self.samples_seen += sum(len(chunk) for chunk in chunks)
         return {"step": self.step, "lr": lr, "loss": total / n_tok, "grad_norm": float(grad_norm), "reg": reg_value}
 
     def evaluate(self) -> tuple[float, float]:
